@@ -1,0 +1,46 @@
+"""Reading and writing a job's result files. metrics.json is written atomically (temp file, fsync,
+rename), so a reader sees either the previous complete file or the new complete file, never half."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+METRICS = "metrics.json"
+HISTORY = "training_history.csv"
+CHECKPOINTS = "checkpoints"
+BEST = "best"  # checkpoints/best: save_pretrained directory of the selected weights
+LAST = "last.ckpt"  # checkpoints/last.ckpt: Lightning checkpoint to resume from
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w") as f:
+        json.dump(_clean(data), f, indent=2, sort_keys=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_metrics(job_dir: Path) -> dict[str, Any] | None:
+    """The job's metrics, or None if there is no complete metrics.json."""
+    try:
+        data = json.loads((Path(job_dir) / METRICS).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

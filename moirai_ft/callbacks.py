@@ -1,0 +1,155 @@
+"""Callbacks of a fine-tuning job: the validation history, early stopping with best-weights
+selection (the zero-shot model included as a candidate), and a stop on non-finite loss."""
+
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from moirai_ft.finetuner import MoiraiFineTuner
+
+HISTORY_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr")
+
+
+def _current_lr(trainer: L.Trainer) -> float:
+    if not trainer.optimizers:
+        return float("nan")
+    return float(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+class History(L.Callback):
+    """training_history.csv: one row per validation check; the pre-training check is epoch -1, step 0."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.rows: list[dict[str, float]] = []
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: MoiraiFineTuner) -> None:
+        if trainer.sanity_checking:
+            return
+        pretraining = trainer.state.fn == "validate"
+        row = {
+            "epoch": -1 if pretraining else trainer.current_epoch,
+            "step": 0 if pretraining else trainer.global_step,
+            "train_loss": float("nan") if pretraining else pl_module.pop_train_loss(),
+            "val_loss": float(trainer.callback_metrics["val/loss"]),
+            "lr": 0.0 if pretraining else _current_lr(trainer),
+        }
+        self.rows.append(row)
+        if trainer.is_global_zero:
+            self.write()
+
+    def write(self) -> None:
+        tmp = self.path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+            w.writeheader()
+            w.writerows(self.rows)
+        tmp.replace(self.path)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict["rows"])
+
+
+class BestWeights(L.Callback):
+    """Early stopping and model selection on validation loss.
+
+    Every validation check is a candidate, the pre-training (zero-shot) check included: if no
+    fine-tuning check beats it by `min_delta`, the job's result is the model it started from.
+    The monitored value is the mean of the last `smoothing` checks (1 = the raw loss); patience
+    counts validation checks. The best weights are written to `best_dir` with save_pretrained, so
+    they load back as `model.checkpoint=<best_dir>` (or in uni2ts's MoiraiForecast).
+    """
+
+    def __init__(self, best_dir: Path, patience: int, min_delta: float = 0.0, smoothing: int = 1):
+        self.best_dir = Path(best_dir)
+        self.patience = patience
+        self.min_delta = min_delta
+        self.smoothing = smoothing
+        self.losses: list[float] = []
+        self.best_score = math.inf
+        self.best_val_loss = math.inf
+        self.best_epoch = -1
+        self.best_step = 0
+        self.wait = 0
+        self.stop_reason: str | None = None
+        self.zero_shot_val_loss: float | None = None
+
+    @property
+    def finetune_helped(self) -> bool:
+        return self.best_step > 0
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: MoiraiFineTuner) -> None:
+        if trainer.sanity_checking:
+            return
+        loss = float(trainer.callback_metrics["val/loss"])
+        pretraining = trainer.state.fn == "validate"
+        if pretraining:
+            self.zero_shot_val_loss = loss
+        self.losses.append(loss)
+        window = self.losses[-self.smoothing :]
+        score = sum(window) / len(window)
+        epoch = -1 if pretraining else trainer.current_epoch
+        step = 0 if pretraining else trainer.global_step
+        if pretraining or score < self.best_score - self.min_delta:
+            self.best_score, self.best_val_loss = score, loss
+            self.best_epoch, self.best_step, self.wait = epoch, step, 0
+            if trainer.is_global_zero:
+                self._save(pl_module)
+        elif math.isfinite(loss):
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.stop_reason = "early_stopping"
+                trainer.should_stop = True
+        if not math.isfinite(loss):
+            self.stop_reason = "diverged"
+            trainer.should_stop = True
+
+    def _save(self, pl_module: MoiraiFineTuner) -> None:
+        # write next to the target, then swap: a kill mid-write never leaves a half checkpoint as "best"
+        tmp = self.best_dir.with_name(self.best_dir.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        pl_module.module.save_pretrained(tmp)
+        old = self.best_dir.with_name(self.best_dir.name + ".old")
+        if self.best_dir.exists():
+            self.best_dir.rename(old)
+        tmp.rename(self.best_dir)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def restore_best(self, pl_module: MoiraiFineTuner) -> None:
+        """Load the selected weights back into the module (the job's result)."""
+        from safetensors.torch import load_file
+
+        state = load_file(str(self.best_dir / "model.safetensors"), device=str(pl_module.device))
+        pl_module.module.load_state_dict(state)
+
+    def state_dict(self) -> dict[str, Any]:
+        keys = ("losses", "best_score", "best_val_loss", "best_epoch", "best_step", "wait", "stop_reason", "zero_shot_val_loss")
+        return {k: getattr(self, k) for k in keys}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for k, v in state_dict.items():
+            setattr(self, k, v)
+
+
+class DivergenceGuard(L.Callback):
+    """Stops training when the loss has become NaN or infinite. The flag lives on the device and is
+    read every `every` steps, so healthy steps pay no host synchronisation."""
+
+    def __init__(self, every: int = 10):
+        self.every = every
+        self.diverged = False
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: MoiraiFineTuner, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if (trainer.global_step % self.every == 0 or trainer.is_last_batch) and pl_module.diverged():
+            self.diverged = True
+            trainer.should_stop = True

@@ -1,0 +1,143 @@
+"""Structured-config schemas for the small, typo-prone groups, and value checks run before any GPU time.
+
+Each group's YAML options list `<group>_schema` first in their defaults, so a misspelt key in a group
+file or on the command line fails at compose time, and an enum field rejects a value not in its list
+(OmegaConf's message names the allowed values).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
+
+from moirai_ft.errors import UserError
+
+
+class ModelInit(str, Enum):
+    pretrained = "pretrained"
+    random = "random"
+
+
+class PatternName(str, Enum):
+    full = "full"
+    freeze_ffn = "freeze_ffn"
+    head_only = "head_only"
+
+
+class SchedulerName(str, Enum):
+    constant = "constant"
+    cosine = "cosine"
+    linear = "linear"
+
+
+class Mode(str, Enum):
+    S = "S"  # each column its own series
+    M = "M"  # all columns of a window in one sample (uni2ts's wide_multivariate)
+
+
+@dataclass
+class ModelSchema:
+    name: str = "small"
+    checkpoint: Optional[str] = None  # hub id or local directory written by save_pretrained
+    init: ModelInit = ModelInit.pretrained
+    batch_size: int = 64
+    d_model: int = 384
+    num_layers: int = 6
+    patch_sizes: tuple[int, ...] = (8, 16, 32, 64, 128)
+    max_seq_len: int = 512
+    max_dim: int = 128
+    attn_dropout_p: float = 0.0
+    dropout_p: float = 0.0
+
+
+@dataclass
+class PatternSchema:
+    name: PatternName = PatternName.full
+
+
+@dataclass
+class SchedulerSchema:
+    name: SchedulerName = SchedulerName.constant
+    min_lr_ratio: float = 0.1
+
+
+@dataclass
+class HardwareSchema:
+    name: str = "auto"
+    accelerator: str = "auto"
+    devices: Any = 1
+    precision: str = "32-true"
+    strategy: str = "auto"
+
+
+@dataclass
+class DataSchema:
+    name: str = "synthetic"
+    path: Optional[str] = None
+    num_columns: Optional[int] = None
+    num_days: Optional[int] = None
+    mode: Mode = Mode.S
+    train_ratio: float = 0.7
+    val_ratio: float = 0.1
+    window_stride: int = 1
+    eval_stride: int = 96
+
+
+def register_schemas() -> None:
+    cs = ConfigStore.instance()
+    cs.store(group="model", name="model_schema", node=ModelSchema)
+    cs.store(group="pattern", name="pattern_schema", node=PatternSchema)
+    cs.store(group="scheduler", name="scheduler_schema", node=SchedulerSchema)
+    cs.store(group="hardware", name="hardware_schema", node=HardwareSchema)
+    cs.store(group="data", name="data_schema", node=DataSchema)
+
+
+register_schemas()
+
+
+def validate(cfg: DictConfig) -> None:
+    """Value checks that a schema cannot express. Raises UserError naming the key to change."""
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise UserError(msg)
+
+    need(cfg.lr > 0, f"lr must be > 0 (got {cfg.lr}); e.g. lr=1e-5")
+    need(cfg.weight_decay >= 0, f"weight_decay must be >= 0 (got {cfg.weight_decay})")
+    need(cfg.batch_size >= 1, f"batch_size must be >= 1 (got {cfg.batch_size})")
+    need(cfg.epochs >= 1, f"epochs must be >= 1 (got {cfg.epochs})")
+    need(cfg.patience >= 1, f"patience must be >= 1 validation check (got {cfg.patience})")
+    need(cfg.smoothing >= 1, f"smoothing must be >= 1 check (got {cfg.smoothing})")
+    need(cfg.warmup_steps >= 0, f"warmup_steps must be >= 0 (got {cfg.warmup_steps})")
+    need(
+        cfg.steps_per_epoch is None or cfg.steps_per_epoch >= 1,
+        f"steps_per_epoch must be >= 1 or null (got {cfg.steps_per_epoch})",
+    )
+    for key in ("context_length", "prediction_length", "patch_size"):
+        need(cfg[key] >= 1, f"{key} must be a positive number of time steps (got {cfg[key]})")
+    need(
+        cfg.patch_size in cfg.model.patch_sizes,
+        f"patch_size={cfg.patch_size} is not one of the model's patch sizes "
+        f"{list(cfg.model.patch_sizes)}; set patch_size to one of them",
+    )
+    vci = cfg.val_check_interval
+    need(
+        (isinstance(vci, float) and 0 < vci <= 1) or (isinstance(vci, int) and vci >= 1),
+        f"val_check_interval must be a fraction of an epoch in (0, 1] or a number of steps >= 1 (got {vci})",
+    )
+    need(cfg.gradient_clip > 0, f"gradient_clip must be > 0 (got {cfg.gradient_clip})")
+    need(
+        0 <= cfg.scheduler.min_lr_ratio <= 1,
+        f"scheduler.min_lr_ratio must be in [0, 1] (got {cfg.scheduler.min_lr_ratio})",
+    )
+    ratios = (cfg.data.train_ratio, cfg.data.val_ratio)
+    need(
+        all(0 < r < 1 for r in ratios) and sum(ratios) < 1,
+        f"data.train_ratio and data.val_ratio must be in (0, 1) and leave room for a test split (got {ratios})",
+    )
+    need(cfg.data.window_stride >= 1, f"data.window_stride must be >= 1 (got {cfg.data.window_stride})")
+    need(cfg.data.eval_stride >= 1, f"data.eval_stride must be >= 1 (got {cfg.data.eval_stride})")

@@ -1,0 +1,239 @@
+"""One fine-tuning job from a composed config: checks, data, model, Lightning fit with validation
+before and during training, selection of the best weights, and the job's artifacts."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from moirai_ft.artifacts import BEST, CHECKPOINTS, HISTORY, LAST, METRICS, write_json_atomic
+from moirai_ft.callbacks import BestWeights, DivergenceGuard, History
+from moirai_ft.config import validate
+from moirai_ft.data import PreparedData, prepare
+from moirai_ft.errors import UserError
+from moirai_ft.finetuner import MoiraiFineTuner
+from moirai_ft.model import apply_pattern, count_params, load_module
+from moirai_ft.windows import IndexBatches, eval_batches, index_loader
+
+log = logging.getLogger(__name__)
+
+
+class Throughput(L.Callback):
+    """Training samples per second, validation time excluded (synchronised at the boundaries only)."""
+
+    def __init__(self, batch_size: int):
+        self.batch_size = batch_size
+        self.train_s = 0.0
+        self.steps = 0
+        self._t0: float | None = None
+
+    def _sync(self, pl_module: L.LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+
+    def _start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._sync(pl_module)
+        self._t0, self._step0 = time.perf_counter(), trainer.global_step
+
+    def _stop(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._t0 is None:
+            return
+        self._sync(pl_module)
+        self.train_s += time.perf_counter() - self._t0
+        self.steps += trainer.global_step - self._step0
+        self._t0 = None
+
+    def on_train_start(self, trainer, pl_module):
+        self._start(trainer, pl_module)
+
+    def on_validation_start(self, trainer, pl_module):
+        if trainer.state.fn == "fit":
+            self._stop(trainer, pl_module)
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.state.fn == "fit" and not trainer.should_stop:
+            self._start(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module):
+        self._stop(trainer, pl_module)
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.steps * self.batch_size / self.train_s if self.train_s > 0 else float("nan")
+
+
+def check_model_fits(cfg: DictConfig, data: PreparedData) -> None:
+    """Preflight against the model's limits, before any training."""
+    tokens = data.spec.tokens * data.train.num_variates
+    if tokens > cfg.model.max_seq_len:
+        raise UserError(
+            f"a sample is {tokens} tokens (ceil({cfg.context_length}/{cfg.patch_size}) + "
+            f"ceil({cfg.prediction_length}/{cfg.patch_size}) per variate x {data.train.num_variates} variates), "
+            f"over the model's max_seq_len {cfg.model.max_seq_len}; use a shorter context_length, a larger "
+            "patch_size, data.mode=S or fewer columns"
+        )
+    if data.train.num_variates > cfg.model.max_dim:
+        raise UserError(
+            f"{data.train.num_variates} variates in one sample exceed the model's max_dim {cfg.model.max_dim}; "
+            "use data.mode=S or select fewer columns"
+        )
+
+
+def build_trainer(cfg: DictConfig, job_dir: Path, callbacks: dict[str, L.Callback], steps_per_epoch: int) -> L.Trainer:
+    vci = cfg.val_check_interval
+    by_steps = isinstance(vci, int) and not isinstance(vci, bool)
+    return L.Trainer(
+        default_root_dir=job_dir,
+        max_epochs=cfg.epochs,
+        limit_train_batches=steps_per_epoch,
+        accelerator=cfg.hardware.accelerator,
+        devices=cfg.hardware.devices,
+        precision=cfg.hardware.precision,
+        strategy=cfg.hardware.strategy,
+        gradient_clip_val=cfg.gradient_clip,
+        gradient_clip_algorithm="norm",
+        val_check_interval=vci,
+        check_val_every_n_epoch=None if by_steps else 1,
+        num_sanity_val_steps=0,
+        callbacks=list(callbacks.values()),
+        logger=[
+            CSVLogger(job_dir, name="logs", version=""),
+            TensorBoardLogger(job_dir, name="logs", version="", default_hp_metric=False),
+        ],
+        log_every_n_steps=max(1, min(50, steps_per_epoch)),
+        enable_progress_bar=True,
+        enable_model_summary=False,
+    )
+
+
+def run_job(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
+    """Train and select; returns the metrics (also written to job_dir/metrics.json)."""
+    started = time.time()
+    validate(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = prepare(cfg)
+    check_model_fits(cfg, data)
+    module = load_module(cfg.model)
+    apply_pattern(module, cfg.pattern.name)
+    trainable, total = count_params(module)
+
+    train_sampler = IndexBatches(len(data.train), cfg.batch_size, shuffle=True, seed=cfg.seed, steps_per_epoch=cfg.steps_per_epoch)
+    steps_per_epoch = len(train_sampler)
+    if steps_per_epoch == 0:
+        raise UserError(
+            f"the train split has {len(data.train)} windows, fewer than one batch of batch_size={cfg.batch_size}; "
+            "lower batch_size or data.window_stride"
+        )
+    total_steps = steps_per_epoch * cfg.epochs
+    if cfg.warmup_steps > total_steps:
+        raise UserError(
+            f"warmup_steps={cfg.warmup_steps} is longer than the whole run ({cfg.epochs} epochs x "
+            f"{steps_per_epoch} steps = {total_steps}); lower warmup_steps or raise epochs/steps_per_epoch"
+        )
+    val_batches = eval_batches(len(data.val), cfg.batch_size, cfg.val_max_windows)
+
+    ckpt_dir = job_dir / CHECKPOINTS
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    data.save_normalization(job_dir / "normalization.json")
+    finetuner = MoiraiFineTuner(
+        module, data.train, data.val, lr=cfg.lr, weight_decay=cfg.weight_decay,
+        scheduler=cfg.scheduler.name, warmup_steps=cfg.warmup_steps, total_steps=total_steps,
+        min_lr_ratio=cfg.scheduler.min_lr_ratio,
+    )
+    callbacks: dict[str, L.Callback] = {
+        "history": History(job_dir / HISTORY),
+        "best_weights": BestWeights(ckpt_dir / BEST, cfg.patience, cfg.min_delta, cfg.smoothing),
+        "divergence": DivergenceGuard(),
+        "throughput": Throughput(cfg.batch_size),
+        "last_checkpoint": ModelCheckpoint(
+            dirpath=ckpt_dir, filename=Path(LAST).stem, save_top_k=1, monitor=None,
+            save_on_train_epoch_end=False, enable_version_counter=False,
+        ),
+    }
+    trainer = build_trainer(cfg, job_dir, callbacks, steps_per_epoch)
+    val_loader = index_loader(val_batches)
+    last = ckpt_dir / LAST
+    if last.is_file():
+        log.info("resuming from %s", last)
+        trainer.fit(finetuner, index_loader(train_sampler), val_loader, ckpt_path=str(last))
+    else:
+        trainer.validate(finetuner, val_loader, verbose=False)  # the zero-shot model: history row epoch -1
+        trainer.fit(finetuner, index_loader(train_sampler), val_loader)
+
+    best: BestWeights = callbacks["best_weights"]
+    guard: DivergenceGuard = callbacks["divergence"]
+    diverged = guard.diverged or best.stop_reason == "diverged"
+    if diverged:
+        stop_reason = "diverged"
+    elif best.stop_reason:
+        stop_reason = best.stop_reason
+    else:
+        stop_reason = "max_epochs"
+    best.restore_best(finetuner)
+    if not best.finetune_helped:
+        log.warning("no validation check beat the zero-shot model: the job's result is the starting model")
+
+    metrics: dict[str, Any] = {
+        "status": "diverged" if diverged else "completed",
+        "model": cfg.model.name,
+        "pattern": str(cfg.pattern.name.value if hasattr(cfg.pattern.name, "value") else cfg.pattern.name),
+        "lr": cfg.lr,
+        "scheduler": str(getattr(cfg.scheduler.name, "value", cfg.scheduler.name)),
+        "batch_size": cfg.batch_size,
+        "best_val_loss": best.best_val_loss,
+        "best_epoch": best.best_epoch,
+        "best_step": best.best_step,
+        "epochs_run": round(trainer.global_step / steps_per_epoch, 4),
+        "steps_run": trainer.global_step,
+        "stop_reason": stop_reason,
+        "zero_shot_val_loss": best.zero_shot_val_loss,
+        "finetune_helped": best.finetune_helped,
+        "trainable_params": trainable,
+        "total_params": total,
+        "wall_s": round(time.time() - started, 3),
+        "train_samples_per_s": callbacks["throughput"].samples_per_s,
+    }
+    if diverged:
+        metrics["error"] = "training loss became NaN or infinite; the best weights before that are kept"
+    return metrics
+
+
+def run(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
+    """run_job, with every outcome recorded in metrics.json: a raising job is `failed` with its error,
+    and never takes a sweep down with it."""
+    job_dir = Path(job_dir)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    base = {
+        "model": OmegaConf.select(cfg, "model.name"),
+        "pattern": str(OmegaConf.select(cfg, "pattern.name")),
+        "lr": OmegaConf.select(cfg, "lr"),
+        "scheduler": str(OmegaConf.select(cfg, "scheduler.name")),
+    }
+    try:
+        metrics = run_job(cfg, job_dir)
+    except UserError as e:
+        metrics = {**base, "status": "failed", "error": str(e), "error_type": "config"}
+    except Exception as e:  # noqa: BLE001 - any crash becomes a recorded failure
+        (job_dir / "error.log").write_text(traceback.format_exc())
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        metrics = {**base, "status": "failed", "error": f"{type(e).__name__}: {first}", "error_type": "runtime"}
+    metrics.setdefault("wall_s", round(time.time() - started, 3))
+    write_json_atomic(job_dir / METRICS, metrics)
+    return metrics
+
+
+def objective(metrics: dict[str, Any]) -> float:
+    """What train.py returns to a sweeper: best validation loss, +inf for a job with no result."""
+    value = metrics.get("best_val_loss")
+    return float(value) if value is not None and metrics.get("status") == "completed" and math.isfinite(value) else math.inf

@@ -1,0 +1,214 @@
+"""Training/evaluation windows as batched tensors, built in one vectorised step.
+
+A window is identified by (series, forecast start f): its context is [f - context_length, f) and its
+horizon [f, f + prediction_length). `Windows.batch` turns a vector of window ids into exactly the fields
+MoiraiModule consumes, laid out as uni2ts's fine-tuning transforms lay them out (EvalPad with NaN,
+observed mask, zero imputation, Patchify to the largest patch size, variate-major flattening in mode M).
+The series live on the training device, so a batch costs a gather, not a DataLoader round trip.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+Batch = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    context_length: int
+    prediction_length: int
+    patch_size: int
+    max_patch_size: int = 128
+
+    @property
+    def context_pad(self) -> int:  # NaN steps before the context so it fills whole patches
+        return -self.context_length % self.patch_size
+
+    @property
+    def prediction_pad(self) -> int:  # NaN steps after the horizon
+        return -self.prediction_length % self.patch_size
+
+    @property
+    def context_tokens(self) -> int:
+        return math.ceil(self.context_length / self.patch_size)
+
+    @property
+    def prediction_tokens(self) -> int:
+        return math.ceil(self.prediction_length / self.patch_size)
+
+    @property
+    def tokens(self) -> int:  # per variate
+        return self.context_tokens + self.prediction_tokens
+
+
+class Windows:
+    """All windows of one split. Mode S: one sample per (column, start); mode M: one sample per start
+    holding every column."""
+
+    def __init__(
+        self,
+        series: Float[Tensor, "var time"],
+        starts: Int[Tensor, "n_starts"],
+        spec: WindowSpec,
+        mode: str = "S",
+    ):
+        self.series = series
+        self.starts = starts
+        self.spec = spec
+        self.mode = str(mode)
+        self._offsets = torch.arange(-spec.context_length, spec.prediction_length, device=series.device)
+
+    def __len__(self) -> int:
+        n = len(self.starts)
+        return n * self.series.shape[0] if self.mode == "S" else n
+
+    @property
+    def num_variates(self) -> int:
+        return 1 if self.mode == "S" else self.series.shape[0]
+
+    def to(self, device: torch.device | str) -> "Windows":
+        return Windows(self.series.to(device), self.starts.to(device), self.spec, self.mode)
+
+    def locate(self, idx: Int[Tensor, "batch"]) -> tuple[Int[Tensor, "batch"], Int[Tensor, "batch"]]:
+        """(series index, forecast start) of each window id; in mode M the series index is 0."""
+        n = len(self.starts)
+        if self.mode == "S":
+            return idx // n, self.starts[idx % n]
+        return torch.zeros_like(idx), self.starts[idx]
+
+    def raw(self, idx: Int[Tensor, "batch"]) -> Float[Tensor, "batch var ctx_plus_pred"]:
+        """The unpadded values of each window (NaN where missing)."""
+        col, start = self.locate(idx)
+        steps = start[:, None] + self._offsets  # (batch, ctx+pred)
+        if self.mode == "S":
+            return self.series[col[:, None], steps].unsqueeze(1)
+        return self.series[:, steps].permute(1, 0, 2)
+
+    def batch(self, idx: Int[Tensor, "batch"]) -> Batch:
+        s = self.spec
+        x = self.raw(idx.to(self.series.device))
+        b, v, _ = x.shape
+        x = torch.nn.functional.pad(x, (s.context_pad, s.prediction_pad), value=float("nan"))
+        observed = ~torch.isnan(x)
+        x = torch.where(observed, x, 0.0)
+        # (batch, var, tokens, patch) -> pad the patch axis to max_patch -> (batch, var*tokens, max_patch)
+        x = x.reshape(b, v, s.tokens, s.patch_size)
+        observed = observed.reshape(b, v, s.tokens, s.patch_size)
+        extra = s.max_patch_size - s.patch_size
+        target: Float[Tensor, "batch seq max_patch"] = torch.nn.functional.pad(x, (0, extra)).reshape(
+            b, v * s.tokens, s.max_patch_size
+        )
+        observed_mask: Bool[Tensor, "batch seq max_patch"] = torch.nn.functional.pad(
+            observed, (0, extra), value=False
+        ).reshape(b, v * s.tokens, s.max_patch_size)
+        return {"target": target, "observed_mask": observed_mask, **self._ids(b, v, x.device)}
+
+    def _ids(self, b: int, v: int, device: torch.device) -> Batch:
+        s = self.spec
+        time_id = torch.arange(s.tokens, device=device).repeat(v)
+        variate_id = torch.arange(v, device=device).repeat_interleave(s.tokens)
+        prediction_mask = (torch.arange(s.tokens, device=device) >= s.context_tokens).repeat(v)
+        seq = v * s.tokens
+        return {
+            "sample_id": torch.ones(b, seq, dtype=torch.long, device=device),
+            "time_id": time_id.expand(b, seq),
+            "variate_id": variate_id.expand(b, seq),
+            "prediction_mask": prediction_mask.expand(b, seq),
+            "patch_size": torch.full((b, seq), s.patch_size, dtype=torch.long, device=device),
+        }
+
+
+def forecast_starts(first: int, last: int, stride: int, device: torch.device | str = "cpu") -> Int[Tensor, "n"]:
+    """Forecast starts first, first+stride, ... <= last (empty when last < first)."""
+    if last < first:
+        return torch.empty(0, dtype=torch.long, device=device)
+    return torch.arange(first, last + 1, stride, dtype=torch.long, device=device)
+
+
+class IndexBatches(torch.utils.data.Sampler):
+    """Yields whole batches of window ids (LongTensor), reshuffled every epoch from (seed, epoch).
+
+    Used as the sampler of a DataLoader with batch_size=None, so one loader step is one tensor: no
+    per-sample Python work. Lightning calls set_epoch, so a resumed run sees the same order.
+    With steps_per_epoch the epoch is that many batches, continuing through fresh permutations.
+    """
+
+    def __init__(
+        self,
+        num_windows: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        steps_per_epoch: int | None = None,
+        drop_last: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.num_windows = num_windows
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        full = (num_windows // world_size) // batch_size if drop_last else math.ceil(num_windows / world_size / batch_size)
+        self.steps = full if steps_per_epoch is None else steps_per_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def _order(self, k: int) -> Tensor:
+        if not self.shuffle:
+            return torch.arange(self.num_windows)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 7919 + k)
+        return torch.randperm(self.num_windows, generator=g)
+
+    def __iter__(self):
+        step, k = 0, 0
+        while step < self.steps:
+            order = self._order(k)[self.rank :: self.world_size]
+            k += 1
+            yielded = False
+            for i in range(0, len(order), self.batch_size):
+                chunk = order[i : i + self.batch_size]
+                if len(chunk) < self.batch_size and self.drop_last:
+                    break
+                yield chunk
+                yielded = True
+                step += 1
+                if step >= self.steps:
+                    return
+            if not yielded:  # fewer windows than one batch: nothing to wrap around to
+                return
+
+
+class _Identity(torch.utils.data.Dataset):
+    def __getitem__(self, idx: Tensor) -> Tensor:
+        return idx
+
+    def __len__(self) -> int:  # unused: the sampler decides the epoch
+        return 0
+
+
+def index_loader(sampler: "IndexBatches | list[Tensor]") -> torch.utils.data.DataLoader:
+    """A DataLoader whose every item is one batch of window ids, as produced by `sampler`."""
+    return torch.utils.data.DataLoader(_Identity(), sampler=sampler, batch_size=None, num_workers=0)
+
+
+def eval_batches(num_windows: int, batch_size: int, max_windows: int | None = None) -> list[Tensor]:
+    """Fixed window-id batches for validation/test: all windows, or `max_windows` evenly spaced."""
+    if max_windows is not None and num_windows > max_windows:
+        ids = torch.linspace(0, num_windows - 1, max_windows).round().long().unique()
+    else:
+        ids = torch.arange(num_windows)
+    return list(torch.split(ids, batch_size))

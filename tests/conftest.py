@@ -1,0 +1,61 @@
+"""Shared test helpers: compose the real Hydra config, shrink it to a tiny CPU job, run train.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+import moirai_ft.config  # noqa: F401  (registers the schemas)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# A job that trains a random tiny Moirai on a few synthetic columns in seconds on one CPU core.
+TINY = [
+    "model=tiny",
+    "hardware=cpu",
+    "data.num_columns=3",
+    "data.num_days=30",
+    "context_length=64",
+    "prediction_length=16",
+    "patch_size=16",
+    "batch_size=16",
+    "steps_per_epoch=6",
+    "epochs=1",
+    "warmup_steps=0",
+    "val_max_windows=64",
+    "lr=1e-3",
+]
+
+
+def compose_cfg(overrides: list[str] | None = None, tiny: bool = True) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="train", overrides=(TINY if tiny else []) + list(overrides or []))
+
+
+def shrink(cfg: DictConfig, **values) -> DictConfig:
+    with open_dict(cfg):
+        for k, v in values.items():
+            cfg[k] = v
+    return cfg
+
+
+def run_train(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python train.py ARGS` as a user runs it, with the repo's conf/ and outputs under cwd."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    # tests never reach the network; the hub library fails fast instead of retrying
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
