@@ -7,7 +7,13 @@ loss, the value a sweeper minimises.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
+
+# third-party deprecation noise (uni2ts registering resolvers under omegaconf 2.4, hydra's version_base
+# conversion) would bury the one line a user needs to read
+warnings.filterwarnings("ignore", message=".*register_new_resolver.*")
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"hydra\..*")
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -15,13 +21,17 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import moirai_ft.config  # noqa: F401  (registers the group schemas before composing)
-from moirai_ft.job import objective, run
+from moirai_ft import sweep
+from moirai_ft.job import objective
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
-    metrics = run(cfg, Path(hc.runtime.output_dir))
+    # lock + fingerprint; in a sweep, skips a completed twin or continues an unfinished one (moirai_ft/sweep.py)
+    metrics = sweep.run_tracked(
+        cfg, hc.mode, Path(hc.runtime.output_dir), Path(hc.runtime.cwd), hc.runtime.choices.get("sweep")
+    )
     if metrics["status"] != "completed":
         print(f"error: {metrics.get('error', metrics['status'])}", file=sys.stderr)
         if hc.mode != RunMode.MULTIRUN:  # in a sweep the other jobs go on
@@ -31,3 +41,4 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     main()
+    sys.exit(sweep.exit_code())  # a sweep with a failed job ends non-zero, after all its jobs ran

@@ -91,7 +91,8 @@ class BestWeights(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: MoiraiFineTuner) -> None:
         if trainer.sanity_checking:
             return
-        loss = float(trainer.callback_metrics["val/loss"])
+        # the loss is reduced over ranks already; rank 0's copy makes every rank's decisions bit-identical
+        loss = trainer.strategy.broadcast(float(trainer.callback_metrics["val/loss"]), src=0)
         pretraining = trainer.state.fn == "validate"
         if pretraining:
             self.zero_shot_val_loss = loss
@@ -105,6 +106,7 @@ class BestWeights(L.Callback):
             self.best_epoch, self.best_step, self.wait = epoch, step, 0
             if trainer.is_global_zero:
                 self._save(pl_module)
+            trainer.strategy.barrier("best_weights_saved")  # other ranks may restore_best from these files
         elif math.isfinite(loss):
             self.wait += 1
             if self.wait >= self.patience:
@@ -150,6 +152,9 @@ class DivergenceGuard(L.Callback):
         self.diverged = False
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: MoiraiFineTuner, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if (trainer.global_step % self.every == 0 or trainer.is_last_batch) and pl_module.diverged():
+        if not (trainer.global_step % self.every == 0 or trainer.is_last_batch):
+            return
+        # all ranks stop together (any rank's NaN counts): one rank stopping alone leaves the others waiting
+        if trainer.strategy.reduce_boolean_decision(pl_module.diverged(), all=False):
             self.diverged = True
             trainer.should_stop = True

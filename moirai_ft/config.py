@@ -12,7 +12,7 @@ from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from moirai_ft.errors import UserError
 
@@ -65,6 +65,15 @@ class SchedulerSchema:
     min_lr_ratio: float = 0.1
 
 
+class CompileMode(str, Enum):
+    """hardware.compile: how the training loss is compiled (moirai_ft/fast_path.py)."""
+
+    off = "off"  # eager
+    default = "default"  # inductor: fused kernels
+    reduce_overhead = "reduce_overhead"  # inductor + CUDA graphs: one replay per forward and backward
+    max_autotune = "max_autotune"  # inductor + CUDA graphs + autotuned matmuls (long compile)
+
+
 @dataclass
 class HardwareSchema:
     name: str = "auto"
@@ -72,17 +81,53 @@ class HardwareSchema:
     devices: Any = 1
     precision: str = "32-true"
     strategy: str = "auto"
+    compile: CompileMode = CompileMode.off
+    # each refresh of the bar and each logged step reads the loss back from the GPU (a host sync)
+    progress_bar_refresh: int = 1  # steps between progress-bar refreshes; 0 = no bar
+    log_every_n_steps: int = 50  # steps between logged training losses (capped at the epoch length)
+
+
+class DataFormat(str, Enum):
+    wide = "wide"  # a timestamp column and one column per series
+    long = "long"  # one row per (item, timestamp, value)
+
+
+class Duplicates(str, Enum):
+    refuse = "refuse"  # stop and report the duplicated timestamps
+    first = "first"  # keep the first non-missing value per timestamp and column
+    last = "last"
+    mean = "mean"
+
+
+class NonNumeric(str, Enum):
+    refuse = "refuse"  # a selected column holding text is an error
+    missing = "missing"  # cells that are not numbers become missing values
 
 
 @dataclass
 class DataSchema:
-    name: str = "synthetic"
-    path: Optional[str] = None
+    name: str = "synthetic"  # "synthetic" generates the embedded data; any other name reads `path`
+    path: Optional[str] = None  # CSV or Parquet
     num_columns: Optional[int] = None
     num_days: Optional[int] = None
+    format: DataFormat = DataFormat.wide
+    timestamp_column: Optional[str] = None  # null: the first column
+    timestamp_format: Optional[str] = None  # strftime format; null: inferred
+    item_column: str = "item_id"  # long format only
+    value_column: str = "value"  # long format only
+    columns: Optional[tuple[str, ...]] = None  # names or globs (sensor_*); null: every column
+    exclude: tuple[str, ...] = ()  # names or globs left out
+    non_numeric: NonNumeric = NonNumeric.refuse
+    freq: Optional[str] = None  # pandas frequency (15min, 1D); null: inferred
+    fix_duplicates: Duplicates = Duplicates.refuse
+    reindex: bool = False  # put rows on the regular grid; missing steps become missing values
+    max_missing: float = 0.5  # columns missing more than this fraction are reported
+    drop_bad_columns: bool = False  # drop all-missing, mostly-missing and constant columns
     mode: Mode = Mode.S
     train_ratio: float = 0.7
     val_ratio: float = 0.1
+    val_start: Optional[str] = None  # a date: overrides train_ratio
+    test_start: Optional[str] = None  # a date: overrides val_ratio
     window_stride: int = 1
     eval_stride: int = 96
 
@@ -119,17 +164,23 @@ def validate(cfg: DictConfig) -> None:
     )
     for key in ("context_length", "prediction_length", "patch_size"):
         need(cfg[key] >= 1, f"{key} must be a positive number of time steps (got {cfg[key]})")
-    need(
-        cfg.patch_size in cfg.model.patch_sizes,
-        f"patch_size={cfg.patch_size} is not one of the model's patch sizes "
-        f"{list(cfg.model.patch_sizes)}; set patch_size to one of them",
-    )
+    from moirai_ft.preflight import check_patch_size  # imported here: keeps the schema module free of torch
+
+    check_patch_size(cfg.patch_size, list(cfg.model.patch_sizes))
     vci = cfg.val_check_interval
     need(
         (isinstance(vci, float) and 0 < vci <= 1) or (isinstance(vci, int) and vci >= 1),
         f"val_check_interval must be a fraction of an epoch in (0, 1] or a number of steps >= 1 (got {vci})",
     )
     need(cfg.gradient_clip > 0, f"gradient_clip must be > 0 (got {cfg.gradient_clip})")
+    need(
+        cfg.hardware.progress_bar_refresh >= 0,
+        f"hardware.progress_bar_refresh must be >= 0 steps, 0 = no bar (got {cfg.hardware.progress_bar_refresh})",
+    )
+    need(
+        cfg.hardware.log_every_n_steps >= 1,
+        f"hardware.log_every_n_steps must be >= 1 (got {cfg.hardware.log_every_n_steps})",
+    )
     need(
         0 <= cfg.scheduler.min_lr_ratio <= 1,
         f"scheduler.min_lr_ratio must be in [0, 1] (got {cfg.scheduler.min_lr_ratio})",
@@ -141,3 +192,15 @@ def validate(cfg: DictConfig) -> None:
     )
     need(cfg.data.window_stride >= 1, f"data.window_stride must be >= 1 (got {cfg.data.window_stride})")
     need(cfg.data.eval_stride >= 1, f"data.eval_stride must be >= 1 (got {cfg.data.eval_stride})")
+    need(0 <= cfg.data.max_missing <= 1, f"data.max_missing is a fraction in [0, 1] (got {cfg.data.max_missing})")
+
+    def count(key: str, minimum: int, nullable: bool = False) -> None:  # the eval block (moirai_ft/evaluate.py)
+        v = OmegaConf.select(cfg, key)
+        ok = (nullable and v is None) or (isinstance(v, int) and not isinstance(v, bool) and v >= minimum)
+        need(ok, f"{key} must be an integer >= {minimum}{' or null' if nullable else ''} (got {v!r})")
+
+    count("eval.num_samples", 1)
+    count("eval.max_windows", 1, nullable=True)
+    count("eval.batch_size", 1)
+    count("eval.plot_windows", 0)
+    count("eval.seed", 0)

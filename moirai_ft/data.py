@@ -1,5 +1,6 @@
-"""From a config to three splits of windows: load the table, split it in time, z-score with train
-statistics, and index the windows of each split.
+"""From a config to three splits of windows: load the table (moirai_ft/loading.py), split it in time,
+check it against the model (moirai_ft/preflight.py), z-score with train statistics, and index the windows
+of each split.
 
 Splits follow the long-sequence-forecasting convention: a validation or test window may take its
 context from before its split's start, but no target of a later split is ever a target of an earlier one.
@@ -8,27 +9,26 @@ context from before its split's start, but no target of a later split is ever a 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from jaxtyping import Float, Int
 from omegaconf import DictConfig
+from torch import Tensor
 
+from moirai_ft.config import Mode
 from moirai_ft.errors import UserError
-from moirai_ft.synthetic import building_telemetry
+from moirai_ft.loading import Table, load_table
+from moirai_ft.preflight import check_model_fits, check_windows, column_problems
 from moirai_ft.windows import Windows, WindowSpec, forecast_starts
 
+__all__ = ["PreparedData", "Table", "prepare", "split_rows", "window_starts"]
 
-@dataclass
-class Table:
-    """A regular wide table in original units: rows are time steps, columns are series."""
-
-    values: np.ndarray  # (time, columns) float32, NaN where missing
-    index: pd.DatetimeIndex
-    columns: list[str]
-    freq: str
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,65 +51,86 @@ class PreparedData:
             "mean": [float(m) for m in self.mean],
             "std": [float(s) for s in self.std],
             "freq": self.table.freq,
+            "rows": len(self.table.index),
+            "start": str(self.table.index[0]),
             "val_start": str(self.table.index[self.val_start]),
             "test_start": str(self.table.index[self.test_start]),
+            "notes": self.table.notes,
         }
         path.write_text(json.dumps(stats, indent=2))
 
 
-def load_table(data_cfg: DictConfig, seed: int) -> Table:
-    if data_cfg.name == "synthetic":
-        df = building_telemetry(data_cfg.num_columns, data_cfg.num_days, seed=seed)
-    else:
-        df = read_wide(Path(str(data_cfg.path)))
-    freq = pd.infer_freq(df.index) or "unknown"
-    return Table(df.to_numpy(np.float32), df.index, [str(c) for c in df.columns], freq)
+def _row_of(index: pd.DatetimeIndex, date: str, option: str) -> int:
+    """The first row at or after `date`."""
+    try:
+        stamp = pd.Timestamp(str(date))
+    except ValueError:
+        raise UserError(f"{option}={date!r} is not a date; use e.g. {index[len(index) // 2]:%Y-%m-%d}") from None
+    return int(index.searchsorted(stamp))
 
 
-def read_wide(path: Path) -> pd.DataFrame:
-    """A wide CSV or Parquet file: the first column holds timestamps, every other column a series."""
-    if not path.is_file():
-        raise UserError(f"data.path={path} does not exist; point data.path at your CSV or Parquet file")
-    df = pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
-    df = df.set_index(pd.to_datetime(df.iloc[:, 0])).iloc[:, 1:].sort_index()
-    return df.astype(np.float32)
-
-
-def split_rows(n: int, train_ratio: float, val_ratio: float) -> tuple[int, int]:
-    val_start = int(n * train_ratio)
-    test_start = int(n * (train_ratio + val_ratio))
+def split_rows(index: pd.DatetimeIndex, data_cfg: DictConfig) -> tuple[int, int]:
+    """(val_start, test_start) rows: from data.val_start/test_start dates where given, else the ratios."""
+    n = len(index)
+    ratio_rows = int(n * data_cfg.train_ratio), int(n * (data_cfg.train_ratio + data_cfg.val_ratio))
+    val_start = _row_of(index, data_cfg.val_start, "data.val_start") if data_cfg.val_start else ratio_rows[0]
+    test_start = _row_of(index, data_cfg.test_start, "data.test_start") if data_cfg.test_start else ratio_rows[1]
+    if not 0 < val_start < test_start < n:
+        raise UserError(
+            f"the splits must follow each other inside the data ({index[0]} to {index[-1]}), but the validation "
+            f"split starts at row {val_start} and the test split at row {test_start} of {n}; "
+            "set data.val_start < data.test_start inside that range (or data.train_ratio/val_ratio)"
+        )
     return val_start, test_start
 
 
-def prepare(cfg: DictConfig) -> PreparedData:
-    """Everything the job needs from the data, checked before any training starts."""
-    table = load_table(cfg.data, cfg.seed)
-    n = len(table.index)
-    val_start, test_start = split_rows(n, cfg.data.train_ratio, cfg.data.val_ratio)
+def window_starts(
+    n: int, val_start: int, test_start: int, spec: WindowSpec, data_cfg: DictConfig
+) -> dict[str, Int[Tensor, "n_starts"]]:
+    """Forecast starts of each split: every horizon lies inside its split; contexts may reach back."""
+    ctx, pred = spec.context_length, spec.prediction_length
+    return {
+        "train": forecast_starts(ctx, val_start - pred, data_cfg.window_stride),
+        "val": forecast_starts(max(val_start, ctx), test_start - pred, data_cfg.eval_stride),
+        "test": forecast_starts(max(test_start, ctx), n - pred, data_cfg.eval_stride),
+    }
+
+
+def normalize(
+    values: Float[np.ndarray, "time columns"], train_rows: int
+) -> tuple[Float[np.ndarray, "time columns"], Float[np.ndarray, "columns"], Float[np.ndarray, "columns"]]:
+    """(z-scored values, mean, std) with statistics of the train rows only, ignoring missing values.
+    A constant column keeps std 1, so it is centred but not blown up."""
     with np.errstate(all="ignore"):
-        train = table.values[:val_start]
+        train = values[:train_rows]
         mean = np.nanmean(train, axis=0)
         std = np.nanstd(train, axis=0, ddof=1)
     std = np.where(np.isfinite(std) & (std > 0), std, 1.0).astype(np.float32)
     mean = np.where(np.isfinite(mean), mean, 0.0).astype(np.float32)
-    normalized = ((table.values - mean) / std).astype(np.float32)
+    return ((values - mean) / std).astype(np.float32), mean, std
 
+
+def prepare(cfg: DictConfig) -> PreparedData:
+    """Everything the job needs from the data, checked before any model is loaded."""
+    table = load_table(cfg.data, cfg.seed)
+    n = len(table.index)
+    val_start, test_start = split_rows(table.index, cfg.data)
+    drop, notes = column_problems(table.values, table.columns, val_start, cfg.data)
+    if drop:
+        keep = [i for i, c in enumerate(table.columns) if c not in set(drop)]
+        table = replace(table, values=table.values[:, keep], columns=[table.columns[i] for i in keep])
+    for note in notes:
+        log.warning("data: %s", note)
+    table.notes.extend(notes)
+
+    mode = Mode(cfg.data.mode)
     spec = WindowSpec(cfg.context_length, cfg.prediction_length, cfg.patch_size, max(cfg.model.patch_sizes))
-    ctx, pred = cfg.context_length, cfg.prediction_length
+    check_model_fits(spec, 1 if mode == Mode.S else len(table.columns), cfg.model)
+    starts = window_starts(n, val_start, test_start, spec, cfg.data)
+    check_windows(starts, spec, n, val_start, test_start)
+
+    normalized, mean, std = normalize(table.values, val_start)
     series = torch.from_numpy(np.ascontiguousarray(normalized.T))
-    starts = {
-        "train": forecast_starts(ctx, val_start - pred, cfg.data.window_stride),
-        "val": forecast_starts(max(val_start, ctx), test_start - pred, cfg.data.eval_stride),
-        "test": forecast_starts(max(test_start, ctx), n - pred, cfg.data.eval_stride),
-    }
-    for split, s in starts.items():
-        if len(s) == 0:
-            raise UserError(
-                f"the {split} split has no window of context_length={ctx} + prediction_length={pred} "
-                f"({n} rows, split at rows {val_start} and {test_start}); use a shorter context_length "
-                "or prediction_length, or more data"
-            )
-    mode = cfg.data.mode
     return PreparedData(
         table=table,
         normalized=normalized,
@@ -118,7 +139,7 @@ def prepare(cfg: DictConfig) -> PreparedData:
         val_start=val_start,
         test_start=test_start,
         spec=spec,
-        train=Windows(series, starts["train"], spec, mode),
-        val=Windows(series, starts["val"], spec, mode),
-        test=Windows(series, starts["test"], spec, mode),
+        train=Windows(series, starts["train"], spec, mode.value),
+        val=Windows(series, starts["val"], spec, mode.value),
+        test=Windows(series, starts["test"], spec, mode.value),
     )

@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import lightning as L
 import torch
+from jaxtyping import Float
 from torch import Tensor
 from torch.distributions import Distribution
 from uni2ts.loss.packed import PackedNLLLoss
 from uni2ts.model.moirai import MoiraiModule
 
+from moirai_ft.config import CompileMode
+from moirai_ft.fast_path import (
+    TRAIN_LOSS,
+    adamw_options,
+    compile_loss,
+    distribution_validation,
+    use_fast_path,
+)
 from moirai_ft.model import param_groups
 from moirai_ft.schedulers import build_scheduler
 from moirai_ft.windows import Batch, Windows
@@ -30,9 +39,13 @@ class MoiraiFineTuner(L.LightningModule):
         warmup_steps: int,
         total_steps: int,
         min_lr_ratio: float,
+        compile: CompileMode | str = CompileMode.off,
     ):
         super().__init__()
-        self.module = module
+        self.module = use_fast_path(module)  # same values; no host sync in the step; fp32 head under bf16
+        self.compile_mode = CompileMode(getattr(compile, "value", compile))
+        # training only: validation runs eager (other shapes, inference mode), so one graph serves the run
+        self._train_objective = compile_loss(self._objective, self.compile_mode)
         self.train_windows = train_windows
         self.val_windows = val_windows
         self.lr = lr
@@ -42,17 +55,20 @@ class MoiraiFineTuner(L.LightningModule):
         self.total_steps = total_steps
         self.min_lr_ratio = min_lr_ratio
         self.loss_func = PackedNLLLoss()
-        # running sums kept on the device: read only at validation checks (no per-step host sync)
-        self.register_buffer("_train_sum", torch.zeros(()), persistent=False)
-        self.register_buffer("_train_count", torch.zeros(()), persistent=False)
-        self.register_buffer("_val_sum", torch.zeros(()), persistent=False)
-        self.register_buffer("_val_count", torch.zeros(()), persistent=False)
-        self.register_buffer("_nonfinite", torch.zeros((), dtype=torch.bool), persistent=False)
+        # running sums kept on the device: read only at validation checks (no per-step host sync). Plain
+        # tensors, not buffers: DDP copies rank 0's buffers to every rank before a forward pass, which would
+        # overwrite the other ranks' sums. _place_windows moves them to the training device.
+        self._train_sum, self._train_count = torch.zeros(()), torch.zeros(())
+        self._val_sum, self._val_count = torch.zeros(()), torch.zeros(())
+        self._nonfinite = torch.zeros((), dtype=torch.bool)
 
     def _place_windows(self) -> None:
         if self.train_windows.series.device != self.device:
             self.train_windows = self.train_windows.to(self.device)
             self.val_windows = self.val_windows.to(self.device)
+        if self._train_sum.device != self.device:
+            for name in ("_train_sum", "_train_count", "_val_sum", "_val_count", "_nonfinite"):
+                setattr(self, name, getattr(self, name).to(self.device))
 
     def on_fit_start(self) -> None:
         self._place_windows()
@@ -63,15 +79,22 @@ class MoiraiFineTuner(L.LightningModule):
     def forward(self, batch: Batch) -> Distribution:
         return self.module(**{k: batch[k] for k in MODEL_FIELDS})
 
-    def loss(self, batch: Batch) -> Tensor:
+    def _objective(self, batch: Batch) -> Tensor:
         return self.loss_func(pred=self(batch), **{k: batch[k] for k in LOSS_FIELDS})
 
+    def loss(self, batch: Batch) -> Tensor:
+        # argument checks on the model's own outputs never fail and each costs a host synchronisation
+        with distribution_validation(False):
+            return self._objective(batch)
+
     def training_step(self, idx: Tensor, batch_idx: int) -> Tensor:
-        loss = self.loss(self.train_windows.batch(idx))
+        with distribution_validation(False):
+            loss = self._train_objective(self.train_windows.batch(idx))
         self._train_sum += loss.detach()
         self._train_count += 1
         self._nonfinite |= ~torch.isfinite(loss.detach())
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=len(idx))
+        # not prog_bar: Lightning would read it back every step; SparseProgressBar reads it per refresh
+        self.log(TRAIN_LOSS, loss.detach(), on_step=True, on_epoch=False, batch_size=len(idx))
         return loss
 
     def validation_step(self, idx: Tensor, batch_idx: int) -> None:
@@ -84,14 +107,25 @@ class MoiraiFineTuner(L.LightningModule):
         self._val_sum.zero_()
         self._val_count.zero_()
 
+    def _sum_over_ranks(self, *values: Tensor) -> Float[Tensor, "n"]:
+        """The values summed over all ranks of a multi-device job (unchanged on one device)."""
+        return self.trainer.strategy.reduce(torch.stack(values), reduce_op="sum")
+
     def on_validation_epoch_end(self) -> None:
-        val_loss = self._val_sum / self._val_count.clamp_min(1)
+        # ranks hold different numbers of windows: the mean over all windows is (sum of sums) / (sum of
+        # counts), not a mean of the ranks' means
+        total, count = self._sum_over_ranks(self._val_sum, self._val_count)
+        val_loss = total / count.clamp_min(1)
+        # already the global mean, identical on every rank; sync_dist averages those identical values (and
+        # keeps Lightning's "use sync_dist" check quiet)
         self.log("val/loss", val_loss, prog_bar=True, sync_dist=True)
 
     def pop_train_loss(self) -> float:
-        """Mean training loss since the last call (NaN if no step was taken)."""
-        n = float(self._train_count)
-        mean = float(self._train_sum) / n if n else float("nan")
+        """Mean training loss over all ranks since the last call (NaN if no step was taken). A collective
+        under DDP: every rank calls it at the same validation check."""
+        total, count = self._sum_over_ranks(self._train_sum, self._train_count)
+        n = float(count)
+        mean = float(total) / n if n else float("nan")
         self._train_sum.zero_()
         self._train_count.zero_()
         return mean
@@ -99,14 +133,39 @@ class MoiraiFineTuner(L.LightningModule):
     def diverged(self) -> bool:
         return bool(self._nonfinite)
 
+    def on_before_batch_transfer(self, batch: Tensor, dataloader_idx: int) -> Tensor:
+        # from pinned memory Lightning's non_blocking copy of the window ids never waits for the GPU
+        if self.device.type == "cuda" and isinstance(batch, Tensor):
+            return batch.pin_memory()
+        return batch
+
+    def _grad_scaler(self) -> object | None:
+        trainer = self._trainer
+        return getattr(trainer.precision_plugin, "scaler", None) if trainer is not None else None
+
     def configure_optimizers(self) -> dict:
+        # fused AdamW where the device has it, unless a GradScaler (16-mixed) must unscale before clipping
+        fast = adamw_options(self.device) if self._grad_scaler() is None else {"foreach": True}
         optimizer = torch.optim.AdamW(
             param_groups(self.module, self.weight_decay),
             lr=self.lr,
             betas=(0.9, 0.98),
             eps=1e-6,
+            **fast,
         )
         scheduler = build_scheduler(
             optimizer, self.scheduler_name, self.warmup_steps, self.total_steps, self.min_lr_ratio
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        # Lightning refuses to clip for a fused optimizer, in case it unscales fp16 gradients itself. With
+        # no GradScaler the gradients are unscaled, and this is Lightning's own norm clipping, line for line.
+        if optimizer.defaults.get("fused") and gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
+            params = self.trainer.precision_plugin.main_params(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)

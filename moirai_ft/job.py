@@ -3,6 +3,7 @@ before and during training, selection of the best weights, and the job's artifac
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -20,7 +21,10 @@ from moirai_ft.artifacts import BEST, CHECKPOINTS, HISTORY, LAST, METRICS, write
 from moirai_ft.callbacks import BestWeights, DivergenceGuard, History
 from moirai_ft.config import validate
 from moirai_ft.data import PreparedData, prepare
+from moirai_ft import distributed, preflight
 from moirai_ft.errors import UserError
+from moirai_ft.evaluate import evaluate_job, save_config, summary_line
+from moirai_ft.fast_path import SparseProgressBar
 from moirai_ft.finetuner import MoiraiFineTuner
 from moirai_ft.model import apply_pattern, count_params, load_module
 from moirai_ft.windows import IndexBatches, eval_batches, index_loader
@@ -73,25 +77,15 @@ class Throughput(L.Callback):
 
 
 def check_model_fits(cfg: DictConfig, data: PreparedData) -> None:
-    """Preflight against the model's limits, before any training."""
-    tokens = data.spec.tokens * data.train.num_variates
-    if tokens > cfg.model.max_seq_len:
-        raise UserError(
-            f"a sample is {tokens} tokens (ceil({cfg.context_length}/{cfg.patch_size}) + "
-            f"ceil({cfg.prediction_length}/{cfg.patch_size}) per variate x {data.train.num_variates} variates), "
-            f"over the model's max_seq_len {cfg.model.max_seq_len}; use a shorter context_length, a larger "
-            "patch_size, data.mode=S or fewer columns"
-        )
-    if data.train.num_variates > cfg.model.max_dim:
-        raise UserError(
-            f"{data.train.num_variates} variates in one sample exceed the model's max_dim {cfg.model.max_dim}; "
-            "use data.mode=S or select fewer columns"
-        )
+    """Preflight against the model's limits, before any training (prepare already ran it; kept for callers)."""
+    preflight.check_model_fits(data.spec, data.train.num_variates, cfg.model)
 
 
 def build_trainer(cfg: DictConfig, job_dir: Path, callbacks: dict[str, L.Callback], steps_per_epoch: int) -> L.Trainer:
     vci = cfg.val_check_interval
     by_steps = isinstance(vci, int) and not isinstance(vci, bool)
+    refresh = cfg.hardware.progress_bar_refresh
+    progress_bar: list[L.Callback] = [SparseProgressBar(refresh_rate=refresh)] if refresh > 0 else []
     return L.Trainer(
         default_root_dir=job_dir,
         max_epochs=cfg.epochs,
@@ -105,29 +99,40 @@ def build_trainer(cfg: DictConfig, job_dir: Path, callbacks: dict[str, L.Callbac
         val_check_interval=vci,
         check_val_every_n_epoch=None if by_steps else 1,
         num_sanity_val_steps=0,
-        callbacks=list(callbacks.values()),
+        callbacks=list(callbacks.values()) + progress_bar,
         logger=[
             CSVLogger(job_dir, name="logs", version=""),
             TensorBoardLogger(job_dir, name="logs", version="", default_hp_metric=False),
         ],
-        log_every_n_steps=max(1, min(50, steps_per_epoch)),
-        enable_progress_bar=True,
+        log_every_n_steps=max(1, min(cfg.hardware.log_every_n_steps, steps_per_epoch)),
+        enable_progress_bar=bool(progress_bar),
         enable_model_summary=False,
+        use_distributed_sampler=False,  # IndexBatches shards by rank itself (moirai_ft/distributed.py)
     )
 
 
-def run_job(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
-    """Train and select; returns the metrics (also written to job_dir/metrics.json)."""
+def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callback] | None = None) -> dict[str, Any]:
+    """Train and select; returns the metrics (also written to job_dir/metrics.json).
+    `extra_callbacks` join the job's own (the benchmark's step timer, the tests' sync counter)."""
     started = time.time()
     validate(cfg)
+    rank, world = distributed.global_rank(), distributed.world_size(cfg)
+    per_device = distributed.per_device_batch_size(cfg.batch_size, world)  # batch_size is the global batch
+    if rank == 0:
+        save_config(cfg, job_dir)  # so `python -m moirai_ft.evaluate <job_dir>` can rebuild the job
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = prepare(cfg)
     check_model_fits(cfg, data)
     module = load_module(cfg.model)
+    # the starting model, compared with the selected one on the test split (by rank 0, which alone evaluates)
+    zero_shot = copy.deepcopy(module) if rank == 0 else None
     apply_pattern(module, cfg.pattern.name)
     trainable, total = count_params(module)
 
-    train_sampler = IndexBatches(len(data.train), cfg.batch_size, shuffle=True, seed=cfg.seed, steps_per_epoch=cfg.steps_per_epoch)
+    train_sampler = IndexBatches(
+        len(data.train), per_device, shuffle=True, seed=cfg.seed, steps_per_epoch=cfg.steps_per_epoch,
+        rank=rank, world_size=world,
+    )
     steps_per_epoch = len(train_sampler)
     if steps_per_epoch == 0:
         raise UserError(
@@ -140,15 +145,18 @@ def run_job(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
             f"warmup_steps={cfg.warmup_steps} is longer than the whole run ({cfg.epochs} epochs x "
             f"{steps_per_epoch} steps = {total_steps}); lower warmup_steps or raise epochs/steps_per_epoch"
         )
-    val_batches = eval_batches(len(data.val), cfg.batch_size, cfg.val_max_windows)
+    val_batches = distributed.shard_batches(
+        eval_batches(len(data.val), cfg.batch_size, cfg.val_max_windows), rank, world, per_device
+    )
 
     ckpt_dir = job_dir / CHECKPOINTS
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    data.save_normalization(job_dir / "normalization.json")
+    if rank == 0:
+        data.save_normalization(job_dir / "normalization.json")
     finetuner = MoiraiFineTuner(
         module, data.train, data.val, lr=cfg.lr, weight_decay=cfg.weight_decay,
         scheduler=cfg.scheduler.name, warmup_steps=cfg.warmup_steps, total_steps=total_steps,
-        min_lr_ratio=cfg.scheduler.min_lr_ratio,
+        min_lr_ratio=cfg.scheduler.min_lr_ratio, compile=cfg.hardware.compile,
     )
     callbacks: dict[str, L.Callback] = {
         "history": History(job_dir / HISTORY),
@@ -160,15 +168,26 @@ def run_job(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
             save_on_train_epoch_end=False, enable_version_counter=False,
         ),
     }
+    callbacks.update(extra_callbacks or {})
     trainer = build_trainer(cfg, job_dir, callbacks, steps_per_epoch)
+    distributed.check_trainer(trainer, rank, world)
     val_loader = index_loader(val_batches)
     last = ckpt_dir / LAST
-    if last.is_file():
-        log.info("resuming from %s", last)
-        trainer.fit(finetuner, index_loader(train_sampler), val_loader, ckpt_path=str(last))
-    else:
-        trainer.validate(finetuner, val_loader, verbose=False)  # the zero-shot model: history row epoch -1
-        trainer.fit(finetuner, index_loader(train_sampler), val_loader)
+    try:
+        if last.is_file():
+            log.info("resuming from %s", last)
+            trainer.fit(finetuner, index_loader(train_sampler), val_loader, ckpt_path=str(last))
+        else:
+            trainer.validate(finetuner, val_loader, verbose=False)  # the zero-shot model: history row epoch -1
+            trainer.fit(finetuner, index_loader(train_sampler), val_loader)
+    except Exception:
+        # NaN weights crash uni2ts's mixture (torch.poisson on a NaN rate in log_prob) before
+        # DivergenceGuard's next look at the flag: after a non-finite loss or weights, that is divergence
+        weights_nonfinite = any(not torch.isfinite(p).all() for p in finetuner.module.parameters())
+        if not (finetuner.diverged() or weights_nonfinite):
+            raise
+        callbacks["divergence"].diverged = True
+    distributed.collectives_finished()  # rank 0 waits on no other rank from here
 
     best: BestWeights = callbacks["best_weights"]
     guard: DivergenceGuard = callbacks["divergence"]
@@ -190,6 +209,7 @@ def run_job(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
         "lr": cfg.lr,
         "scheduler": str(getattr(cfg.scheduler.name, "value", cfg.scheduler.name)),
         "batch_size": cfg.batch_size,
+        "world_size": world,  # processes (devices) the global batch was split over
         "best_val_loss": best.best_val_loss,
         "best_epoch": best.best_epoch,
         "best_step": best.best_step,
@@ -205,6 +225,11 @@ def run_job(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
     }
     if diverged:
         metrics["error"] = "training loss became NaN or infinite; the best weights before that are kept"
+    if rank == 0:  # test evaluation has no collectives: one rank does it and writes its files
+        val_nll = (best.best_val_loss, best.zero_shot_val_loss)  # measured on the same validation windows
+        # the selected model is read back from checkpoints/best, as re-evaluation reads it
+        metrics.update(evaluate_job(cfg, data, zero_shot, job_dir, val_nll))
+        log.info(summary_line(metrics))
     return metrics
 
 
@@ -216,20 +241,32 @@ def run(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
     started = time.time()
     base = {
         "model": OmegaConf.select(cfg, "model.name"),
-        "pattern": str(OmegaConf.select(cfg, "pattern.name")),
+        # the enum's value ("full"), not str(enum) ("PatternName.full"): tables group jobs by it
+        "pattern": str(getattr(OmegaConf.select(cfg, "pattern.name"), "value", OmegaConf.select(cfg, "pattern.name"))),
         "lr": OmegaConf.select(cfg, "lr"),
-        "scheduler": str(OmegaConf.select(cfg, "scheduler.name")),
+        "scheduler": str(getattr(OmegaConf.select(cfg, "scheduler.name"), "value", OmegaConf.select(cfg, "scheduler.name"))),
     }
+    rank = distributed.global_rank()  # only rank 0 of a multi-device job writes files
+
+    def record_stuck(message: str) -> None:  # another rank died and left rank 0 waiting in a collective
+        failed = {**base, "status": "failed", "error": message, "error_type": "runtime"}
+        write_json_atomic(job_dir / METRICS, {**failed, "wall_s": round(time.time() - started, 3)})
+
     try:
-        metrics = run_job(cfg, job_dir)
+        with distributed.job_processes(cfg, job_dir, on_stuck=record_stuck):
+            metrics = run_job(cfg, job_dir)
     except UserError as e:
         metrics = {**base, "status": "failed", "error": str(e), "error_type": "config"}
     except Exception as e:  # noqa: BLE001 - any crash becomes a recorded failure
-        (job_dir / "error.log").write_text(traceback.format_exc())
+        if rank == 0:
+            (job_dir / "error.log").write_text(traceback.format_exc())
+        else:
+            traceback.print_exc()  # rank 0 records the job; this rank's trace goes to its own output
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         metrics = {**base, "status": "failed", "error": f"{type(e).__name__}: {first}", "error_type": "runtime"}
     metrics.setdefault("wall_s", round(time.time() - started, 3))
-    write_json_atomic(job_dir / METRICS, metrics)
+    if rank == 0:
+        write_json_atomic(job_dir / METRICS, metrics)
     return metrics
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from omegaconf import DictConfig
@@ -80,14 +82,37 @@ def load_module(model_cfg: DictConfig) -> MoiraiModule:
                 f"model.checkpoint={checkpoint} could not be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                 "re-download or re-save it"
             ) from e
+    try:  # the local hub cache first: no network needed for weights fetched before
+        return MoiraiModule.from_pretrained(checkpoint, local_files_only=True)
+    except Exception:
+        pass
+    if not _hub_reachable():
+        raise UserError(
+            f"cannot reach the Hugging Face hub to fetch {checkpoint}; download it elsewhere and pass "
+            "model.checkpoint=<local dir>, or train from scratch with model.init=random"
+        )
     try:
         return MoiraiModule.from_pretrained(checkpoint)
     except Exception as e:
         raise UserError(
-            f"cannot fetch {checkpoint} from the Hugging Face hub ({type(e).__name__}); "
-            f"download it elsewhere and pass model.checkpoint=<local dir>, or train from scratch with "
-            f"model.init=random"
+            f"cannot fetch {checkpoint} from the Hugging Face hub ({type(e).__name__}); check the id, or "
+            "pass model.checkpoint=<local dir>, or train from scratch with model.init=random"
         ) from e
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """A quick TCP check, so an offline machine gets the message at once instead of after the hub
+    client's retries (about 30 s)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
 
 
 def apply_pattern(module: nn.Module, pattern: str) -> None:

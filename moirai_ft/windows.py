@@ -61,7 +61,9 @@ class Windows:
         self.series = series
         self.starts = starts
         self.spec = spec
-        self.mode = str(mode)
+        self.mode = str(getattr(mode, "value", mode))  # the config's Mode enum member, or its value
+        if self.mode not in ("S", "M"):
+            raise ValueError(f"mode must be 'S' or 'M', got {mode!r}")
         self._offsets = torch.arange(-spec.context_length, spec.prediction_length, device=series.device)
 
     def __len__(self) -> int:
@@ -137,6 +139,9 @@ class IndexBatches(torch.utils.data.Sampler):
     Used as the sampler of a DataLoader with batch_size=None, so one loader step is one tensor: no
     per-sample Python work. Lightning calls set_epoch, so a resumed run sees the same order.
     With steps_per_epoch the epoch is that many batches, continuing through fresh permutations.
+    Under DDP every rank draws the same permutation and takes every world_size-th window of it, in
+    batches of `batch_size` (the per-rank batch): step i of all ranks together is step i of one device
+    with the global batch.
     """
 
     def __init__(
@@ -158,8 +163,10 @@ class IndexBatches(torch.utils.data.Sampler):
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
-        full = (num_windows // world_size) // batch_size if drop_last else math.ceil(num_windows / world_size / batch_size)
-        self.steps = full if steps_per_epoch is None else steps_per_epoch
+        per_rank = num_windows // world_size  # the permutation's tail that does not split evenly is left out
+        full = per_rank // batch_size if drop_last else math.ceil(per_rank / batch_size)
+        # fewer windows than one batch yield nothing, whatever steps_per_epoch asks: len() says so (run_job stops)
+        self.steps = full if steps_per_epoch is None or full == 0 else steps_per_epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -176,7 +183,8 @@ class IndexBatches(torch.utils.data.Sampler):
     def __iter__(self):
         step, k = 0, 0
         while step < self.steps:
-            order = self._order(k)[self.rank :: self.world_size]
+            # equal shares: a rank with one batch fewer would leave the others waiting in the gradient all-reduce
+            order = self._order(k)[: self.num_windows - self.num_windows % self.world_size][self.rank :: self.world_size]
             k += 1
             yielded = False
             for i in range(0, len(order), self.batch_size):

@@ -30,6 +30,7 @@ TINY = [
     "epochs=1",
     "warmup_steps=0",
     "val_max_windows=64",
+    "eval.max_windows=32",  # every job ends with a test evaluation of two models: keep it small
     "lr=1e-3",
 ]
 

@@ -1,0 +1,173 @@
+"""The seed plan's section 7 tuning rules, applied to one job's validation history and metrics, each
+ending in the next Hydra overrides to try.
+
+| rule | seen in the job | next overrides (alternatives) |
+|---|---|---|
+| oscillating | validation loss goes down and up again (7.1) | `lr` / 2 and `warmup_steps` x 2 |
+| flat | no validation check moved from the zero-shot loss (7.2) | `lr` x 2; or unfreeze more: head_only -> freeze_ffn -> full |
+| stopped_early | early stopping with the best check in epoch 0 or 1 (7.3) | more `patience`; or validate twice as often |
+| worse_than_zero_shot | no check beat the zero-shot model, or most test metrics worse than zero-shot's | `lr` / 2; or half the `epochs` |
+| diverged | the loss became NaN or infinite | as oscillating: `lr` / 2, `warmup_steps` x 2 |
+
+Flat excludes oscillating and worse_than_zero_shot: with nothing moving, "lower the lr" would be wrong.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Sequence
+
+PATTERN_LADDER = ("head_only", "freeze_ffn", "full")  # 7.2: unfreeze one step at a time
+
+
+class Rule(str, Enum):
+    oscillating = "oscillating"
+    flat = "flat"
+    stopped_early = "stopped_early"
+    worse_than_zero_shot = "worse_than_zero_shot"
+    diverged = "diverged"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Scale-free: moves are measured against max(|zero-shot loss|, floor), NLL being possibly near 0."""
+
+    floor: float = 0.1
+    move: float = 0.01  # a change of 1% of that scale is a move; smaller ones are noise
+    flat: float = 0.01  # flat: every fine-tuning check within 1% of the zero-shot loss
+    rebound: float = 0.3  # oscillating: the rises add up to >= 30% of the falls, with >= 2 turns
+    min_checks: int = 3  # fine-tuning checks needed to call a curve oscillating
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: Rule
+    message: str
+    alternatives: list[dict[str, str]] = field(default_factory=list)  # each: overrides to set
+
+
+def _fmt(value: float) -> str:
+    """A float as Hydra reads it back, short: 5e-06, 0.0001 -> 0.0001."""
+    return f"{value:.6g}"
+
+
+def _scale(zero_shot: float, t: Thresholds) -> float:
+    return max(abs(zero_shot), t.floor)
+
+
+def is_oscillating(losses: Sequence[float], t: Thresholds = Thresholds()) -> bool:
+    """losses: the zero-shot check then every fine-tuning check, in order."""
+    finite = [v for v in losses if math.isfinite(v)]
+    if len(finite) < t.min_checks + 1:
+        return False
+    scale = _scale(finite[0], t)
+    moves = [b - a for a, b in zip(finite, finite[1:]) if abs(b - a) >= t.move * scale]
+    turns = sum(1 for a, b in zip(moves, moves[1:]) if (a > 0) != (b > 0))
+    rises = sum(m for m in moves if m > 0)
+    falls = -sum(m for m in moves if m < 0)
+    return turns >= 2 and rises >= t.rebound * max(falls, t.move * scale)
+
+
+def is_flat(losses: Sequence[float], t: Thresholds = Thresholds()) -> bool:
+    finite = [v for v in losses if math.isfinite(v)]
+    if len(finite) < 2:
+        return False
+    scale = _scale(finite[0], t)
+    return all(abs(v - finite[0]) < t.flat * scale for v in finite[1:])
+
+
+def _as_float(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _calmer(lr: float, warmup: int, total_steps: int | None) -> dict[str, str]:
+    """7.1: halve lr, double warmup; from no warmup, 5% of the run (the seed's 5-10%)."""
+    new_warmup = 2 * warmup if warmup > 0 else max(1, round(0.05 * total_steps)) if total_steps else 50
+    if total_steps:
+        new_warmup = min(new_warmup, max(1, total_steps // 2))  # job.run_job refuses warmup > the run
+    return {"lr": _fmt(lr / 2), "warmup_steps": str(new_warmup)}
+
+
+def diagnose(
+    losses: Sequence[float],
+    metrics: dict[str, Any],
+    config: dict[str, Any],
+    t: Thresholds = Thresholds(),
+) -> list[Finding]:
+    """Findings for one finished job. losses: validation loss per check, the zero-shot check first;
+    metrics: its metrics.json; config: its resolved config (lr, warmup_steps, patience, epochs,
+    val_check_interval, pattern.name). Only the rules whose inputs are present are tried."""
+    findings: list[Finding] = []
+    lr = _as_float(config.get("lr", metrics.get("lr")))
+    warmup = int(config.get("warmup_steps") or 0)
+    epochs = int(config.get("epochs") or 0)
+    patience = int(config.get("patience") or 1)
+    pattern = str((config.get("pattern") or {}).get("name", metrics.get("pattern", "")))
+    steps_run, epochs_run = _as_float(metrics.get("steps_run")), _as_float(metrics.get("epochs_run"))
+    total_steps = round(steps_run / epochs_run * epochs) if steps_run and epochs_run and epochs else None
+
+    if metrics.get("status") == "diverged":
+        findings.append(Finding(Rule.diverged, "the loss became NaN or infinite: calm the start and the step size",
+                                [_calmer(lr, warmup, total_steps)] if lr else []))
+
+    flat = is_flat(losses, t)
+    if flat:
+        alts = [{"lr": _fmt(lr * 2)}] if lr else []
+        if pattern in PATTERN_LADDER[:-1]:
+            alts.append({"pattern": PATTERN_LADDER[PATTERN_LADDER.index(pattern) + 1]})
+        findings.append(Finding(Rule.flat, "validation loss did not move from the zero-shot level: "
+                                "the lr is too small or too much is frozen", alts))
+    elif is_oscillating(losses, t):
+        findings.append(Finding(Rule.oscillating, "validation loss goes down and up again: lr too high "
+                                "or warmup too short", [_calmer(lr, warmup, total_steps)] if lr else []))
+
+    best_epoch = metrics.get("best_epoch")
+    if metrics.get("stop_reason") == "early_stopping" and isinstance(best_epoch, int) and best_epoch in (0, 1):
+        vci = config.get("val_check_interval")
+        alts = [{"patience": str(max(2 * patience, epochs // 3))}]
+        if isinstance(vci, float):
+            alts.append({"val_check_interval": _fmt(vci / 2), "patience": str(2 * patience)})
+        elif isinstance(vci, int) and vci > 1:
+            alts.append({"val_check_interval": str(vci // 2), "patience": str(2 * patience)})
+        findings.append(Finding(Rule.stopped_early, f"early stopping with the best check in epoch {best_epoch}: "
+                                "give it more patience or validate more often", alts))
+
+    rel = {k: _as_float(v) for k, v in (metrics.get("rel_improvement") or {}).items()}
+    rel = {k: v for k, v in rel.items() if v is not None}
+    worse_on_test = sorted(k for k, v in rel.items() if v < 0)
+    mostly_worse = len(worse_on_test) > len(rel) / 2  # one metric of several slipping is noise
+    no_check_beat = metrics.get("status") == "completed" and metrics.get("finetune_helped") is False
+    if not flat and (no_check_beat or mostly_worse):
+        why = ("no fine-tuning check beat the zero-shot validation loss" if no_check_beat
+               else f"{len(worse_on_test)} of {len(rel)} test metrics worse: " + ", ".join(worse_on_test))
+        alts = [{"lr": _fmt(lr / 2)}] if lr else []
+        if epochs > 1:
+            alts.append({"epochs": str(max(1, epochs // 2))})
+        findings.append(Finding(Rule.worse_than_zero_shot, f"fine-tuned worse than zero-shot ({why}): "
+                                "lower the lr or train fewer epochs", alts))
+    return findings
+
+
+def apply_overrides(overrides: Sequence[str], changes: dict[str, str]) -> list[str]:
+    """The job's command-line overrides with `changes` set: an existing `key=` (or `+key=`) is
+    replaced in place, a new key appended; the sweep preset (sweep=...) is dropped (single job)."""
+    out: list[str] = []
+    done: set[str] = set()
+    for o in overrides:
+        prefix = o[: len(o) - len(o.lstrip("+~"))]
+        key = o.split("=", 1)[0].lstrip("+~")
+        if key == "sweep":
+            continue
+        if key in changes:
+            out.append(f"{prefix}{key}={changes[key]}")
+            done.add(key)
+        else:
+            out.append(o)
+    out += [f"{k}={v}" for k, v in changes.items() if k not in done]
+    return out

@@ -1,0 +1,320 @@
+"""Reading the user's file into a regular wide table: timestamps parsed and sorted, columns selected and
+numeric, one row per step of a regular time grid.
+
+Problems a fix would silently change the data for (duplicated timestamps, irregular spacing, text in a
+numeric column) are refused with their counts unless the option that fixes them is set; what was fixed
+is kept in `Table.notes` and logged.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+from pandas.tseries.frequencies import to_offset
+
+from moirai_ft.config import DataFormat, Duplicates, NonNumeric
+from moirai_ft.errors import UserError
+from moirai_ft.synthetic import building_telemetry
+
+log = logging.getLogger(__name__)
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+MAX_GRID_GROWTH = 10  # reindexing may add missing steps, but not turn a few stray stamps into millions of rows
+
+
+@dataclass
+class Table:
+    """A regular wide table in original units: rows are time steps, columns are series."""
+
+    values: np.ndarray  # (time, columns) float32, NaN where missing
+    index: pd.DatetimeIndex
+    columns: list[str]
+    freq: str
+    notes: list[str] = field(default_factory=list)  # what loading reported or fixed
+
+
+def load_table(data_cfg: DictConfig, seed: int) -> Table:
+    """The selected columns of the configured data on a regular grid."""
+    notes: list[str] = []
+    if data_cfg.name == "synthetic":
+        frame = building_telemetry(data_cfg.num_columns, data_cfg.num_days, seed=seed)
+        frame = frame[select_columns(list(frame.columns), data_cfg.columns, data_cfg.exclude)]
+    else:
+        raw = read_file(data_cfg.path)
+        if data_cfg.format == DataFormat.long:
+            frame = long_to_wide(raw, data_cfg, notes)
+            frame = frame[select_columns(list(frame.columns), data_cfg.columns, data_cfg.exclude)]
+        else:
+            stamps, rest = split_timestamps(raw, data_cfg)
+            rest = rest[select_columns(list(rest.columns), data_cfg.columns, data_cfg.exclude)]
+            frame = numeric(rest, data_cfg.non_numeric, notes).set_axis(stamps, axis=0)
+    frame, freq = regular_grid(frame, data_cfg, notes)
+    for note in notes:
+        log.warning("data: %s", note)
+    return Table(frame.to_numpy(np.float32), frame.index, [str(c) for c in frame.columns], freq, notes)
+
+
+def read_file(path_value: str | None) -> pd.DataFrame:
+    """A CSV or Parquet file as read, every column kept; a DatetimeIndex (Parquet) becomes the first column."""
+    if not path_value:
+        raise UserError("data.path is not set; point data.path at your CSV or Parquet file")
+    path = Path(str(path_value)).expanduser()
+    if not path.is_file():
+        raise UserError(f"data.path={path} does not exist; point data.path at your CSV or Parquet file")
+    if path.stat().st_size == 0:
+        raise UserError(f"data.path={path} is empty; export the data again or point data.path at another file")
+    try:
+        if path.suffix.lower() in PARQUET_SUFFIXES:
+            raw = pd.read_parquet(path)
+            if isinstance(raw.index, pd.DatetimeIndex):
+                raw = raw.reset_index()
+        else:
+            raw = pd.read_csv(path, low_memory=False)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"data.path={path} has no columns; export the data again with a header row") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"data.path={path} could not be read ({first}); save it as CSV or Parquet") from None
+    if len(raw) == 0:
+        raise UserError(f"data.path={path} has a header but no rows; export the data again")
+    raw.columns = [str(c).strip() for c in raw.columns]
+    return raw
+
+
+def _preview(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _column(raw: pd.DataFrame, name: str, option: str) -> pd.Series:
+    if name not in raw.columns:
+        raise UserError(
+            f"no column named {name!r} ({option}); the file's columns are {_preview(list(raw.columns))}; "
+            f"set {option} to one of them"
+        )
+    return raw[name]
+
+
+def split_timestamps(raw: pd.DataFrame, data_cfg: DictConfig) -> tuple[pd.DatetimeIndex, pd.DataFrame]:
+    """The timestamp column (data.timestamp_column, else the first column) parsed, and the other columns."""
+    name = data_cfg.timestamp_column or raw.columns[0]
+    stamps = parse_timestamps(_column(raw, name, "data.timestamp_column"), data_cfg.timestamp_format)
+    rest = raw.drop(columns=[name])
+    if rest.shape[1] == 0:
+        raise UserError(f"the file has only the timestamp column {name!r}; add one column per series")
+    return stamps, rest
+
+
+def parse_timestamps(column: pd.Series, fmt: str | None) -> pd.DatetimeIndex:
+    """Timestamps from a column of text or datetimes; tz-aware stamps become naive UTC (no DST gaps)."""
+    name = column.name
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        raise UserError(
+            f"no timestamp column: column {name!r} holds numbers (e.g. {column.iloc[0]!r}); put the timestamps "
+            "in the first column or name their column with data.timestamp_column=<name>"
+        )
+    present = column.notna().to_numpy()
+
+    def parse(how: str | None, utc: bool = False) -> pd.Series:
+        with warnings.catch_warnings():  # "could not infer format": we check the result ourselves
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                return pd.to_datetime(column, format=how, errors="coerce", utc=utc)
+            except (ValueError, TypeError):  # mixed time zones without utc=True
+                return pd.to_datetime(column, format=how, errors="coerce", utc=True)
+
+    parsed = parse(fmt)
+    if fmt is None and (parsed.isna().to_numpy() & present).any():  # rows in another layout than the first
+        parsed = parse("mixed")
+    if not pd.api.types.is_datetime64_any_dtype(parsed):  # several UTC offsets
+        parsed = parse(fmt or "mixed", utc=True)
+    bad = np.flatnonzero(parsed.isna().to_numpy())
+    if len(bad) == len(column):
+        raise UserError(
+            f"no timestamp column: column {name!r} holds no timestamps (e.g. {column.iloc[0]!r}); put the "
+            "timestamps in the first column or name their column with data.timestamp_column=<name>"
+        )
+    if len(bad):
+        first = int(bad[0])
+        shown = repr(column.iloc[first]) if present[first] else "an empty cell"
+        how = (
+            f"data.timestamp_format={fmt!r} does not match them"
+            if fmt
+            else "give their format with data.timestamp_format (e.g. '%d.%m.%Y %H:%M')"
+        )
+        raise UserError(
+            f"{len(bad)} of {len(column)} timestamps in column {name!r} could not be read (row {first + 1}: "
+            f"{shown}); fix them in the file or {how}"
+        )
+    if parsed.dt.tz is not None:
+        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    return pd.DatetimeIndex(parsed, name="timestamp")
+
+
+def select_columns(available: list[str], include: Sequence[str] | None, exclude: Sequence[str]) -> list[str]:
+    """Columns named or matched by a glob in data.columns (all when null), minus data.exclude, in file order."""
+    for option, patterns in (("data.columns", include or []), ("data.exclude", exclude or [])):
+        for pattern in patterns:
+            if not fnmatch.filter(available, str(pattern)):
+                raise UserError(
+                    f"{option} entry {str(pattern)!r} matches no column; the columns are {_preview(available)}"
+                )
+    def matches(name: str, patterns: Sequence[str]) -> bool:
+        return any(fnmatch.fnmatchcase(name, str(p)) for p in patterns)
+
+    keep = [c for c in available if (include is None or matches(c, include)) and not matches(c, exclude or [])]
+    if not keep:
+        raise UserError("data.columns and data.exclude leave no column; select at least one series")
+    return keep
+
+
+def numeric(frame: pd.DataFrame, non_numeric: NonNumeric, notes: list[str], excludable: bool = True) -> pd.DataFrame:
+    """Every column as float32; text cells refused, or read as missing with data.non_numeric=missing.
+    `excludable`: whether leaving the column out is a fix to offer (not for a long file's value column)."""
+    out: dict[str, pd.Series] = {}
+    texts: list[tuple[str, int, object]] = []
+    for name in frame.columns:
+        col = frame[name]
+        if pd.api.types.is_numeric_dtype(col):
+            out[name] = col.astype(np.float32)
+            continue
+        if pd.api.types.is_datetime64_any_dtype(col):  # dates are not a series to forecast
+            values = pd.Series(np.nan, index=col.index)
+        else:
+            values = pd.to_numeric(col, errors="coerce")
+        bad = values.isna() & col.notna()
+        if bad.any():
+            texts.append((name, int(bad.sum()), col[bad].iloc[0]))
+        out[name] = values.astype(np.float32)
+    if texts and non_numeric == NonNumeric.refuse:
+        name, count, example = texts[0]
+        names = ",".join(t[0] for t in texts)
+        raise UserError(
+            f"column {name!r} holds text ({count} of {len(frame)} cells, e.g. {str(example)!r})"
+            + (f", and {len(texts) - 1} more columns do" if len(texts) > 1 else "")
+            + (f"; leave it out with data.exclude=[{names}] or" if excludable else ";")
+            + " read such cells as missing with data.non_numeric=missing"
+        )
+    for name, count, _ in texts:
+        notes.append(f"column {name!r}: {count} text cells read as missing (data.non_numeric=missing)")
+    return pd.DataFrame(out, index=frame.index)
+
+
+GroupBy = Union[pd.core.groupby.DataFrameGroupBy, pd.core.groupby.SeriesGroupBy]
+
+
+def collapse(grouped: GroupBy, how: Duplicates) -> pd.DataFrame | pd.Series:
+    """One row per group: first/last non-missing value, or the mean of the non-missing values."""
+    how = Duplicates(how)
+    return {Duplicates.first: grouped.first, Duplicates.last: grouped.last, Duplicates.mean: grouped.mean}[how]()
+
+
+def long_to_wide(raw: pd.DataFrame, data_cfg: DictConfig, notes: list[str]) -> pd.DataFrame:
+    """A long file (item, timestamp, value per row) as a wide frame with one column per item."""
+    items = _column(raw, data_cfg.item_column, "data.item_column").astype(str)
+    value_column = _column(raw, data_cfg.value_column, "data.value_column").to_frame()
+    values = numeric(value_column, data_cfg.non_numeric, notes, excludable=False)
+    stamp_column = _column(raw, data_cfg.timestamp_column or raw.columns[0], "data.timestamp_column")
+    stamps = parse_timestamps(stamp_column, data_cfg.timestamp_format)
+    long = pd.DataFrame({"item": items.to_numpy(), "timestamp": stamps, "value": values.iloc[:, 0].to_numpy()})
+    dup = long.duplicated(["item", "timestamp"]).to_numpy()
+    if dup.any():
+        first, count, how = long[dup].iloc[0], int(dup.sum()), Duplicates(data_cfg.fix_duplicates)
+        where = f"first: {first['item']!r} at {first['timestamp']}"
+        _refuse_duplicates(how, f"{count} rows repeat an earlier (item, timestamp) pair ({where})")
+        notes.append(f"{count} duplicated (item, timestamp) rows collapsed by data.fix_duplicates={how.value}")
+        long = collapse(long.groupby(["timestamp", "item"], sort=False)["value"], how).reset_index()
+    wide = long.pivot(index="timestamp", columns="item", values="value")
+    wide.columns = [str(c) for c in wide.columns]
+    return wide.astype(np.float32)
+
+
+def _refuse_duplicates(how: Duplicates, what: str) -> None:
+    if how == Duplicates.refuse:
+        raise UserError(f"{what}; keep one value per timestamp with data.fix_duplicates=first|last|mean")
+
+
+def _step(index: pd.DatetimeIndex, freq: str | None) -> pd.DateOffset:
+    """data.freq, else pandas's inference, else the most common spacing (an irregular index has none inferred)."""
+    if freq:
+        try:
+            return to_offset(freq)
+        except ValueError:
+            raise UserError(
+                f"data.freq={freq!r} is not a pandas frequency; use e.g. 15min or 1D, or null to infer it"
+            ) from None
+    if len(index) >= 3 and (inferred := pd.infer_freq(index)):
+        return to_offset(inferred)
+    gaps, counts = np.unique(np.diff(index.asi8), return_counts=True)
+    return to_offset(pd.Timedelta(int(gaps[np.argmax(counts)])))
+
+
+def regular_grid(frame: pd.DataFrame, data_cfg: DictConfig, notes: list[str]) -> tuple[pd.DataFrame, str]:
+    """Sorted, one row per timestamp and one per step of a regular grid; returns the frame and its frequency."""
+    if len(frame) < 2:
+        raise UserError(f"the data has {len(frame)} time step(s); a forecasting job needs a long series")
+    if not frame.index.is_monotonic_increasing:
+        out_of_order = int((np.diff(frame.index.asi8) < 0).sum())
+        notes.append(f"rows sorted by time ({out_of_order} were out of order)")
+        frame = frame.sort_index(kind="stable")
+    dup = frame.index.duplicated()
+    if dup.any():
+        count, how = int(dup.sum()), Duplicates(data_cfg.fix_duplicates)
+        _refuse_duplicates(how, f"{count} rows repeat an earlier timestamp (first: {frame.index[dup][0]})")
+        notes.append(f"{count} duplicated timestamps collapsed by data.fix_duplicates={how.value}")
+        frame = collapse(frame.groupby(level=0, sort=True), how)
+    step = _step(frame.index, data_cfg.freq)
+    grid = pd.date_range(frame.index[0], frame.index[-1], freq=step, name=frame.index.name)
+    if len(grid) == len(frame) and grid.equals(frame.index):
+        return frame, step.freqstr
+    on_grid = frame.index.isin(grid)
+    absent = ~grid.isin(frame.index)
+    off, missing = int((~on_grid).sum()), int(absent.sum())
+    gaps = int(np.count_nonzero(np.diff(absent.astype(np.int8)) == 1)) + int(absent[0])
+    parts = ([f"{missing} time steps missing in {gaps} gaps"] if missing else []) + (
+        [f"{off} timestamps off the grid"] if off else []
+    )
+    what = f"irregular spacing at {step.freqstr}: " + " and ".join(parts)
+    example = frame.index[~on_grid][0] if off else grid[absent][0]
+    if not data_cfg.reindex:
+        raise UserError(
+            f"{what} (first at {example}); set data.reindex=true to put rows on the regular grid "
+            "(missing steps become missing values), or data.freq if the step is wrong"
+        )
+    if len(grid) > MAX_GRID_GROWTH * len(frame):
+        raise UserError(
+            f"{what}: the {step.freqstr} grid from {grid[0]} to {grid[-1]} would have {len(grid)} rows for "
+            f"{len(frame)} in the file; remove stray timestamps or set data.freq to the data's real step"
+        )
+    if off:
+        frame = _snap(frame, step, grid[0], data_cfg.fix_duplicates)
+    notes.append(f"{what}: reindexed to {len(grid)} rows on the {step.freqstr} grid (data.reindex=true)")
+    return frame.reindex(grid), step.freqstr
+
+
+def _snap(frame: pd.DataFrame, step: pd.DateOffset, anchor: pd.Timestamp, how: Duplicates) -> pd.DataFrame:
+    """Timestamps moved to the nearest grid step (a fixed step only: months have no nearest)."""
+    try:
+        nanos = pd.Timedelta(step).value
+    except ValueError:
+        raise UserError(
+            f"timestamps off the {step.freqstr} grid cannot be moved onto it (a calendar step); fix them in the file"
+        ) from None
+    offsets = np.rint((frame.index.asi8 - anchor.value) / nanos).astype(np.int64) * nanos
+    snapped = frame.set_axis(pd.DatetimeIndex(anchor.value + offsets, name=frame.index.name), axis=0)
+    dup = snapped.index.duplicated()
+    if dup.any():
+        first = snapped.index[dup][0]
+        _refuse_duplicates(
+            how, f"{int(dup.sum())} timestamps land on an occupied step of the {step.freqstr} grid (first: {first})"
+        )
+        snapped = collapse(snapped.groupby(level=0, sort=True), how)
+    return snapped

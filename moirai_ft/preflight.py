@@ -1,0 +1,101 @@
+"""Checks run before any model is loaded: the columns are usable, a sample fits the model, and every
+split has a window. Each failure is a UserError saying what to change."""
+
+from __future__ import annotations
+
+import numpy as np
+from jaxtyping import Float, Int
+from omegaconf import DictConfig
+from torch import Tensor
+
+from moirai_ft.errors import UserError
+from moirai_ft.windows import WindowSpec
+
+
+def _names(names: list[str], limit: int = 5) -> str:
+    return ",".join(names[:limit]) + (f",... ({len(names)} columns)" if len(names) > limit else "")
+
+
+def column_problems(
+    values: Float[np.ndarray, "time columns"], columns: list[str], train_rows: int, data_cfg: DictConfig
+) -> tuple[list[str], list[str]]:
+    """(columns to drop, notes). Columns with no value at all, or none in the train split (no statistics
+    to normalise with), are refused unless data.drop_bad_columns; mostly-missing and constant columns are
+    reported and dropped only when asked."""
+    observed = ~np.isnan(values)
+    empty = [c for c, n in zip(columns, observed.sum(axis=0)) if n == 0]
+    no_train = [c for c, n in zip(columns, observed[:train_rows].sum(axis=0)) if n == 0 and c not in empty]
+    drop = data_cfg.drop_bad_columns
+    if empty and not drop:
+        raise UserError(
+            f"column {empty[0]!r} has no values (all {len(values)} cells missing)"
+            + (f", and {len(empty) - 1} more columns" if len(empty) > 1 else "")
+            + f"; leave it out with data.exclude=[{_names(empty)}] or set data.drop_bad_columns=true"
+        )
+    if no_train and not drop:
+        raise UserError(
+            f"column {no_train[0]!r} has no values in the train split (its first {train_rows} rows), so it cannot be "
+            f"normalised; leave it out with data.exclude=[{_names(no_train)}], set data.drop_bad_columns=true, "
+            "or start the validation split later (data.val_start / data.train_ratio)"
+        )
+    missing = 1.0 - observed.mean(axis=0)
+    sparse = [c for c, m in zip(columns, missing) if m > data_cfg.max_missing and c not in empty and c not in no_train]
+    with np.errstate(all="ignore"):
+        train = values[:train_rows]
+        spread = np.nanmax(train, axis=0) - np.nanmin(train, axis=0)
+    constant = [c for c, s in zip(columns, spread) if s == 0]
+    how = "dropped (data.drop_bad_columns=true)" if drop else "kept (data.drop_bad_columns=true drops them)"
+    notes = []
+    if sparse:
+        notes.append(f"{len(sparse)} columns are more than {data_cfg.max_missing:.0%} missing, {how}: {_names(sparse)}")
+    if constant:
+        notes.append(f"{len(constant)} columns are constant in the train split, {how}: {_names(constant)}")
+    if empty or no_train:
+        notes.append(f"{len(empty) + len(no_train)} columns without values dropped: {_names(empty + no_train)}")
+    bad = set(empty + no_train + (sparse + constant if drop else []))
+    if bad and len(bad) == len(columns):
+        raise UserError("every selected column was dropped as empty, mostly missing or constant; select other columns")
+    return [c for c in columns if c in bad], notes
+
+
+def check_patch_size(patch_size: int, patch_sizes: list[int]) -> None:
+    if patch_size not in patch_sizes:
+        raise UserError(
+            f"patch_size={patch_size} is not one of the model's patch sizes {list(patch_sizes)}; "
+            "set patch_size to one of them"
+        )
+
+
+def check_model_fits(spec: WindowSpec, num_variates: int, model_cfg: DictConfig) -> None:
+    """A sample's tokens within max_seq_len and its variates within max_dim (uni2ts's limits)."""
+    check_patch_size(spec.patch_size, list(model_cfg.patch_sizes))
+    tokens = spec.tokens * num_variates
+    if tokens > model_cfg.max_seq_len:
+        raise UserError(
+            f"a sample is {tokens} tokens (ceil({spec.context_length}/{spec.patch_size}) + "
+            f"ceil({spec.prediction_length}/{spec.patch_size}) per variate x {num_variates} variates), over the "
+            f"model's max_seq_len {model_cfg.max_seq_len}; use a shorter context_length, a larger patch_size"
+            + (", data.mode=S or fewer columns" if num_variates > 1 else "")
+        )
+    if num_variates > model_cfg.max_dim:
+        raise UserError(
+            f"{num_variates} variates in one sample exceed the model's max_dim {model_cfg.max_dim}; "
+            "use data.mode=S or select fewer columns (data.columns / data.exclude)"
+        )
+
+
+def check_windows(
+    starts: dict[str, Int[Tensor, "n_starts"]], spec: WindowSpec, index_len: int, val_start: int, test_start: int
+) -> None:
+    """At least one window in each split; the message gives the split's rows against what a window needs."""
+    bounds = {"train": (0, val_start), "val": (val_start, test_start), "test": (test_start, index_len)}
+    for split, s in starts.items():
+        if len(s) == 0:
+            first, end = bounds[split]
+            raise UserError(
+                f"the {split} split (rows {first}-{end - 1} of {index_len}) has no window: a window needs "
+                f"prediction_length={spec.prediction_length} rows inside the split and context_length="
+                f"{spec.context_length} rows before its forecast start; use a shorter context_length or "
+                "prediction_length, other split points (data.train_ratio/val_ratio or data.val_start/test_start), "
+                "or more data"
+            )

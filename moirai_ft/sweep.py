@@ -1,0 +1,391 @@
+"""Sweeps that survive: readable job directories, resume across reruns, and the sweep's exit status.
+
+Hydra has no resume (facebookresearch/hydra #1407, #3328): every `-m` run makes a new
+`multirun/<date>/<time>/` and trains every job again. Here each job stores a fingerprint of its composed
+config (hydra's own node and the keys in NOT_IN_FINGERPRINT left out) in `fingerprint.json`. When a sweep
+job starts it looks under `sweep_root` for a twin, a job directory with the same fingerprint, and:
+
+- a completed (or diverged: a final, reproducible result) twin: the job is skipped;
+- a twin that another process is running (it holds the twin's lock): skipped, it will finish there;
+- a failed or unfinished twin: the job continues in the twin's directory, from its
+  `checkpoints/last.ckpt` where one exists (job.run_job resumes from it);
+- no twin: the job trains in its own directory.
+
+A skipped or continued job leaves `result_in.json` in its own directory, pointing at where its result
+lives, so each configuration keeps one directory with its whole history, nothing is copied, and
+`analyze.py` follows the pointer instead of counting a job twice. `resume=false` turns the lookup off.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, Iterator
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from moirai_ft.artifacts import CHECKPOINTS, LAST, METRICS, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT = "fingerprint.json"  # {"fingerprint": hex, "config": the resolved config it was taken from}
+LINK = "result_in.json"  # in a skipped/continued job's own directory: where its result lives
+LOCK = ".lock"  # flock-ed by the process running the job; the OS drops it when that process dies
+PREVIOUS_SUFFIX = ".previous"  # a failed attempt's metrics.json / error.log, set aside on a rerun
+
+# settings that say how to run a sweep, not what a job computes: left out of the fingerprint
+NOT_IN_FINGERPRINT = ("resume", "sweep_root")
+# keys that name the job first in its directory, then every other override but these
+DIRNAME_HEAD = ("model", "pattern", "lr")
+NOT_IN_DIRNAME = ("sweep",) + NOT_IN_FINGERPRINT
+MAX_DIRNAME = 240  # bytes; file systems allow 255 per name
+FINAL_STATUSES = ("completed", "diverged")  # a rerun would reproduce them: never retrained
+
+
+# ---------------------------------------------------------------------------------------------------
+# readable job directory names
+
+
+def format_value(value: Any) -> str:
+    """1e-05 for a float (repr: exact, so two lrs never share a name), the enum's value, else str."""
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def override_key(override: str) -> str:
+    """`+data.path=x` -> `data.path`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def swept_keys(sweep_dir: Path) -> set[str] | None:
+    """The keys a sweep varies: sweep syntax on its command line (lr=1e-5,2e-5, range(...)) and
+    hydra.sweeper.params (the conf/sweep presets), read from the multirun.yaml the sweeper saved
+    before launching. None when there is no such file (another sweeper plugin)."""
+    try:
+        master = OmegaConf.load(Path(sweep_dir) / "multirun.yaml")
+        task = list(master.hydra.overrides.task)
+        params = dict(master.hydra.sweeper.get("params") or {})
+    except Exception:  # noqa: BLE001 - naming falls back to every override
+        return None
+    parsed = OverridesParser.create().parse_overrides(task)
+    return {o.key_or_group for o in parsed if o.is_sweep_override()} | {override_key(k) for k in params}
+
+
+def job_dirname(*, _root_: DictConfig) -> str:
+    """hydra.sweep.subdir: `model=small,pattern=full,lr=1e-05`, then the job's other swept overrides
+    (experiment=..., seed=...), so that two jobs of one sweep never share a directory while the
+    settings common to the whole sweep stay out of every name (they are in .hydra/overrides.yaml)."""
+    head = [f"{key}={format_value(value)}" for key, value in (
+        ("model", _root_.model.name), ("pattern", _root_.pattern.name), ("lr", _root_.lr),
+    )]
+    varied = swept_keys(Path(str(_root_.hydra.sweep.dir)))
+    skip = set(DIRNAME_HEAD) | set(NOT_IN_DIRNAME)
+    tail = [o for o in _root_.hydra.overrides.task
+            if override_key(o) not in skip and (varied is None or override_key(o) in varied)]
+    name = ",".join(head + tail).replace(os.sep, "_")  # a path value must not nest directories
+    if len(name.encode()) > MAX_DIRNAME:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+        name = name.encode()[: MAX_DIRNAME - 9].decode(errors="ignore") + "," + digest
+    return name
+
+
+# OmegaConf 2.4 renamed register_new_resolver to register_resolver (same semantics); 2.3 has only the former
+_register = getattr(OmegaConf, "register_resolver", None) or OmegaConf.register_new_resolver
+if not OmegaConf.has_resolver("moirai_job_dirname"):
+    _register("moirai_job_dirname", job_dirname)
+
+
+# ---------------------------------------------------------------------------------------------------
+# fingerprints, locks, twins
+
+
+def fingerprint(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
+    """Hash of the resolved job config (no hydra node, no sweep settings) and the config itself."""
+    container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False, enum_to_str=True)
+    assert isinstance(container, dict)
+    container.pop("hydra", None)
+    for key in NOT_IN_FINGERPRINT:
+        container.pop(key, None)
+    text = json.dumps(container, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16], container
+
+
+def read_fingerprint(job_dir: Path) -> str | None:
+    try:
+        return str(json.loads((job_dir / FINGERPRINT).read_text())["fingerprint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def read_status(job_dir: Path) -> str | None:
+    """metrics.json's status; None when there is none or it cannot be read."""
+    try:
+        status = json.loads((job_dir / METRICS).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(status) if status is not None else None
+
+
+class JobBusy(Exception):
+    """Another process holds the job directory's lock."""
+
+
+class JobLock:
+    """An exclusive flock on `<job_dir>/.lock` for as long as a job runs in that directory."""
+
+    def __init__(self, job_dir: Path, tries: int = 10):
+        self.path = Path(job_dir) / LOCK
+        self.tries = tries  # analyze.py's probe holds the lock for microseconds: retry a little
+        self._fd: int | None = None
+
+    def __enter__(self) -> JobLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        for _ in range(self.tries):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._fd = fd
+                return self
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+                time.sleep(0.1)
+        os.close(fd)
+        raise JobBusy(str(self.path.parent))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def is_running(job_dir: Path) -> bool:
+    """True while some process holds the job directory's lock (a job runs there now)."""
+    path = Path(job_dir) / LOCK
+    if not path.is_file():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def job_dirs_below(root: Path) -> Iterator[Path]:
+    """Every directory below root with a fingerprint.json (job directories do not nest)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        if FINGERPRINT in filenames:
+            dirnames.clear()
+            yield Path(dirpath)
+        else:
+            dirnames[:] = [d for d in dirnames if d not in (CHECKPOINTS, "logs", ".hydra", "plots")]
+
+
+class Action(str, Enum):
+    run_here = "run_here"  # no twin: train in the job's own directory
+    continue_twin = "continue_twin"  # a failed/unfinished twin: train on in its directory
+    skip_done = "skip_done"  # a completed or diverged twin: nothing to do
+    skip_running = "skip_running"  # another process runs the twin now
+
+
+@dataclass(frozen=True)
+class Plan:
+    action: Action
+    target: Path  # the directory that holds (or will hold) the job's result
+
+
+def _newest(dirs: list[Path], name: str) -> Path:
+    return max(dirs, key=lambda d: (d / name).stat().st_mtime if (d / name).exists() else 0.0)
+
+
+def plan_job(fp: str, job_dir: Path, root: Path) -> Plan:
+    """What a sweep job with fingerprint fp does, given the twins under root (see the module doc)."""
+    twins = [d for d in job_dirs_below(root) if read_fingerprint(d) == fp]
+    if read_fingerprint(job_dir) == fp and job_dir.resolve() not in {t.resolve() for t in twins}:
+        twins.append(job_dir)  # a sweep dir outside sweep_root, rerun in place
+    done = [d for d in twins if read_status(d) in FINAL_STATUSES]
+    if done:
+        return Plan(Action.skip_done, _newest(done, METRICS))
+    others = [d for d in twins if d.resolve() != job_dir.resolve()]
+    running = [d for d in others if is_running(d)]
+    if running:
+        return Plan(Action.skip_running, running[0])
+    if not twins:
+        return Plan(Action.run_here, job_dir)
+    with_checkpoint = [d for d in twins if (d / CHECKPOINTS / LAST).is_file()]
+    target = _newest(with_checkpoint or twins, FINGERPRINT)
+    return Plan(Action.run_here if target.resolve() == job_dir.resolve() else Action.continue_twin, target)
+
+
+def _write_link(job_dir: Path, target: Path, reason: str, fp: str) -> None:
+    write_json_atomic(job_dir / LINK, {
+        "result_in": os.path.relpath(target, job_dir), "reason": reason, "fingerprint": fp,
+    })
+
+
+def read_link(job_dir: Path) -> Path | None:
+    """The directory a skipped/continued job's result lives in, or None."""
+    try:
+        rel = json.loads((Path(job_dir) / LINK).read_text())["result_in"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (Path(job_dir) / rel).resolve()
+
+
+def _set_aside_failure(target: Path) -> None:
+    """A rerun of a failed job: keep the old error, but not where readers take it for this attempt's."""
+    for name in (METRICS, "error.log"):
+        path = target / name
+        if path.exists():
+            path.replace(path.with_name(path.stem + PREVIOUS_SUFFIX + path.suffix))
+
+
+def _failed(job_dir: Path, message: str, base: dict[str, Any]) -> dict[str, Any]:
+    metrics = {**base, "status": "failed", "error": message, "error_type": "config"}
+    write_json_atomic(job_dir / METRICS, metrics)
+    return metrics
+
+
+def _identity(cfg: DictConfig) -> dict[str, Any]:
+    """The fields a failed or skipped job's metrics carry so that tables can still place it."""
+    return {
+        "model": format_value(OmegaConf.select(cfg, "model.name")),
+        "pattern": format_value(OmegaConf.select(cfg, "pattern.name")),
+        "lr": OmegaConf.select(cfg, "lr"),
+        "scheduler": format_value(OmegaConf.select(cfg, "scheduler.name")),
+    }
+
+
+def run_tracked(cfg: DictConfig, mode: RunMode, job_dir: Path, launch_dir: Path, sweep_preset: str | None) -> dict[str, Any]:
+    """One job as train.py runs it: under its lock and with its fingerprint, and in a sweep first
+    looking for a twin (module doc). Returns the job's metrics (a skipped job: its twin's)."""
+    from moirai_ft.job import run  # here: analyze.py imports this module and needs no torch
+
+    job_dir = Path(job_dir)
+    if mode != RunMode.MULTIRUN and sweep_preset:
+        return _failed(job_dir, f"sweep={sweep_preset} is a sweep preset: run it with -m, "
+                       f"as `python train.py -m sweep={sweep_preset}`", _identity(cfg))
+    fp, config = fingerprint(cfg)
+    own = read_fingerprint(job_dir)
+    if own is not None and own != fp:
+        return _failed(job_dir, f"{job_dir} already holds a job with another config; give this sweep "
+                       "its own hydra.sweep.dir", _identity(cfg))
+    plan = Plan(Action.run_here, job_dir)
+    if mode == RunMode.MULTIRUN and cfg.resume:
+        root = Path(cfg.sweep_root)
+        plan = plan_job(fp, job_dir, root if root.is_absolute() else launch_dir / root)
+
+    if plan.action == Action.skip_done:
+        metrics = json.loads((plan.target / METRICS).read_text())
+        _write_link(job_dir, plan.target, f"{metrics['status']} earlier", fp)
+        log.info("skipped: %s earlier in %s (best_val_loss %s)", metrics["status"], plan.target, metrics.get("best_val_loss"))
+        return metrics
+    if plan.action == Action.continue_twin:
+        try:
+            with JobLock(plan.target):
+                resumed = (plan.target / CHECKPOINTS / LAST).is_file()
+                _write_link(job_dir, plan.target, "continued from its last checkpoint" if resumed else "rerun", fp)
+                log.info("continuing the unfinished twin in %s%s", plan.target, " from its last checkpoint" if resumed else "")
+                _set_aside_failure(plan.target)
+                return run(cfg, plan.target)
+        except JobBusy:
+            plan = Plan(Action.skip_running, plan.target)
+    if plan.action == Action.skip_running:
+        _write_link(job_dir, plan.target, "running in another process", fp)
+        log.info("skipped: another process is running this config in %s", plan.target)
+        return {**_identity(cfg), "status": "running", "error": f"running in another process in {plan.target}"}
+
+    with JobLock(job_dir):
+        _set_aside_failure(job_dir)
+        write_json_atomic(job_dir / FINGERPRINT, {"fingerprint": fp, "config": config})
+        return run(cfg, job_dir)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the end of a sweep
+
+_exit_code = 0
+
+
+def exit_code() -> int:
+    """1 when the last sweep of this process had a failed job (or one that left no result), else 0."""
+    return _exit_code
+
+
+@dataclass(frozen=True)
+class Outcome:
+    job_dir: Path  # the sweep's own job directory
+    result_dir: Path  # where its result lives (a twin's directory for a skipped/continued job)
+    status: str  # metrics.json's status; "running" (elsewhere); "missing" when there is no result
+    error: str | None
+    skipped: bool
+
+
+def sweep_outcomes(sweep_dir: Path, since: float | None = None) -> list[Outcome]:
+    """The result of each job directory in sweep_dir (only those Hydra started after `since`)."""
+    outcomes = []
+    for job_dir in sorted(p for p in Path(sweep_dir).iterdir() if (p / ".hydra").is_dir()):
+        started = (job_dir / ".hydra" / "overrides.yaml")
+        if since is not None and started.exists() and started.stat().st_mtime < since - 1.0:
+            continue  # an earlier sweep that used the same hydra.sweep.dir
+        linked = read_link(job_dir)
+        result_dir = linked or job_dir
+        try:
+            metrics = json.loads((result_dir / METRICS).read_text())
+            status, error = str(metrics.get("status")), metrics.get("error")
+        except (OSError, ValueError, AttributeError):
+            running = is_running(result_dir)
+            status, error = ("running", None) if running else ("missing", "the job left no metrics.json")
+        outcomes.append(Outcome(job_dir, result_dir, status, error, skipped=linked is not None))
+    return outcomes
+
+
+class SweepStatus(Callback):
+    """Hydra callback: after every job of a sweep ran, says what ran, what was skipped and what failed,
+    and sets the exit status train.py ends with (non-zero if any job failed)."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.time()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global _exit_code
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        outcomes = sweep_outcomes(sweep_dir, self.started)
+        counts: dict[str, int] = {}
+        for o in outcomes:
+            counts[o.status] = counts.get(o.status, 0) + 1
+        print(f"sweep {sweep_dir}: {len(outcomes)} job(s): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        for o in outcomes:
+            if o.skipped:
+                print(f"  skipped {o.job_dir.name}: {o.status} in {o.result_dir}")
+        bad = [o for o in outcomes if o.status not in FINAL_STATUSES + ("running",)]
+        for o in bad:
+            print(f"  {o.status.upper()} {o.job_dir.name}: {o.error}")
+        print(f"next: python analyze.py {sweep_dir}")
+        _exit_code = 1 if bad else 0
