@@ -40,5 +40,8 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    if message := moirai_ft.config.unknown_choice(sys.argv[1:], Path(__file__).parent / "conf"):
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
     main()
     sys.exit(sweep.exit_code())  # a sweep with a failed job ends non-zero, after all its jobs ran

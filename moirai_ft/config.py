@@ -1,6 +1,6 @@
 """Structured-config schemas for the small, typo-prone groups, and value checks run before any GPU time.
 
-Each group's YAML options list `<group>_schema` first in their defaults, so a misspelt key in a group
+Each group's YAML options list `/schema/<group>@_here_` first in their defaults, so a misspelt key in a group
 file or on the command line fails at compose time, and an enum field rejects a value not in its list
 (OmegaConf's message names the allowed values).
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -134,11 +135,11 @@ class DataSchema:
 
 def register_schemas() -> None:
     cs = ConfigStore.instance()
-    cs.store(group="model", name="model_schema", node=ModelSchema)
-    cs.store(group="pattern", name="pattern_schema", node=PatternSchema)
-    cs.store(group="scheduler", name="scheduler_schema", node=SchedulerSchema)
-    cs.store(group="hardware", name="hardware_schema", node=HardwareSchema)
-    cs.store(group="data", name="data_schema", node=DataSchema)
+    cs.store(group="schema", name="model", node=ModelSchema)
+    cs.store(group="schema", name="pattern", node=PatternSchema)
+    cs.store(group="schema", name="scheduler", node=SchedulerSchema)
+    cs.store(group="schema", name="hardware", node=HardwareSchema)
+    cs.store(group="schema", name="data", node=DataSchema)
 
 
 register_schemas()
@@ -204,3 +205,31 @@ def validate(cfg: DictConfig) -> None:
     count("eval.batch_size", 1)
     count("eval.plot_windows", 0)
     count("eval.seed", 0)
+
+
+def unknown_choice(args: list[str], conf_dir: Path) -> str | None:
+    """A one-line message for a command-line choice of a config group option that does not exist
+    (`pattern=freez_ffn`, or one item of a `-m` list), naming the options that do; None when all exist.
+    Hydra's own message for this is a dozen lines ending in its search path."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+    except Exception:  # noqa: BLE001 - malformed overrides: Hydra reports those itself
+        return None
+    for o in overrides:
+        group = conf_dir / o.key_or_group
+        # hydra/* groups also hold Hydra's and its plugins' own options: leave those to Hydra
+        if o.key_or_group.startswith("hydra") or o.package is not None or not group.is_dir() or o.is_delete():
+            continue
+        if o.is_sweep_override():
+            if not o.is_choice_sweep():
+                continue
+            values = list(o.sweep_string_iterator())
+        else:
+            values = [o.value()]
+        allowed = sorted(p.stem for p in group.glob("*.yaml"))
+        for v in values:
+            if v is not None and str(v) not in allowed:
+                return f"unknown {o.key_or_group} {v!r}; choose one of: {', '.join(allowed)}"
+    return None

@@ -11,8 +11,8 @@ goes to launching kernels and to the host waiting for the GPU. What is here remo
   step, scoped (`distribution_validation`), since the model's outputs are valid by construction;
 - AdamW's fused kernel updates all parameters at once and keeps its step counters on the device
   (`adamw_options`);
-- optional torch.compile of the loss (`compile_loss`), for fusion and, in reduce-overhead mode, CUDA graphs
-  (train batches all have one shape, so one graph serves the whole run).
+- optional torch.compile of the model's tensor part (`compile_forward`), for fused kernels and, in
+  reduce-overhead mode, CUDA graphs (train batches all have one shape, so one graph serves the run).
 
 Each piece is checked against uni2ts's own result in tests/test_precision.py and tests/test_host_sync.py.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cached_property, partial
 
 import lightning as L
 import torch
@@ -29,8 +30,9 @@ from jaxtyping import Bool, Float, Int
 from lightning.pytorch.callbacks import TQDMProgressBar
 from torch import Tensor, nn
 from torch.distributions import Distribution
-from uni2ts.common.torch_util import safe_div
+from uni2ts.common.torch_util import mask_fill, packed_attention_mask, safe_div
 from uni2ts.distribution._base import DistrParamProj
+from uni2ts.model.moirai import MoiraiModule
 from uni2ts.module.packed_scaler import PackedStdScaler
 from uni2ts.module.position import RotaryProjection
 
@@ -163,22 +165,59 @@ _TORCH_MODE = {
 }
 
 
-def compile_loss(fn: Callable[[Batch], Tensor], mode: CompileMode | str) -> Callable[[Batch], Tensor]:
-    """`fn` itself when mode is off, else torch.compile(fn) for static shapes: train batches all have one
-    shape, so one graph (and, with CUDA graphs, one recording) serves the whole run."""
+def distribution_inputs(
+    module: MoiraiModule, batch: Batch
+) -> tuple[dict[str, Tensor], Float[Tensor, "batch seq 1"], Float[Tensor, "batch seq 1"]]:
+    """MoiraiModule.forward of uni2ts 2.0.0, line for line, up to the distribution it returns: its
+    parameters, loc and scale. Tensors in and out, so torch.compile captures it whole (the Distribution
+    objects that follow break a graph)."""
+    target, observed_mask, prediction_mask = batch["target"], batch["observed_mask"], batch["prediction_mask"]
+    sample_id, variate_id, patch_size = batch["sample_id"], batch["variate_id"], batch["patch_size"]
+    loc, scale = module.scaler(target, observed_mask * ~prediction_mask.unsqueeze(-1), sample_id, variate_id)
+    scaled_target = (target - loc) / scale
+    reprs = module.in_proj(scaled_target, patch_size)
+    masked_reprs = mask_fill(reprs, prediction_mask, module.mask_encoding.weight)
+    reprs = module.encoder(
+        masked_reprs, packed_attention_mask(sample_id), time_id=batch["time_id"], var_id=variate_id
+    )
+    return module.param_proj(reprs, patch_size), loc, scale
+
+
+def _fill_cached_properties(module: nn.Module) -> None:
+    """Compute every functools.cached_property of the submodules now: the first access writes to the
+    instance, which breaks a graph (uni2ts's QueryKeyProjection.split_sizes is one)."""
+    for sub in module.modules():
+        for klass in type(sub).__mro__:
+            for name, attr in vars(klass).items():
+                if isinstance(attr, cached_property):
+                    getattr(sub, name)
+
+
+def compile_forward(
+    module: MoiraiModule, mode: CompileMode | str, backend: str = "inductor"
+) -> Callable[[Batch], Distribution] | None:
+    """The module's forward with its tensor part compiled as one graph (None when mode is off).
+
+    Static shapes: train batches all have one shape, so one graph, and with CUDA graphs one recording,
+    serves the whole run. fullgraph: a graph break (a host sync crept in) is an error, not a slow step.
+    The distribution and the loss stay eager. `backend="aot_eager"` (tests) captures without kernels.
+    """
     mode = CompileMode(getattr(mode, "value", mode))
     if mode == CompileMode.off:
-        return fn
-    compiled = torch.compile(fn, mode=_TORCH_MODE[mode], dynamic=False)
-    graphs = mode != CompileMode.default
+        return None
+    _fill_cached_properties(module)
+    how = {"mode": _TORCH_MODE[mode]} if backend == "inductor" else {"backend": backend}
+    compiled = torch.compile(partial(distribution_inputs, module), fullgraph=True, dynamic=False, **how)
+    graphs = backend == "inductor" and mode != CompileMode.default
 
-    def step(batch: Batch) -> Tensor:
+    def forward(batch: Batch) -> Distribution:
         if graphs:
-            torch.compiler.cudagraph_mark_step_begin()  # a new training iteration: replay, don't record
-        # a copy outlives the graph's output buffer, which the next replay overwrites
-        return compiled(batch).clone()
+            # a new training iteration: the last step's outputs are done with, replay over them
+            torch.compiler.cudagraph_mark_step_begin()
+        params, loc, scale = compiled(batch)
+        return module.distr_output.distribution(params, loc=loc, scale=scale)
 
-    return step
+    return forward
 
 
 class SparseProgressBar(TQDMProgressBar):

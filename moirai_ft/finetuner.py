@@ -15,7 +15,7 @@ from moirai_ft.config import CompileMode
 from moirai_ft.fast_path import (
     TRAIN_LOSS,
     adamw_options,
-    compile_loss,
+    compile_forward,
     distribution_validation,
     use_fast_path,
 )
@@ -45,7 +45,7 @@ class MoiraiFineTuner(L.LightningModule):
         self.module = use_fast_path(module)  # same values; no host sync in the step; fp32 head under bf16
         self.compile_mode = CompileMode(getattr(compile, "value", compile))
         # training only: validation runs eager (other shapes, inference mode), so one graph serves the run
-        self._train_objective = compile_loss(self._objective, self.compile_mode)
+        self._train_forward = compile_forward(self.module, self.compile_mode) or self.forward
         self.train_windows = train_windows
         self.val_windows = val_windows
         self.lr = lr
@@ -79,17 +79,18 @@ class MoiraiFineTuner(L.LightningModule):
     def forward(self, batch: Batch) -> Distribution:
         return self.module(**{k: batch[k] for k in MODEL_FIELDS})
 
-    def _objective(self, batch: Batch) -> Tensor:
-        return self.loss_func(pred=self(batch), **{k: batch[k] for k in LOSS_FIELDS})
+    def _nll(self, pred: Distribution, batch: Batch) -> Tensor:
+        return self.loss_func(pred=pred, **{k: batch[k] for k in LOSS_FIELDS})
 
     def loss(self, batch: Batch) -> Tensor:
         # argument checks on the model's own outputs never fail and each costs a host synchronisation
         with distribution_validation(False):
-            return self._objective(batch)
+            return self._nll(self(batch), batch)
 
     def training_step(self, idx: Tensor, batch_idx: int) -> Tensor:
+        batch = self.train_windows.batch(idx)
         with distribution_validation(False):
-            loss = self._train_objective(self.train_windows.batch(idx))
+            loss = self._nll(self._train_forward(batch), batch)
         self._train_sum += loss.detach()
         self._train_count += 1
         self._nonfinite |= ~torch.isfinite(loss.detach())

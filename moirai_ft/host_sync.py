@@ -10,6 +10,7 @@ CPU test, where no GPU sync can be observed directly.
 from __future__ import annotations
 
 import traceback
+import warnings
 from collections import Counter
 from typing import Any
 
@@ -88,10 +89,20 @@ class CountStepSyncs(L.Callback):
         self.counter = HostSyncCounter(where=where)
         self._active = False
         self.done = False
+        # on a GPU, also torch's own sync detector, which sees what the CPU count cannot (a blocking
+        # device-to-host copy such as .cpu() or .tolist()): the number of its warnings, else None
+        self.cuda_syncs: int | None = None
+        self._cuda_warnings: warnings.catch_warnings | None = None
+        self._caught: list[warnings.WarningMessage] = []
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
         if not self._active and not self.done and step == self.first:
+            if pl_module.device.type == "cuda":
+                self._cuda_warnings = warnings.catch_warnings(record=True)
+                self._caught = self._cuda_warnings.__enter__()
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
             self.counter.__enter__()
             self._active = True
         elif self._active and step >= self.first + self.steps:
@@ -107,6 +118,11 @@ class CountStepSyncs(L.Callback):
 
     def _stop(self) -> None:
         self.counter.__exit__(None, None, None)
+        if self._cuda_warnings is not None:
+            torch.cuda.set_sync_debug_mode("default")
+            self._cuda_warnings.__exit__(None, None, None)
+            self.cuda_syncs = sum("synchroniz" in str(w.message) for w in self._caught)
+            self._cuda_warnings = None
         self._active = False
         self.done = True
 

@@ -49,7 +49,8 @@ def shrink(cfg: DictConfig, **values) -> DictConfig:
 
 def run_train(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """`python train.py ARGS` as a user runs it, with the repo's conf/ and outputs under cwd."""
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    # one thread per job process: the tiny models gain nothing from more, and the suite shares 2 cores
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *args],
         cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,

@@ -117,3 +117,22 @@ def test_validate_names_the_key_to_change(key: str, value, fragment: str) -> Non
     cfg = shrink(compose_cfg(), **{key: value})
     with pytest.raises(UserError, match=fragment):
         validate(cfg)
+
+
+def test_unknown_choice_on_the_command_line_is_one_line(tmp_path: Path) -> None:
+    from conftest import run_train
+
+    r = run_train(["-m", "pattern=full,freez_ffn", f"hydra.sweep.dir={tmp_path}"], cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: unknown pattern 'freez_ffn'; choose one of: freeze_ffn, full, head_only"
+    assert not any(tmp_path.iterdir())  # nothing ran, nothing written
+
+
+def test_unknown_choice_accepts_every_real_option() -> None:
+    from conftest import CONF
+    from moirai_ft.config import unknown_choice
+
+    for group in GROUPS:
+        assert unknown_choice([f"{group}={o}" for o in options(group)], CONF) is None
+    assert unknown_choice(["-m", "model=tiny,small", "lr=1e-3,1e-4", "hydra/launcher=basic"], CONF) is None
+    assert "choose one of" in unknown_choice(["scheduler=step"], CONF)

@@ -20,6 +20,7 @@ TOKEN_EVAL = ["eval.num_samples=2", "eval.max_windows=8", "eval.plot_windows=0"]
 # submitit's job processes unpickle the task, which imports moirai_ft: found as an installed package
 # would be (the README installs with `pip install -e .`), whatever this environment has installed
 PACKAGE_ON_PATH = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # two jobs at once on a 2-core machine: one core each, not two threads each
 
 
 def _job_dirs(sweep: Path) -> list[Path]:
@@ -30,7 +31,7 @@ def test_local_launcher_runs_each_job_in_its_own_submitit_process(tmp_path: Path
     sweep = tmp_path / "sweep"
     proc = run_train(
         ["-m", "hydra/launcher=local", *TINY, *TOKEN_EVAL, "lr=1e-3,3e-3", f"hydra.sweep.dir={sweep}"],
-        cwd=tmp_path, env=PACKAGE_ON_PATH,
+        cwd=tmp_path, env=PACKAGE_ON_PATH | ONE_THREAD,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
 
