@@ -29,9 +29,14 @@ from moirai_ft.job import objective
 def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     # lock + fingerprint; in a sweep, skips a completed twin or continues an unfinished one (moirai_ft/sweep.py)
-    metrics = sweep.run_tracked(
-        cfg, hc.mode, Path(hc.runtime.output_dir), Path(hc.runtime.cwd), hc.runtime.choices.get("sweep")
-    )
+    try:
+        metrics = sweep.run_tracked(
+            cfg, hc.mode, Path(hc.runtime.output_dir), Path(hc.runtime.cwd), hc.runtime.choices.get("sweep")
+        )
+    except OSError as e:  # the disk filled or the directory went away: not even metrics.json could be written
+        print(f"error: cannot write the job's files in {hc.runtime.output_dir} ({e.strerror or e}); "
+              "free disk space or pass another hydra.run.dir / hydra.sweep.dir", file=sys.stderr)
+        sys.exit(1)
     if metrics["status"] != "completed":
         print(f"error: {metrics.get('error', metrics['status'])}", file=sys.stderr)
         if hc.mode != RunMode.MULTIRUN:  # in a sweep the other jobs go on

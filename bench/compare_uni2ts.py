@@ -8,13 +8,13 @@ initialised MoiraiModule (saved once, loaded by each) and read the same syntheti
 
 Measured for each: training samples/s over steady-state steps (after warm-up, compile and CUDA-graph
 recording), model FLOPs utilisation (6 x parameters x tokens per sample against a measured bf16 matrix
-product rate), peak GPU memory, and host synchronisations and aten calls per step (counted on one
-further step). Settings: small at batch 64 and base at batch 32 (the user's), then moirai-ft alone over
-larger batches for its best.
+product rate; fp32 in the CPU smoke run), peak GPU memory, and host synchronisations and aten calls per
+step (counted on one further step). Settings: small at batch 64 and base at batch 32 (the user's),
+then moirai-ft alone over larger batches for its best.
 
-    python bench/compare_uni2ts.py --out bench.json                 # GPU, everything (about 10 minutes)
-    python bench/compare_uni2ts.py --part seed --out seed.json      # the side-by-side settings only
-    python bench/compare_uni2ts.py --part best --out best.json      # moirai-ft's batch-size sweep only
+    python bench/compare_uni2ts.py --part seed --models small --out seed-small.json   # GPU, side by side
+    python bench/compare_uni2ts.py --part best --out best.json      # GPU, moirai-ft's batch-size sweep
+    python bench/compare_uni2ts.py --out bench.json                 # GPU, everything (over 10 minutes)
     python bench/compare_uni2ts.py --smoke --out smoke.json         # CPU, tiny model, seconds
 """
 
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import json
-import math
 import os
 import platform
 import sys
@@ -53,6 +53,7 @@ from moirai_ft.windows import WindowSpec  # noqa: E402
 class Steps:
     warmup: int  # before timing: compile, CUDA-graph recording, allocator growth, worker start-up
     timed: int
+    profiled: int = 0  # the last warm-up steps, run under torch.profiler (--profile): kernels per step
 
     @property
     def counted(self) -> int:
@@ -79,7 +80,7 @@ class Scale:
     val_max_windows: int  # the job's validation checks, before and after the timed steps
     steps: Steps  # at the seed settings
     sweep_steps: Steps  # at the larger batches, whose steps are longer
-    matmul_n: int  # size of the bf16 matrix product that measures the peak rate
+    matmul_n: int  # size of the matrix product that measures the peak rate
 
 
 GPU = Scale(
@@ -92,7 +93,7 @@ GPU = Scale(
     uni2ts_precisions=("32-true", "bf16-mixed"),
     uni2ts_workers=11,
     val_max_windows=512,
-    steps=Steps(warmup=30, timed=200),
+    steps=Steps(warmup=20, timed=150),  # as ../shared/bench/anchor_uni2ts.py timed uni2ts's path
     sweep_steps=Steps(warmup=10, timed=40),
     matmul_n=8192,
 )
@@ -108,7 +109,7 @@ SMOKE = Scale(  # --models small,base also runs here: host syncs and aten calls 
     val_max_windows=16,
     steps=Steps(warmup=1, timed=2),
     sweep_steps=Steps(warmup=1, timed=2),
-    matmul_n=256,
+    matmul_n=1024,
 )
 
 
@@ -133,6 +134,43 @@ class Run:
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+class ProfileSteps(L.Callback):
+    """torch.profiler over the last `profiled` warm-up steps (outside the timed ones): device kernels per
+    step, the ops taking the most device (or, on a CPU, host) time."""
+
+    def __init__(self, steps: Steps):
+        self.first, self.count = steps.warmup - steps.profiled, steps.profiled
+        self.profiler: torch.profiler.profile | None = None
+        self.summary: dict[str, Any] = {}
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if self.count and step == self.first and self.profiler is None:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if torch.cuda.is_available():
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            self.profiler = torch.profiler.profile(activities=activities)
+            self.profiler.__enter__()
+        elif self.profiler is not None and not self.summary and step == self.first + self.count:
+            _sync()
+            self.profiler.__exit__(None, None, None)
+            try:
+                self.summary = self._summarise()
+            except Exception as e:  # noqa: BLE001 - a profiler API change must not cost the measurement
+                self.summary = {"profile_error": f"{type(e).__name__}: {e}"}
+
+    def _summarise(self) -> dict[str, Any]:
+        events = self.profiler.events()
+        on_device = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        by = "self_cuda_time_total" if on_device else "self_cpu_time_total"
+        table = self.profiler.key_averages().table(sort_by=by, row_limit=12, max_name_column_width=60)
+        return {
+            "kernels_per_step": len(on_device) / self.count,
+            "host_ops_per_step": sum(e.device_type == torch.autograd.DeviceType.CPU for e in events) / self.count,
+            "top_ops": table,
+        }
 
 
 class StepTimer(L.Callback):
@@ -171,12 +209,18 @@ class StepTimer(L.Callback):
             run.peak_reserved_gb = round(self.peak_reserved / 2**30, 2)
 
 
-def bf16_matmul_flops(n: int) -> float:
-    """Measured bf16 matrix-product rate (FLOP/s) of this device: the denominator of MFU."""
+def matmul_dtype() -> torch.dtype:
+    """The dtype of the device's peak matrix rate: bf16 on a GPU; fp32 on a CPU, where bf16 is emulated
+    (slower than fp32, so an MFU against it would exceed 1)."""
+    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+
+
+def peak_matmul_flops(n: int) -> float:
+    """Measured matrix-product rate (FLOP/s) of this device: the denominator of MFU."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     g = torch.Generator(device=device).manual_seed(0)
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16, generator=g)  # random: zeros run faster
-    b = torch.randn(n, n, device=device, dtype=torch.bfloat16, generator=g)
+    a = torch.randn(n, n, device=device, dtype=matmul_dtype(), generator=g)  # random: zeros run faster
+    b = torch.randn(n, n, device=device, dtype=matmul_dtype(), generator=g)
     for _ in range(3):
         a @ b
     _sync()
@@ -274,21 +318,22 @@ def uni2ts_run(
         pin_memory=torch.cuda.is_available(), drop_last=True, fill_last=False,
         persistent_workers=workers > 0, prefetch_factor=2,
     )
-    timer = StepTimer(scale.steps)
+    timer, profiler = StepTimer(scale.steps), ProfileSteps(scale.steps)
     counter = CountStepSyncs(first=scale.steps.counted, steps=1)
     trainer = L.Trainer(
         max_steps=scale.steps.total, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, accelerator="auto", devices=1,
         precision=precision, gradient_clip_val=cfg.gradient_clip, limit_val_batches=0,
-        callbacks=[timer, counter],
+        callbacks=[timer, counter, profiler],
     )
     trainer.fit(model, loader)
     timer.fill(run, cfg.batch_size, flops_per_sample, peak_flops)
-    record_counts(run, counter)
+    record_counts(run, counter, profiler)
     return run
 
 
-def record_counts(run: Run, counter: CountStepSyncs) -> None:
+def record_counts(run: Run, counter: CountStepSyncs, profiler: ProfileSteps) -> None:
+    run.extra.update(profiler.summary)
     if counter.done:
         run.host_syncs_per_step = counter.per_step
         run.aten_calls_per_step = counter.calls_per_step
@@ -307,12 +352,12 @@ def moirai_ft_run(
     cfg = compose_job(overrides + [f"hardware.precision={precision}", f"hardware.compile={compile_mode}"])
     assert cfg.steps_per_epoch == steps.total, "the job must run exactly the steps timed and counted"
     run = Run("moirai-ft", cfg.model.name, cfg.batch_size, precision, compile_mode)
-    timer = StepTimer(steps)
+    timer, profiler = StepTimer(steps), ProfileSteps(steps)
     counter = CountStepSyncs(first=steps.counted, steps=1)
     job_dir = Path(tempfile.mkdtemp(dir=directory, prefix="job-"))
-    metrics = run_job(cfg, job_dir, {"timer": timer, "syncs": counter})
+    metrics = run_job(cfg, job_dir, {"timer": timer, "syncs": counter, "profile": profiler})
     timer.fill(run, cfg.batch_size, flops_per_sample, peak_flops)
-    record_counts(run, counter)
+    record_counts(run, counter, profiler)
     run.val_loss = metrics.get("best_val_loss")
     run.extra["job_train_samples_per_s"] = metrics.get("train_samples_per_s")
     return run
@@ -324,12 +369,14 @@ def guarded(make_run: Any, fallback: Run) -> Run:
     try:
         run = make_run()
         run.extra = {**fallback.extra, **run.extra, "wall_s": round(time.perf_counter() - started, 1)}
-        return run
     except Exception as e:  # noqa: BLE001 - recorded in the JSON and printed
         fallback.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        return fallback
+        run = fallback
+    # the next run's peak memory must not include this one's leftovers
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return run
 
 
 # --- the benchmark ----------------------------------------------------------------------------------
@@ -347,7 +394,8 @@ def environment(peak_flops: float) -> dict[str, Any]:
         "uni2ts": version("uni2ts"),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "bf16_matmul_tflops": float(f"{peak_flops / 1e12:.4g}"),
+        "matmul_tflops": float(f"{peak_flops / 1e12:.4g}"),
+        "matmul_dtype": str(matmul_dtype()).removeprefix("torch."),
     }
 
 
@@ -406,21 +454,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "reduce_overhead, max_autotune)")
     parser.add_argument("--sweep-compile", default=None,
                         help="hardware.compile for the batch sweep (default: the last variant's)")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="run the last STEPS warm-up steps of each run under torch.profiler")
     parser.add_argument("--out", type=Path, default=None, help="the results as JSON, rewritten after every run")
     args = parser.parse_args(argv)
 
     scale = SMOKE if args.smoke else GPU
     if args.models:
         scale = replace(scale, models=tuple(args.models.split(",")))
+    if args.profile:
+        scale = replace(scale, steps=replace(scale.steps, profiled=min(args.profile, scale.steps.warmup)),
+                        sweep_steps=replace(scale.sweep_steps, profiled=min(args.profile, scale.sweep_steps.warmup)))
     if args.variants:
         scale = replace(scale, variants=tuple(tuple(v.split(":")) for v in args.variants.split(",")))
     if not args.smoke and not torch.cuda.is_available():
         parser.error("no CUDA device: run with --smoke on a CPU")
-    peak_flops = bf16_matmul_flops(scale.matmul_n)
+    peak_flops = peak_matmul_flops(scale.matmul_n)
     directory = Path(tempfile.mkdtemp(prefix="moirai-ft-bench-"))
     sweep_precision, sweep_compile = scale.variants[-1]
     sweep_compile = args.sweep_compile or sweep_compile
     runs: list[Run] = []
+    uni2ts_data: Any = None  # one dataset for every model: the data and windows do not depend on it
 
     def record(run: Run) -> None:
         runs.append(run)
@@ -438,9 +492,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.part in ("all", "seed"):
             overrides = job_overrides(scale, model, checkpoint, seed_batch, scale.steps.total)
             cfg = compose_job(overrides)
-            started = time.perf_counter()
-            builder = build_uni2ts_dataset(cfg, directory)
-            print(f"uni2ts dataset built in {time.perf_counter() - started:.1f} s", flush=True)
+            if uni2ts_data is None:
+                started = time.perf_counter()
+                uni2ts_data = build_uni2ts_dataset(cfg, directory)
+                print(f"uni2ts dataset built in {time.perf_counter() - started:.1f} s", flush=True)
+            builder = uni2ts_data
             for precision in scale.uni2ts_precisions:
                 record(guarded(
                     lambda: uni2ts_run(cfg, scale, builder, checkpoint, precision, flops, peak_flops),

@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 METRICS = "metrics.json"
 HISTORY = "training_history.csv"
@@ -44,3 +48,34 @@ def read_metrics(job_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def unwritable(directory: Path) -> str | None:
+    """Why `directory` cannot hold a job's files (created if missing), or None if it can."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write_probe.{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    return None
+
+
+class OutputDirCheck(Callback):
+    """Hydra callback: refuse an output directory that cannot be written, in one line and before any
+    job starts (Hydra's own failure is a traceback from inside its mkdir)."""
+
+    @staticmethod
+    def _check(directory: str, key: str) -> None:
+        if reason := unwritable(Path(directory)):
+            print(f"error: cannot write to the output directory {directory} ({reason}); "
+                  f"pass a writable {key}=<dir>", file=sys.stderr)
+            sys.exit(2)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.sweep.dir, "hydra.sweep.dir")

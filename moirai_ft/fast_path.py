@@ -12,7 +12,8 @@ goes to launching kernels and to the host waiting for the GPU. What is here remo
 - AdamW's fused kernel updates all parameters at once and keeps its step counters on the device
   (`adamw_options`);
 - optional torch.compile of the model's tensor part (`compile_forward`), for fused kernels and, in
-  reduce-overhead mode, CUDA graphs (train batches all have one shape, so one graph serves the run).
+  reduce-overhead mode, CUDA graphs (train batches all have one shape, so one graph serves the run);
+- a progress bar that reads the loss back once per refresh, not every step (`SparseProgressBar`).
 
 Each piece is checked against uni2ts's own result in tests/test_precision.py and tests/test_host_sync.py.
 """

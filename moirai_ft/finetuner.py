@@ -21,7 +21,8 @@ from moirai_ft.fast_path import (
 )
 from moirai_ft.model import param_groups
 from moirai_ft.schedulers import build_scheduler
-from moirai_ft.windows import Batch, Windows
+from moirai_ft import faults
+from moirai_ft.windows import Batch, IndexBatches, Windows
 
 MODEL_FIELDS = ("target", "observed_mask", "sample_id", "time_id", "variate_id", "prediction_mask", "patch_size")
 LOSS_FIELDS = ("target", "prediction_mask", "observed_mask", "sample_id", "variate_id")
@@ -33,6 +34,7 @@ class MoiraiFineTuner(L.LightningModule):
         module: MoiraiModule,
         train_windows: Windows,
         val_windows: Windows,
+        train_order: IndexBatches,
         lr: float,
         weight_decay: float,
         scheduler: str,
@@ -48,6 +50,7 @@ class MoiraiFineTuner(L.LightningModule):
         self._train_forward = compile_forward(self.module, self.compile_mode) or self.forward
         self.train_windows = train_windows
         self.val_windows = val_windows
+        self.train_order = train_order
         self.lr = lr
         self.weight_decay = weight_decay
         self.scheduler_name = scheduler
@@ -87,7 +90,11 @@ class MoiraiFineTuner(L.LightningModule):
         with distribution_validation(False):
             return self._nll(self(batch), batch)
 
-    def training_step(self, idx: Tensor, batch_idx: int) -> Tensor:
+    def training_step(self, step: Tensor, batch_idx: int) -> Tensor:
+        # the ids come from (epoch, batch_idx), which Lightning restores on resume; the loader's item
+        # (the step number it paced) restarts from 0 after a resume and is not used
+        idx = self.train_order.batch(self.current_epoch, batch_idx, self.device)
+        faults.maybe_inject(len(idx), self.global_step)
         batch = self.train_windows.batch(idx)
         with distribution_validation(False):
             loss = self._nll(self._train_forward(batch), batch)
@@ -133,12 +140,6 @@ class MoiraiFineTuner(L.LightningModule):
 
     def diverged(self) -> bool:
         return bool(self._nonfinite)
-
-    def on_before_batch_transfer(self, batch: Tensor, dataloader_idx: int) -> Tensor:
-        # from pinned memory Lightning's non_blocking copy of the window ids never waits for the GPU
-        if self.device.type == "cuda" and isinstance(batch, Tensor):
-            return batch.pin_memory()
-        return batch
 
     def _grad_scaler(self) -> object | None:
         trainer = self._trainer

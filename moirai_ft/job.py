@@ -4,10 +4,12 @@ before and during training, selection of the best weights, and the job's artifac
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 import math
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,15 +83,21 @@ def check_model_fits(cfg: DictConfig, data: PreparedData) -> None:
     preflight.check_model_fits(data.spec, data.train.num_variates, cfg.model)
 
 
-def build_trainer(cfg: DictConfig, job_dir: Path, callbacks: dict[str, L.Callback], steps_per_epoch: int) -> L.Trainer:
+def build_trainer(
+    cfg: DictConfig, job_dir: Path, callbacks: dict[str, L.Callback], steps_per_epoch: int, accumulate: int = 1
+) -> L.Trainer:
+    """steps_per_epoch counts optimizer steps; Lightning counts batches, `accumulate` to a step."""
     vci = cfg.val_check_interval
     by_steps = isinstance(vci, int) and not isinstance(vci, bool)
+    if by_steps:
+        vci = vci * accumulate
     refresh = cfg.hardware.progress_bar_refresh
     progress_bar: list[L.Callback] = [SparseProgressBar(refresh_rate=refresh)] if refresh > 0 else []
     return L.Trainer(
         default_root_dir=job_dir,
         max_epochs=cfg.epochs,
-        limit_train_batches=steps_per_epoch,
+        limit_train_batches=steps_per_epoch * accumulate,
+        accumulate_grad_batches=accumulate,
         accelerator=cfg.hardware.accelerator,
         devices=cfg.hardware.devices,
         precision=cfg.hardware.precision,
@@ -111,6 +119,65 @@ def build_trainer(cfg: DictConfig, job_dir: Path, callbacks: dict[str, L.Callbac
     )
 
 
+@dataclass
+class Fitted:
+    trainer: L.Trainer
+    finetuner: MoiraiFineTuner
+    callbacks: dict[str, L.Callback]
+
+
+def fit(
+    cfg: DictConfig, job_dir: Path, module: torch.nn.Module, data: PreparedData, rank: int, world: int,
+    per_device: int, accumulate: int, steps_per_epoch: int, total_steps: int,
+    extra_callbacks: dict[str, L.Callback] | None,
+) -> Fitted:
+    """Validate the starting model, then train with validation checks; resumes from last.ckpt if there is one.
+    `accumulate` micro-batches of per_device / accumulate windows make one optimizer step."""
+    micro = per_device // accumulate
+    order = IndexBatches(len(data.train), micro, True, cfg.seed, steps_per_epoch * accumulate, rank, world)
+    val_batches = distributed.shard_batches(
+        eval_batches(len(data.val), cfg.batch_size, cfg.val_max_windows), rank, world, per_device
+    )
+    ckpt_dir = job_dir / CHECKPOINTS
+    finetuner = MoiraiFineTuner(
+        module, data.train, data.val, order, lr=cfg.lr, weight_decay=cfg.weight_decay,
+        scheduler=cfg.scheduler.name, warmup_steps=cfg.warmup_steps, total_steps=total_steps,
+        min_lr_ratio=cfg.scheduler.min_lr_ratio, compile=cfg.hardware.compile,
+    )
+    callbacks: dict[str, L.Callback] = {
+        "history": History(job_dir / HISTORY),
+        "best_weights": BestWeights(ckpt_dir / BEST, cfg.patience, cfg.min_delta, cfg.smoothing),
+        "divergence": DivergenceGuard(),
+        "throughput": Throughput(cfg.batch_size),
+        "last_checkpoint": ModelCheckpoint(
+            dirpath=ckpt_dir, filename=Path(LAST).stem, save_top_k=1, monitor=None,
+            save_on_train_epoch_end=False, enable_version_counter=False,
+        ),
+    }
+    callbacks.update(extra_callbacks or {})
+    trainer = build_trainer(cfg, job_dir, callbacks, steps_per_epoch, accumulate)
+    distributed.check_trainer(trainer, rank, world)
+    val_loader = index_loader(val_batches)
+    last = ckpt_dir / LAST
+    try:
+        if last.is_file():
+            log.info("resuming from %s", last)
+            trainer.fit(finetuner, index_loader(order), val_loader, ckpt_path=str(last))
+        else:
+            trainer.validate(finetuner, val_loader, verbose=False)  # the zero-shot model: history row epoch -1
+            trainer.fit(finetuner, index_loader(order), val_loader)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception:
+        # NaN weights crash uni2ts's mixture (torch.poisson on a NaN rate in log_prob) before
+        # DivergenceGuard's next look at the flag: after a non-finite loss or weights, that is divergence
+        weights_nonfinite = any(not torch.isfinite(p).all() for p in finetuner.module.parameters())
+        if not (finetuner.diverged() or weights_nonfinite):
+            raise
+        callbacks["divergence"].diverged = True
+    return Fitted(trainer, finetuner, callbacks)
+
+
 def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callback] | None = None) -> dict[str, Any]:
     """Train and select; returns the metrics (also written to job_dir/metrics.json).
     `extra_callbacks` join the job's own (the benchmark's step timer, the tests' sync counter)."""
@@ -129,11 +196,8 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     apply_pattern(module, cfg.pattern.name)
     trainable, total = count_params(module)
 
-    train_sampler = IndexBatches(
-        len(data.train), per_device, shuffle=True, seed=cfg.seed, steps_per_epoch=cfg.steps_per_epoch,
-        rank=rank, world_size=world,
-    )
-    steps_per_epoch = len(train_sampler)
+    # optimizer steps per epoch, at the full per-device batch (a smaller micro-batch after an OOM keeps them)
+    steps_per_epoch = len(IndexBatches(len(data.train), per_device, True, cfg.seed, cfg.steps_per_epoch, rank, world))
     if steps_per_epoch == 0:
         raise UserError(
             f"the train split has {len(data.train)} windows, fewer than one batch of batch_size={cfg.batch_size}; "
@@ -145,48 +209,38 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
             f"warmup_steps={cfg.warmup_steps} is longer than the whole run ({cfg.epochs} epochs x "
             f"{steps_per_epoch} steps = {total_steps}); lower warmup_steps or raise epochs/steps_per_epoch"
         )
-    val_batches = distributed.shard_batches(
-        eval_batches(len(data.val), cfg.batch_size, cfg.val_max_windows), rank, world, per_device
-    )
-
     ckpt_dir = job_dir / CHECKPOINTS
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         data.save_normalization(job_dir / "normalization.json")
-    finetuner = MoiraiFineTuner(
-        module, data.train, data.val, lr=cfg.lr, weight_decay=cfg.weight_decay,
-        scheduler=cfg.scheduler.name, warmup_steps=cfg.warmup_steps, total_steps=total_steps,
-        min_lr_ratio=cfg.scheduler.min_lr_ratio, compile=cfg.hardware.compile,
-    )
-    callbacks: dict[str, L.Callback] = {
-        "history": History(job_dir / HISTORY),
-        "best_weights": BestWeights(ckpt_dir / BEST, cfg.patience, cfg.min_delta, cfg.smoothing),
-        "divergence": DivergenceGuard(),
-        "throughput": Throughput(cfg.batch_size),
-        "last_checkpoint": ModelCheckpoint(
-            dirpath=ckpt_dir, filename=Path(LAST).stem, save_top_k=1, monitor=None,
-            save_on_train_epoch_end=False, enable_version_counter=False,
-        ),
-    }
-    callbacks.update(extra_callbacks or {})
-    trainer = build_trainer(cfg, job_dir, callbacks, steps_per_epoch)
-    distributed.check_trainer(trainer, rank, world)
-    val_loader = index_loader(val_batches)
-    last = ckpt_dir / LAST
-    try:
-        if last.is_file():
-            log.info("resuming from %s", last)
-            trainer.fit(finetuner, index_loader(train_sampler), val_loader, ckpt_path=str(last))
-        else:
-            trainer.validate(finetuner, val_loader, verbose=False)  # the zero-shot model: history row epoch -1
-            trainer.fit(finetuner, index_loader(train_sampler), val_loader)
-    except Exception:
-        # NaN weights crash uni2ts's mixture (torch.poisson on a NaN rate in log_prob) before
-        # DivergenceGuard's next look at the flag: after a non-finite loss or weights, that is divergence
-        weights_nonfinite = any(not torch.isfinite(p).all() for p in finetuner.module.parameters())
-        if not (finetuner.diverged() or weights_nonfinite):
-            raise
-        callbacks["divergence"].diverged = True
+
+    # out of GPU memory: start again with half the micro-batch and twice the gradient accumulation, so
+    # the effective batch, the schedule and the data order stay those of the config
+    start_state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+    accumulate, oom_micro_batches = 1, []
+    while True:
+        try:
+            fitted = fit(cfg, job_dir, module, data, rank, world, per_device, accumulate, steps_per_epoch,
+                         total_steps, extra_callbacks)
+            break
+        except torch.cuda.OutOfMemoryError:
+            micro = per_device // accumulate
+            oom_micro_batches.append(micro)
+            if micro // 2 < cfg.oom_min_batch_size or per_device % (accumulate * 2):
+                raise RuntimeError(
+                    f"out of GPU memory at a micro-batch of {micro} windows (floor oom_min_batch_size="
+                    f"{cfg.oom_min_batch_size}); use a smaller model, context_length or batch_size"
+                ) from None
+            log.warning("out of GPU memory at a micro-batch of %d: retrying with %d x %d", micro, micro // 2, accumulate * 2)
+            accumulate *= 2
+            fitted = None
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            module.load_state_dict(start_state)  # from scratch: the failed attempt may have taken steps
+            for stale in (ckpt_dir / LAST, job_dir / HISTORY):
+                stale.unlink(missing_ok=True)
+    trainer, finetuner, callbacks = fitted.trainer, fitted.finetuner, fitted.callbacks
     distributed.collectives_finished()  # rank 0 waits on no other rank from here
 
     best: BestWeights = callbacks["best_weights"]
@@ -210,6 +264,8 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
         "scheduler": str(getattr(cfg.scheduler.name, "value", cfg.scheduler.name)),
         "batch_size": cfg.batch_size,
         "world_size": world,  # processes (devices) the global batch was split over
+        "accumulate_grad_batches": accumulate,  # > 1 after running out of GPU memory
+        "oom_micro_batches": oom_micro_batches,  # the per-device micro-batches that did not fit
         "best_val_loss": best.best_val_loss,
         "best_epoch": best.best_epoch,
         "best_step": best.best_step,

@@ -134,14 +134,17 @@ def forecast_starts(first: int, last: int, stride: int, device: torch.device | s
 
 
 class IndexBatches(torch.utils.data.Sampler):
-    """Yields whole batches of window ids (LongTensor), reshuffled every epoch from (seed, epoch).
+    """The training order: `batch(epoch, step)` is the window ids of that step, reshuffled every epoch
+    from (seed, epoch). A pure function of (epoch, step), so a run resumed from a mid-epoch checkpoint
+    takes exactly the batches a clean run takes (Lightning restores the epoch and step; it cannot restore
+    a plain iterator's position). As a DataLoader's sampler it only paces Lightning's epoch: it yields
+    the step numbers, and the LightningModule asks for the ids of the step it is at.
 
-    Used as the sampler of a DataLoader with batch_size=None, so one loader step is one tensor: no
-    per-sample Python work. Lightning calls set_epoch, so a resumed run sees the same order.
-    With steps_per_epoch the epoch is that many batches, continuing through fresh permutations.
-    Under DDP every rank draws the same permutation and takes every world_size-th window of it, in
-    batches of `batch_size` (the per-rank batch): step i of all ranks together is step i of one device
-    with the global batch.
+    With steps_per_epoch the epoch is that many batches, continuing through fresh permutations. Under
+    DDP every rank draws the same permutation and takes every world_size-th window of it, in batches of
+    `batch_size` (the per-rank batch): step i of all ranks together is step i of one device with the
+    global batch. Consecutive micro-batches of a smaller batch_size (gradient accumulation) together
+    are the same windows as one batch of the larger size.
     """
 
     def __init__(
@@ -151,7 +154,6 @@ class IndexBatches(torch.utils.data.Sampler):
         shuffle: bool,
         seed: int,
         steps_per_epoch: int | None = None,
-        drop_last: bool = True,
         rank: int = 0,
         world_size: int = 1,
     ):
@@ -159,45 +161,38 @@ class IndexBatches(torch.utils.data.Sampler):
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
-        self.drop_last = drop_last
         self.rank = rank
         self.world_size = world_size
-        self.epoch = 0
-        per_rank = num_windows // world_size  # the permutation's tail that does not split evenly is left out
-        full = per_rank // batch_size if drop_last else math.ceil(per_rank / batch_size)
+        # equal shares: a rank with one batch fewer would leave the others waiting in the gradient all-reduce
+        self.per_rank = num_windows // world_size
+        self.batches_per_pass = self.per_rank // batch_size  # the uneven tail of a permutation is left out
         # fewer windows than one batch yield nothing, whatever steps_per_epoch asks: len() says so (run_job stops)
+        full = self.batches_per_pass
         self.steps = full if steps_per_epoch is None or full == 0 else steps_per_epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self._cached: tuple[tuple, Tensor] | None = None
 
     def __len__(self) -> int:
         return self.steps
 
-    def _order(self, k: int) -> Tensor:
-        if not self.shuffle:
-            return torch.arange(self.num_windows)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 7919 + k)
-        return torch.randperm(self.num_windows, generator=g)
+    def _order(self, epoch: int, k: int, device: torch.device | str) -> Tensor:
+        """This rank's share of pass k of the epoch's window order, on `device` (one copy per pass)."""
+        key = (epoch, k, str(device))
+        if self._cached is None or self._cached[0] != key:
+            if self.shuffle:
+                g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 7919 + k)
+                order = torch.randperm(self.num_windows, generator=g)
+            else:
+                order = torch.arange(self.num_windows)
+            share = order[: self.per_rank * self.world_size][self.rank :: self.world_size]
+            self._cached = (key, share.to(device))
+        return self._cached[1]
+
+    def batch(self, epoch: int, step: int, device: torch.device | str = "cpu") -> Int[Tensor, "batch"]:
+        k, j = divmod(step, self.batches_per_pass)
+        return self._order(epoch, k, device)[j * self.batch_size : (j + 1) * self.batch_size]
 
     def __iter__(self):
-        step, k = 0, 0
-        while step < self.steps:
-            # equal shares: a rank with one batch fewer would leave the others waiting in the gradient all-reduce
-            order = self._order(k)[: self.num_windows - self.num_windows % self.world_size][self.rank :: self.world_size]
-            k += 1
-            yielded = False
-            for i in range(0, len(order), self.batch_size):
-                chunk = order[i : i + self.batch_size]
-                if len(chunk) < self.batch_size and self.drop_last:
-                    break
-                yield chunk
-                yielded = True
-                step += 1
-                if step >= self.steps:
-                    return
-            if not yielded:  # fewer windows than one batch: nothing to wrap around to
-                return
+        return iter(torch.arange(self.steps))
 
 
 class _Identity(torch.utils.data.Dataset):

@@ -8,10 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 import moirai_ft.config  # noqa: F401  (registers the schemas)
+
+# tiny models gain nothing from intra-op threads, and the suite's subprocesses share the 2 cores
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

@@ -19,7 +19,7 @@ def test_benchmark_smoke_mode_runs_both_paths_and_writes_every_figure(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
-    for key in ("device", "python", "torch", "lightning", "uni2ts", "date", "command", "bf16_matmul_tflops"):
+    for key in ("device", "python", "torch", "lightning", "uni2ts", "date", "command", "matmul_tflops"):
         assert result[key], key
     runs = result["runs"]
     assert all(r["error"] is None for r in runs), [r["error"] for r in runs]
@@ -27,7 +27,7 @@ def test_benchmark_smoke_mode_runs_both_paths_and_writes_every_figure(tmp_path):
     ours = [r for r in runs if r["path"] == "moirai-ft"]
     assert theirs and ours
     for r in runs:
-        assert r["samples_per_s"] > 0 and 0 < r["mfu"] and r["aten_calls_per_step"] > 0
+        assert r["samples_per_s"] > 0 and 0 < r["mfu"] < 1 and r["aten_calls_per_step"] > 0
     # the same model on both paths: one parameter count, one sample length
     assert len({(r["extra"]["params"], r["extra"]["tokens_per_sample"]) for r in runs}) == 1
     # uni2ts's step reads device values back; ours does not (tests/test_host_sync.py holds it at 0)

@@ -44,12 +44,15 @@ SHARED = [
 )
 def test_ranks_together_take_the_one_device_batch(num_windows: int, global_batch: int, world: int, steps: int | None) -> None:
     per_device = per_device_batch_size(global_batch, world)
-    one = list(IndexBatches(num_windows, global_batch, shuffle=True, seed=3, steps_per_epoch=steps))
+    def batches(s: IndexBatches) -> list[torch.Tensor]:
+        return [s.batch(epoch=0, step=i) for i in range(len(s))]
+
+    one = batches(IndexBatches(num_windows, global_batch, shuffle=True, seed=3, steps_per_epoch=steps))
     samplers = [
         IndexBatches(num_windows, per_device, shuffle=True, seed=3, steps_per_epoch=steps, rank=r, world_size=world)
         for r in range(world)
     ]
-    ranks = [list(s) for s in samplers]
+    ranks = [batches(s) for s in samplers]
     # the same number of steps on every rank, as len() promises Lightning
     assert [len(r) for r in ranks] == [len(s) for s in samplers] == [len(samplers[0])] * world
     assert len(ranks[0]) == len(one)

@@ -61,11 +61,12 @@ def _train_steps(pattern: str, steps: int = 4) -> tuple[dict[str, torch.Tensor],
     module = random_module(cfg.model)
     apply_pattern(module, pattern)
     before = {n: p.detach().clone() for n, p in module.named_parameters()}
-    ft = MoiraiFineTuner(module, data.train, data.val, lr=1e-2, weight_decay=0.1, scheduler="constant",
+    order = IndexBatches(len(data.train), 8, True, 0, steps)
+    ft = MoiraiFineTuner(module, data.train, data.val, order, lr=1e-2, weight_decay=0.1, scheduler="constant",
                          warmup_steps=0, total_steps=steps, min_lr_ratio=1.0)
     L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
               enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-              gradient_clip_val=1.0).fit(ft, index_loader(IndexBatches(len(data.train), 8, True, 0, steps)))
+              gradient_clip_val=1.0).fit(ft, index_loader(order))
     after = {n: p.detach().clone() for n, p in module.named_parameters()}
     return before, after
 

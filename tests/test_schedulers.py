@@ -42,13 +42,14 @@ def test_applied_lr_matches_formula(name: str) -> None:
     cfg = compose_cfg([f"scheduler={name}", f"scheduler.min_lr_ratio={MIN_RATIO}"])
     data = prepare(cfg)
     module = random_module(cfg.model)
-    ft = MoiraiFineTuner(module, data.train, data.val, lr=LR, weight_decay=0.1, scheduler=name,
+    order = IndexBatches(len(data.train), 4, shuffle=True, seed=0, steps_per_epoch=TOTAL)
+    ft = MoiraiFineTuner(module, data.train, data.val, order, lr=LR, weight_decay=0.1, scheduler=name,
                          warmup_steps=WARMUP, total_steps=TOTAL, min_lr_ratio=cfg.scheduler.min_lr_ratio)
     rec = LrRecorder()
     trainer = L.Trainer(max_steps=TOTAL, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                         callbacks=[rec])
-    trainer.fit(ft, index_loader(IndexBatches(len(data.train), 4, shuffle=True, seed=0, steps_per_epoch=TOTAL)))
+    trainer.fit(ft, index_loader(order))
     assert len(rec.lrs) == TOTAL
     for step, lr in enumerate(rec.lrs):
         assert lr == pytest.approx(expected(name, step), rel=1e-9, abs=1e-15), (name, step)
