@@ -53,7 +53,10 @@ from moirai_ft.windows import WindowSpec  # noqa: E402
 class Steps:
     warmup: int  # before timing: compile, CUDA-graph recording, allocator growth, worker start-up
     timed: int
-    profiled: int = 0  # the last warm-up steps, run under torch.profiler (--profile): kernels per step
+    profiled: int = 0  # warm-up steps run under torch.profiler (--profile), one step before timing
+
+    def with_profile(self, steps: int) -> "Steps":
+        return replace(self, profiled=max(0, min(steps, self.warmup - 1)))
 
     @property
     def counted(self) -> int:
@@ -107,8 +110,8 @@ SMOKE = Scale(  # --models small,base also runs here: host syncs and aten calls 
     uni2ts_precisions=("32-true",),
     uni2ts_workers=0,
     val_max_windows=16,
-    steps=Steps(warmup=1, timed=2),
-    sweep_steps=Steps(warmup=1, timed=2),
+    steps=Steps(warmup=2, timed=2),
+    sweep_steps=Steps(warmup=2, timed=2),
     matmul_n=1024,
 )
 
@@ -137,11 +140,11 @@ def _sync() -> None:
 
 
 class ProfileSteps(L.Callback):
-    """torch.profiler over the last `profiled` warm-up steps (outside the timed ones): device kernels per
-    step, the ops taking the most device (or, on a CPU, host) time."""
+    """torch.profiler over `profiled` warm-up steps ending one step before the timed ones (its teardown
+    stays out of the timing): device kernels per step, the ops taking the most device (on a CPU, host) time."""
 
     def __init__(self, steps: Steps):
-        self.first, self.count = steps.warmup - steps.profiled, steps.profiled
+        self.first, self.count = steps.warmup - 1 - steps.profiled, steps.profiled
         self.profiler: torch.profiler.profile | None = None
         self.summary: dict[str, Any] = {}
 
@@ -324,7 +327,7 @@ def uni2ts_run(
         max_steps=scale.steps.total, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, accelerator="auto", devices=1,
         precision=precision, gradient_clip_val=cfg.gradient_clip, limit_val_batches=0,
-        callbacks=[timer, counter, profiler],
+        callbacks=[profiler, timer, counter],
     )
     trainer.fit(model, loader)
     timer.fill(run, cfg.batch_size, flops_per_sample, peak_flops)
@@ -355,11 +358,15 @@ def moirai_ft_run(
     timer, profiler = StepTimer(steps), ProfileSteps(steps)
     counter = CountStepSyncs(first=steps.counted, steps=1)
     job_dir = Path(tempfile.mkdtemp(dir=directory, prefix="job-"))
-    metrics = run_job(cfg, job_dir, {"timer": timer, "syncs": counter, "profile": profiler})
+    metrics = run_job(cfg, job_dir, {"profile": profiler, "timer": timer, "syncs": counter})
     timer.fill(run, cfg.batch_size, flops_per_sample, peak_flops)
     record_counts(run, counter, profiler)
     run.val_loss = metrics.get("best_val_loss")
     run.extra["job_train_samples_per_s"] = metrics.get("train_samples_per_s")
+    # the job retries an out-of-memory batch as smaller micro-batches: then it is not this batch's speed
+    if metrics.get("oom_micro_batches"):
+        run.error = f"out of memory at micro-batches {metrics['oom_micro_batches']}; ran with gradient " \
+                    f"accumulation {metrics.get('accumulate_grad_batches')}"
     return run
 
 
@@ -403,7 +410,7 @@ def summarise(runs: list[Run], scale: Scale) -> list[dict[str, Any]]:
     """Per model: uni2ts's best vs moirai-ft's best at the user's batch size, and moirai-ft's best batch."""
 
     def best(rs: list[Run]) -> Run | None:
-        ok = [r for r in rs if r.samples_per_s]
+        ok = [r for r in rs if r.samples_per_s and not r.error]
         return max(ok, key=lambda r: r.samples_per_s) if ok else None
 
     out = []
@@ -463,8 +470,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.models:
         scale = replace(scale, models=tuple(args.models.split(",")))
     if args.profile:
-        scale = replace(scale, steps=replace(scale.steps, profiled=min(args.profile, scale.steps.warmup)),
-                        sweep_steps=replace(scale.sweep_steps, profiled=min(args.profile, scale.sweep_steps.warmup)))
+        scale = replace(scale, steps=scale.steps.with_profile(args.profile),
+                        sweep_steps=scale.sweep_steps.with_profile(args.profile))
     if args.variants:
         scale = replace(scale, variants=tuple(tuple(v.split(":")) for v in args.variants.split(",")))
     if not args.smoke and not torch.cuda.is_available():
@@ -514,7 +521,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     lambda: moirai_ft_run(overrides, scale.sweep_steps, sweep_precision, sweep_compile, directory, flops, peak_flops),
                     Run("moirai-ft", model, batch_size, sweep_precision, sweep_compile, extra=dict(same_model)),
                 ))
-                if runs[-1].error and "OutOfMemory" in runs[-1].error:
+                if runs[-1].error and "out of memory" in runs[-1].error.lower():
                     break  # larger batches will not fit either
     result = write_result(args.out, args, scale, peak_flops, runs)
     print_table(runs, result["summary"])

@@ -204,7 +204,7 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
             "lower batch_size or data.window_stride"
         )
     total_steps = steps_per_epoch * cfg.epochs
-    if cfg.warmup_steps > total_steps:
+    if cfg.epochs > 0 and cfg.warmup_steps > total_steps:
         raise UserError(
             f"warmup_steps={cfg.warmup_steps} is longer than the whole run ({cfg.epochs} epochs x "
             f"{steps_per_epoch} steps = {total_steps}); lower warmup_steps or raise epochs/steps_per_epoch"
@@ -250,6 +250,8 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
         stop_reason = "diverged"
     elif best.stop_reason:
         stop_reason = best.stop_reason
+    elif cfg.epochs == 0:
+        stop_reason = "no_training"  # a zero-shot baseline job
     else:
         stop_reason = "max_epochs"
     best.restore_best(finetuner)

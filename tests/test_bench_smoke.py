@@ -14,7 +14,7 @@ from conftest import ROOT
 def test_benchmark_smoke_mode_runs_both_paths_and_writes_every_figure(tmp_path):
     out = tmp_path / "smoke.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "compare_uni2ts.py"), "--smoke", "--out", str(out)],
+        [sys.executable, str(ROOT / "bench" / "compare_uni2ts.py"), "--smoke", "--profile", "1", "--out", str(out)],
         cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -28,6 +28,7 @@ def test_benchmark_smoke_mode_runs_both_paths_and_writes_every_figure(tmp_path):
     assert theirs and ours
     for r in runs:
         assert r["samples_per_s"] > 0 and 0 < r["mfu"] < 1 and r["aten_calls_per_step"] > 0
+        assert r["extra"]["host_ops_per_step"] > 0 and "Name" in r["extra"]["top_ops"]  # --profile
     # the same model on both paths: one parameter count, one sample length
     assert len({(r["extra"]["params"], r["extra"]["tokens_per_sample"]) for r in runs}) == 1
     # uni2ts's step reads device values back; ours does not (tests/test_host_sync.py holds it at 0)

@@ -96,3 +96,16 @@ def test_smoothing_and_min_delta_make_stopping_more_patient(tmp_path: Path) -> N
     strict = run(compose_cfg(common + ["min_delta=1e6"]), tmp_path / "strict")
     # nothing beats the zero-shot check by 1e6: stop after `patience` checks, keep the starting model
     assert strict["steps_run"] == 2 and strict["finetune_helped"] is False and strict["best_step"] == 0
+
+
+def test_zero_training_steps_give_identical_test_metrics(tmp_path: Path) -> None:
+    # epochs=0 is the zero-shot baseline job: validated and tested, never trained
+    metrics = run(compose_cfg(["epochs=0", "warmup_steps=100"]), tmp_path)
+    assert metrics["status"] == "completed" and metrics["stop_reason"] == "no_training"
+    assert metrics["steps_run"] == 0 and metrics["finetune_helped"] is False
+    assert metrics["best_val_loss"] == metrics["zero_shot_val_loss"]
+    assert metrics["test"] == metrics["zero_shot_test"]
+    assert set(metrics["rel_improvement"]) == set(metrics["test"])
+    assert all(v == 0 for v in metrics["rel_improvement"].values())
+    history = pd.read_csv(tmp_path / "training_history.csv")
+    assert list(history.epoch) == [-1]

@@ -139,11 +139,15 @@ def _val_losses(job_dir) -> list[float]:
 
 
 def test_a_short_bf16_run_reaches_the_fp32_validation_loss(tmp_path):
-    """hardware=gpu's bf16-mixed, on the CPU's bf16 autocast: 20 steps that clearly move the loss."""
+    """hardware=gpu's bf16-mixed, on the CPU's bf16 autocast: 20 steps that clearly move the loss.
+
+    Adam's first steps are normalised, so float noise in a gradient moves weights by whole steps and two
+    runs drift apart as the loss falls; at this learning rate the drift between precisions stayed under
+    0.7% over seeds 0-2 (0.09% at seed 0), while the loss itself falls by about 9%."""
     runs = {}
     for precision in ("32-true", "bf16-mixed"):
-        cfg = compose_cfg(["steps_per_epoch=10", "epochs=2", "lr=3e-4", f"hardware.precision={precision}",
-                           "hardware.progress_bar_refresh=0"])
+        cfg = compose_cfg(["steps_per_epoch=10", "epochs=2", "batch_size=8", "lr=1e-4",
+                           f"hardware.precision={precision}", "hardware.progress_bar_refresh=0"])
         job_dir = tmp_path / precision
         metrics = run_job(cfg, job_dir)
         assert metrics["status"] == "completed" and metrics["steps_run"] == 20
