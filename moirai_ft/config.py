@@ -155,6 +155,7 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.lr > 0, f"lr must be > 0 (got {cfg.lr}); e.g. lr=1e-5")
     need(cfg.weight_decay >= 0, f"weight_decay must be >= 0 (got {cfg.weight_decay})")
     need(cfg.batch_size >= 1, f"batch_size must be >= 1 (got {cfg.batch_size})")
+    need(cfg.oom_min_batch_size >= 1, f"oom_min_batch_size must be >= 1 (got {cfg.oom_min_batch_size})")
     # epochs=0: no training, the zero-shot model validated and tested alone (a baseline job)
     need(cfg.epochs >= 0, f"epochs must be >= 0 (got {cfg.epochs}); 0 evaluates the zero-shot model alone")
     need(cfg.patience >= 1, f"patience must be >= 1 validation check (got {cfg.patience})")
