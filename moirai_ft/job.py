@@ -9,6 +9,7 @@ import logging
 import math
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ from moirai_ft.model import apply_pattern, count_params, load_module
 from moirai_ft.windows import IndexBatches, eval_batches, index_loader
 
 log = logging.getLogger(__name__)
+# checkpoints/ holds best/ (written at the zero-shot check, before Lightning's checkpoint callback sets up)
+# and last.ckpt on a resume: the directory is meant to be non-empty
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 class Throughput(L.Callback):
