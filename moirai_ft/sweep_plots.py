@@ -57,15 +57,7 @@ def learning_curves(jobs: list[Job], path: Path) -> Path:
         ax.set_ylabel("validation loss")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(keys):]:
-        ax.axis("off")
-    if not keys:
-        axes[0, 0].text(0.5, 0.5, "no training history yet", ha="center", va="center")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, axes, len(keys), "no training history yet", path)
 
 
 def cell_values(jobs: list[Job], metric: str, model: str, higher_better: bool) -> tuple[list[str], list[float], Float[np.ndarray, "pattern lr"]]:
@@ -103,10 +95,15 @@ def heatmap(jobs: list[Job], metric: str, higher_better: bool, path: Path) -> Pa
         ax.set_title(f"model={model}: {metric} ({'higher' if higher_better else 'lower'} is better; best framed)")
         ax.set_xlabel("lr")
         fig.colorbar(im, ax=ax)
-    for ax in list(axes.flat)[len(models):]:
+    return _save(fig, axes, len(models), "no completed job yet", path)
+
+
+def _save(fig: plt.Figure, axes: np.ndarray, used: int, empty_text: str, path: Path) -> Path:
+    """Blank the unused panels (or say why there is nothing to draw), write the PNG, free the figure."""
+    for ax in list(axes.flat)[used:]:
         ax.axis("off")
-    if not models:
-        axes[0, 0].text(0.5, 0.5, "no completed job yet", ha="center", va="center")
+    if not used:
+        axes[0, 0].text(0.5, 0.5, empty_text, ha="center", va="center")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
