@@ -47,7 +47,7 @@ class StaticRotaryProjection(RotaryProjection):
     """RotaryProjection without the per-call `if self.cos.size(-2) < seq_id.max() + 1` regrowth check.
 
     The tables are built at init for the model's max_seq_len, and a job never sends a time id beyond it
-    (job.check_model_fits refuses samples longer than max_seq_len), so the check never fires; it only
+    (preflight.check_model_fits refuses samples longer than max_seq_len), so the check never fires; it only
     costs a host synchronisation per attention call.
     """
 

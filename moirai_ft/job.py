@@ -24,7 +24,7 @@ from moirai_ft.artifacts import BEST, CHECKPOINTS, HISTORY, LAST, METRICS, write
 from moirai_ft.callbacks import BestWeights, DivergenceGuard, History
 from moirai_ft.config import validate
 from moirai_ft.data import PreparedData, prepare
-from moirai_ft import distributed, preflight
+from moirai_ft import distributed
 from moirai_ft.errors import UserError
 from moirai_ft.evaluate import evaluate_job, save_config, summary_line
 from moirai_ft.fast_path import SparseProgressBar
@@ -80,11 +80,6 @@ class Throughput(L.Callback):
     @property
     def samples_per_s(self) -> float:
         return self.steps * self.batch_size / self.train_s if self.train_s > 0 else float("nan")
-
-
-def check_model_fits(cfg: DictConfig, data: PreparedData) -> None:
-    """Preflight against the model's limits, before any training (prepare already ran it; kept for callers)."""
-    preflight.check_model_fits(data.spec, data.train.num_variates, cfg.model)
 
 
 def build_trainer(
@@ -192,11 +187,10 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     if rank == 0:
         save_config(cfg, job_dir)  # so `python -m moirai_ft.evaluate <job_dir>` can rebuild the job
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = prepare(cfg)
-    check_model_fits(cfg, data)
+    data = prepare(cfg)  # also the preflight against the model's limits (moirai_ft/preflight.py)
     module = load_module(cfg.model)
     # the starting model, compared with the selected one on the test split (by rank 0, which alone evaluates)
-    zero_shot = copy.deepcopy(module) if rank == 0 else None
+    zero_shot = copy.deepcopy(module)  # on every rank: an out-of-memory restart starts again from it
     apply_pattern(module, cfg.pattern.name)
     trainable, total = count_params(module)
 
@@ -220,7 +214,6 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
 
     # out of GPU memory: start again with half the micro-batch and twice the gradient accumulation, so
     # the effective batch, the schedule and the data order stay those of the config
-    start_state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
     accumulate, oom_micro_batches = 1, []
     while True:
         try:
@@ -241,7 +234,7 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            module.load_state_dict(start_state)  # from scratch: the failed attempt may have taken steps
+            module.load_state_dict(zero_shot.state_dict())  # from scratch: the failed attempt may have taken steps
             for stale in (ckpt_dir / LAST, job_dir / HISTORY):
                 stale.unlink(missing_ok=True)
     trainer, finetuner, callbacks = fitted.trainer, fitted.finetuner, fitted.callbacks
