@@ -257,10 +257,7 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
 
     metrics: dict[str, Any] = {
         "status": "diverged" if diverged else "completed",
-        "model": cfg.model.name,
-        "pattern": str(cfg.pattern.name.value if hasattr(cfg.pattern.name, "value") else cfg.pattern.name),
-        "lr": cfg.lr,
-        "scheduler": str(getattr(cfg.scheduler.name, "value", cfg.scheduler.name)),
+        **identity(cfg),
         "batch_size": cfg.batch_size,
         "world_size": world,  # processes (devices) the global batch was split over
         "accumulate_grad_batches": accumulate,  # > 1 after running out of GPU memory
@@ -288,19 +285,25 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     return metrics
 
 
+def identity(cfg: DictConfig) -> dict[str, Any]:
+    """The fields that place a job in a table, whatever its outcome. Enum choices as their value
+    ("full"), not str(enum) ("PatternName.full"): tables group jobs by it."""
+
+    def plain(key: str) -> Any:
+        value = OmegaConf.select(cfg, key)
+        return getattr(value, "value", value)
+
+    return {"model": plain("model.name"), "pattern": plain("pattern.name"), "lr": plain("lr"),
+            "scheduler": plain("scheduler.name")}
+
+
 def run(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
     """run_job, with every outcome recorded in metrics.json: a raising job is `failed` with its error,
     and never takes a sweep down with it."""
     job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    base = {
-        "model": OmegaConf.select(cfg, "model.name"),
-        # the enum's value ("full"), not str(enum) ("PatternName.full"): tables group jobs by it
-        "pattern": str(getattr(OmegaConf.select(cfg, "pattern.name"), "value", OmegaConf.select(cfg, "pattern.name"))),
-        "lr": OmegaConf.select(cfg, "lr"),
-        "scheduler": str(getattr(OmegaConf.select(cfg, "scheduler.name"), "value", OmegaConf.select(cfg, "scheduler.name"))),
-    }
+    base = identity(cfg)
     rank = distributed.global_rank()  # only rank 0 of a multi-device job writes files
 
     def record_stuck(message: str) -> None:  # another rank died and left rank 0 waiting in a collective
