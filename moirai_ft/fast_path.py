@@ -235,3 +235,11 @@ class SparseProgressBar(TQDMProgressBar):
         if isinstance(loss, Tensor):
             metrics[TRAIN_LOSS] = float(loss)
         return metrics
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # an interrupted fit (out of memory, then a retry at half the micro-batch) leaves its bars open, and
+        # tqdm draws them again at exit, after everything else, like a job still running: clear them now
+        for bar in (self._train_progress_bar, self._val_progress_bar, self._test_progress_bar):
+            if bar is not None and not bar.disable:
+                bar.leave = False
+                bar.close()

@@ -156,7 +156,8 @@ def parse_timestamps(column: pd.Series, fmt: str | None) -> pd.DatetimeIndex:
         )
     if parsed.dt.tz is not None:
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-    return pd.DatetimeIndex(parsed, name="timestamp")
+    # pandas 3 parses to microseconds, pandas 2 to nanoseconds; the grid arithmetic below counts nanoseconds
+    return pd.DatetimeIndex(parsed, name="timestamp").as_unit("ns")
 
 
 def select_columns(available: list[str], include: Sequence[str] | None, exclude: Sequence[str]) -> list[str]:
@@ -272,7 +273,17 @@ def regular_grid(frame: pd.DataFrame, data_cfg: DictConfig, notes: list[str]) ->
         notes.append(f"{count} duplicated timestamps collapsed by data.fix_duplicates={how.value}")
         frame = collapse(frame.groupby(level=0, sort=True), how)
     step = _step(frame.index, data_cfg.freq)
-    grid = pd.date_range(frame.index[0], frame.index[-1], freq=step, name=frame.index.name)
+    first, last = frame.index[0], frame.index[-1]
+    try:  # counted before it is built: data.freq=1s on a year of 15-minute rows would fill the memory
+        rows = (last - first) // pd.Timedelta(step) + 1
+    except ValueError:  # a calendar step (months): never finer than the data's
+        rows = 0
+    if rows > MAX_GRID_GROWTH * len(frame):
+        raise UserError(
+            f"a {step.freqstr} grid from {first} to {last} would have {rows} rows for {len(frame)} in the file; "
+            "set data.freq to the data's real step (or null to infer it), or remove stray timestamps"
+        )
+    grid = pd.date_range(first, last, freq=step, name=frame.index.name)
     if len(grid) == len(frame) and grid.equals(frame.index):
         return frame, step.freqstr
     on_grid = frame.index.isin(grid)
@@ -288,11 +299,6 @@ def regular_grid(frame: pd.DataFrame, data_cfg: DictConfig, notes: list[str]) ->
         raise UserError(
             f"{what} (first at {example}); set data.reindex=true to put rows on the regular grid "
             "(missing steps become missing values), or data.freq if the step is wrong"
-        )
-    if len(grid) > MAX_GRID_GROWTH * len(frame):
-        raise UserError(
-            f"{what}: the {step.freqstr} grid from {grid[0]} to {grid[-1]} would have {len(grid)} rows for "
-            f"{len(frame)} in the file; remove stray timestamps or set data.freq to the data's real step"
         )
     if off:
         frame = _snap(frame, step, grid[0], data_cfg.fix_duplicates)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -103,8 +104,10 @@ def job_dirname(*, _root_: DictConfig) -> str:
     return name
 
 
-# OmegaConf 2.4 renamed register_new_resolver to register_resolver (same semantics); 2.3 has only the former
-_register = getattr(OmegaConf, "register_resolver", None) or OmegaConf.register_new_resolver
+# OmegaConf 2.4 gave register_new_resolver's semantics to register_resolver (and deprecated the former);
+# in 2.3 register_resolver is the old string-only API, which knows no `_root_`. Tell them by `replace`.
+_register = (OmegaConf.register_resolver if "replace" in inspect.signature(OmegaConf.register_resolver).parameters
+             else OmegaConf.register_new_resolver)
 if not OmegaConf.has_resolver("moirai_job_dirname"):
     _register("moirai_job_dirname", job_dirname)
 

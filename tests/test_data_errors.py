@@ -65,6 +65,11 @@ def _irregular(f: pd.DataFrame) -> pd.DataFrame:
     return f.drop(index=range(500, 510))  # ten rows the logger never wrote
 
 
+def _stray_year(f: pd.DataFrame) -> pd.DataFrame:
+    f.loc[len(f)] = ["2025-06-01 00:00", 0.0, 0.0, 0.0]  # one row a year after the others
+    return f
+
+
 def _empty(tmp: Path) -> Path:
     (tmp / "data.csv").write_text("")
     return tmp / "data.csv"
@@ -84,6 +89,9 @@ CASES: dict[str, tuple[Callable[[Path], Path] | None, list[str], str]] = {
     "all_nan_column": (spoiled(_all_nan), [], "data.drop_bad_columns=true"),
     "duplicated_timestamps": (spoiled(_duplicated), [], "data.fix_duplicates"),
     "irregular_spacing": (spoiled(_irregular), [], "data.reindex=true"),
+    # the grid is counted before it is built: a 1 ms grid over 30 days would be 2.6 billion rows
+    "freq_far_too_fine": (csv(telemetry()), ["data.freq=1ms", "data.reindex=true"], "set data.freq"),
+    "stray_timestamp": (spoiled(_stray_year), ["data.reindex=true"], "remove stray timestamps"),
     "too_short": (csv(telemetry(rows=100)), [], "shorter context_length"),
     "patch_size_not_in_model": (None, ["patch_size=24"], "set patch_size to one of them"),
     "M_over_max_seq_len": (None, ["data.mode=M", "data.num_columns=20", "context_length=512"], "data.mode=S"),

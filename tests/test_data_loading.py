@@ -119,6 +119,23 @@ def test_duplicated_timestamps_are_collapsed_when_asked(tmp_path: Path, how: str
     assert_same_values(data, expected)  # first: the file's first row
 
 
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_irregular_parquet_timestamps_of_any_resolution_find_their_step(tmp_path: Path, unit: str) -> None:
+    """Parquet keeps the writer's timestamp unit (pandas 3 also parses text to microseconds); the step
+    inferred from an irregular index must still be 15 minutes, not 900 of that unit read as nanoseconds."""
+    frame = telemetry()
+    lost = frame.index[[10, 11, 500]]
+    gappy = frame.drop(index=lost)
+    gappy.index = gappy.index.as_unit(unit)
+    path = tmp_path / "wide.parquet"
+    gappy.to_parquet(path)
+    with pytest.raises(UserError, match=rf"irregular spacing at {QUARTER_HOUR}: 3 time steps missing in 2 gaps"):
+        load(path)
+    expected = frame.copy()
+    expected.loc[lost] = np.nan
+    assert_same_values(load(path, "data.reindex=true"), expected)
+
+
 def test_irregular_spacing_is_reindexed_when_asked(tmp_path: Path) -> None:
     frame = telemetry()
     lost = frame.index[[300, 301, 302, 1500]]

@@ -229,6 +229,35 @@ def test_oom_below_the_floor_fails_with_a_clear_error(tmp_path: Path, monkeypatc
     assert "smaller model" in metrics["error"]
 
 
+def test_an_interrupted_fit_clears_its_progress_bar(tmp_path: Path) -> None:
+    """The out-of-memory retry starts a second fit: the first one's bar must not linger."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from moirai_ft.fast_path import SparseProgressBar
+
+    class FailsAtStep3(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+            if batch_idx == 3:
+                raise torch.cuda.OutOfMemoryError("injected")
+            return (self.w * batch).sum()
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    bar = SparseProgressBar(refresh_rate=1)
+    trainer = L.Trainer(max_steps=10, callbacks=[bar], logger=False, enable_checkpointing=False,
+                        default_root_dir=tmp_path, accelerator="cpu", enable_model_summary=False)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        trainer.fit(FailsAtStep3(), DataLoader(torch.ones(8, 1)))
+    assert bar._train_progress_bar is not None and bar._train_progress_bar.disable  # closed
+    assert not bar._train_progress_bar.leave  # and its line cleared
+
+
 # --- killed during training: the same command resumes and ends where a clean run ends ------------------------------
 
 RESUMABLE = [*TINY, "epochs=2", "steps_per_epoch=8", "val_check_interval=4"]
