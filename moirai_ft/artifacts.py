@@ -18,6 +18,7 @@ HISTORY = "training_history.csv"
 CHECKPOINTS = "checkpoints"
 BEST = "best"  # checkpoints/best: save_pretrained directory of the selected weights
 LAST = "last.ckpt"  # checkpoints/last.ckpt: Lightning checkpoint to resume from
+LOGS = "logs"  # logs/metrics.csv (Lightning's CSV log, every logged step) and TensorBoard's events
 
 
 def _clean(value: Any) -> Any:

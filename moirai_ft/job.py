@@ -17,7 +17,6 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from moirai_ft.artifacts import BEST, CHECKPOINTS, HISTORY, LAST, METRICS, write_json_atomic
@@ -28,6 +27,7 @@ from moirai_ft import distributed
 from moirai_ft.errors import UserError
 from moirai_ft.evaluate import evaluate_job, save_config, summary_line
 from moirai_ft.fast_path import SparseProgressBar
+from moirai_ft.logs import checkpoint_step, job_loggers
 from moirai_ft.finetuner import MoiraiFineTuner
 from moirai_ft.model import apply_pattern, count_params, load_module
 from moirai_ft.windows import IndexBatches, eval_batches, index_loader
@@ -83,9 +83,11 @@ class Throughput(L.Callback):
 
 
 def build_trainer(
-    cfg: DictConfig, job_dir: Path, callbacks: dict[str, L.Callback], steps_per_epoch: int, accumulate: int = 1
+    cfg: DictConfig, job_dir: Path, callbacks: dict[str, L.Callback], steps_per_epoch: int, accumulate: int = 1,
+    resume_step: int | None = None,
 ) -> L.Trainer:
-    """steps_per_epoch counts optimizer steps; Lightning counts batches, `accumulate` to a step."""
+    """steps_per_epoch counts optimizer steps; Lightning counts batches, `accumulate` to a step.
+    `resume_step`: the step of the checkpoint the fit resumes from (the logs keep what came before)."""
     vci = cfg.val_check_interval
     by_steps = isinstance(vci, int) and not isinstance(vci, bool)
     if by_steps:
@@ -107,10 +109,7 @@ def build_trainer(
         check_val_every_n_epoch=None if by_steps else 1,
         num_sanity_val_steps=0,
         callbacks=list(callbacks.values()) + progress_bar,
-        logger=[
-            CSVLogger(job_dir, name="logs", version=""),
-            TensorBoardLogger(job_dir, name="logs", version="", default_hp_metric=False),
-        ],
+        logger=job_loggers(job_dir, resume_step),
         log_every_n_steps=max(1, min(cfg.hardware.log_every_n_steps, steps_per_epoch)),
         enable_progress_bar=bool(progress_bar),
         enable_model_summary=False,
@@ -154,13 +153,14 @@ def fit(
         ),
     }
     callbacks.update(extra_callbacks or {})
-    trainer = build_trainer(cfg, job_dir, callbacks, steps_per_epoch, accumulate)
+    last = ckpt_dir / LAST
+    resume_step = checkpoint_step(last) if last.is_file() else None
+    trainer = build_trainer(cfg, job_dir, callbacks, steps_per_epoch, accumulate, resume_step)
     distributed.check_trainer(trainer, rank, world)
     val_loader = index_loader(val_batches)
-    last = ckpt_dir / LAST
     try:
-        if last.is_file():
-            log.info("resuming from %s", last)
+        if resume_step is not None:
+            log.info("resuming from %s (step %d)", last, resume_step)
             trainer.fit(finetuner, index_loader(order), val_loader, ckpt_path=str(last))
         else:
             trainer.validate(finetuner, val_loader, verbose=False)  # the zero-shot model: history row epoch -1

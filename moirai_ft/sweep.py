@@ -36,7 +36,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from moirai_ft.artifacts import CHECKPOINTS, LAST, METRICS, write_json_atomic
+from moirai_ft.artifacts import CHECKPOINTS, LAST, LOGS, METRICS, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ def job_dirs_below(root: Path) -> Iterator[Path]:
             dirnames.clear()
             yield Path(dirpath)
         else:
-            dirnames[:] = [d for d in dirnames if d not in (CHECKPOINTS, "logs", ".hydra", "plots")]
+            dirnames[:] = [d for d in dirnames if d not in (CHECKPOINTS, LOGS, ".hydra", "plots")]
 
 
 class Action(str, Enum):

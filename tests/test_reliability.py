@@ -260,7 +260,8 @@ def test_an_interrupted_fit_clears_its_progress_bar(tmp_path: Path) -> None:
 
 # --- killed during training: the same command resumes and ends where a clean run ends ------------------------------
 
-RESUMABLE = [*TINY, "epochs=2", "steps_per_epoch=8", "val_check_interval=4"]
+# every step logged, so logs/metrics.csv shows any row lost or repeated across the resume
+RESUMABLE = [*TINY, "epochs=2", "steps_per_epoch=8", "val_check_interval=4", "hardware.log_every_n_steps=1"]
 
 
 @pytest.fixture(scope="module")
@@ -273,7 +274,8 @@ def clean_run(tmp_path_factory) -> Path:
 
 def assert_same_result(job: Path, clean: Path) -> None:
     assert comparable(read_metrics(job)) == comparable(read_metrics(clean))
-    pd.testing.assert_frame_equal(pd.read_csv(job / "training_history.csv"), pd.read_csv(clean / "training_history.csv"))
+    for table in ("training_history.csv", "logs/metrics.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(job / table), pd.read_csv(clean / table))
     names = lambda d: sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if ".hydra" not in p.parts and "logs" not in p.parts)
     assert names(job) == names(clean)
 
