@@ -1,10 +1,11 @@
-"""The job's Lightning loggers (logs/metrics.csv and TensorBoard), kept whole across a resume.
+"""The job's Lightning loggers (logs/metrics.csv and TensorBoard), exact across a resume.
 
 Lightning's CSVLogger deletes metrics.csv whenever its directory is not empty, so a job resumed from
 last.ckpt would keep only the rows logged after the restart. Here a resumed job keeps the rows logged
 before the checkpoint it resumes from and appends the rest; the steps between that checkpoint and the
 kill run again and are logged again, so their old rows go. A job that starts from scratch (a new job,
-or the restart after running out of memory) starts a new file.
+or the restart after running out of memory) starts a new file. TensorBoard's files are append-only:
+its `purge_step` hides the older files' events from that step on, which TensorBoard's reader honours.
 """
 
 from __future__ import annotations
@@ -76,5 +77,6 @@ class ResumableCSVLogger(CSVLogger):
 def job_loggers(job_dir: Path, resume_step: int | None) -> list[Logger]:
     return [
         ResumableCSVLogger(job_dir, resume_step),
-        TensorBoardLogger(job_dir, name=LOGS, version="", default_hp_metric=False),
+        # TensorBoard hides the earlier files' events from purge_step on (a fresh start: all of them)
+        TensorBoardLogger(job_dir, name=LOGS, version="", default_hp_metric=False, purge_step=resume_step or 0),
     ]

@@ -276,6 +276,16 @@ def assert_same_result(job: Path, clean: Path) -> None:
     assert comparable(read_metrics(job)) == comparable(read_metrics(clean))
     for table in ("training_history.csv", "logs/metrics.csv"):
         pd.testing.assert_frame_equal(pd.read_csv(job / table), pd.read_csv(clean / table))
+    assert tensorboard_scalars(job) == tensorboard_scalars(clean)
+
+
+def tensorboard_scalars(job: Path) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) of every scalar TensorBoard shows, over all of the job's event files."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(job / "logs"))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
     names = lambda d: sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if ".hydra" not in p.parts and "logs" not in p.parts)
     assert names(job) == names(clean)
 
