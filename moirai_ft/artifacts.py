@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 METRICS = "metrics.json"
 HISTORY = "training_history.csv"
@@ -40,6 +40,18 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def identity(cfg: DictConfig) -> dict[str, Any]:
+    """The fields that place a job in a table, whatever its outcome. Enum choices as their value
+    ("full"), not str(enum) ("PatternName.full"): tables group jobs by it."""
+
+    def plain(key: str) -> Any:
+        value = OmegaConf.select(cfg, key)
+        return getattr(value, "value", value)
+
+    return {"model": plain("model.name"), "pattern": plain("pattern.name"), "lr": plain("lr"),
+            "scheduler": plain("scheduler.name")}
 
 
 def read_metrics(job_dir: Path) -> dict[str, Any] | None:

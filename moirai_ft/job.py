@@ -17,9 +17,9 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from moirai_ft.artifacts import BEST, CHECKPOINTS, HISTORY, LAST, METRICS, write_json_atomic
+from moirai_ft.artifacts import BEST, CHECKPOINTS, HISTORY, LAST, METRICS, identity, write_json_atomic
 from moirai_ft.callbacks import BestWeights, DivergenceGuard, History
 from moirai_ft.config import validate
 from moirai_ft.data import PreparedData, prepare
@@ -283,18 +283,6 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
         metrics.update(evaluate_job(cfg, data, zero_shot, job_dir, val_nll))
         log.info(summary_line(metrics))
     return metrics
-
-
-def identity(cfg: DictConfig) -> dict[str, Any]:
-    """The fields that place a job in a table, whatever its outcome. Enum choices as their value
-    ("full"), not str(enum) ("PatternName.full"): tables group jobs by it."""
-
-    def plain(key: str) -> Any:
-        value = OmegaConf.select(cfg, key)
-        return getattr(value, "value", value)
-
-    return {"model": plain("model.name"), "pattern": plain("pattern.name"), "lr": plain("lr"),
-            "scheduler": plain("scheduler.name")}
 
 
 def run(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:

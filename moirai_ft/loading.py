@@ -156,8 +156,7 @@ def parse_timestamps(column: pd.Series, fmt: str | None) -> pd.DatetimeIndex:
         )
     if parsed.dt.tz is not None:
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-    # pandas 3 parses to microseconds, pandas 2 to nanoseconds; the grid arithmetic below counts nanoseconds
-    return pd.DatetimeIndex(parsed, name="timestamp").as_unit("ns")
+    return pd.DatetimeIndex(parsed, name="timestamp")
 
 
 def select_columns(available: list[str], include: Sequence[str] | None, exclude: Sequence[str]) -> list[str]:
@@ -262,6 +261,9 @@ def regular_grid(frame: pd.DataFrame, data_cfg: DictConfig, notes: list[str]) ->
     """Sorted, one row per timestamp and one per step of a regular grid; returns the frame and its frequency."""
     if len(frame) < 2:
         raise UserError(f"the data has {len(frame)} time step(s); a forecasting job needs a long series")
+    # every source in nanoseconds: pandas 3 parses and builds ranges in microseconds, Parquet keeps its
+    # writer's unit, and the grid arithmetic here (asi8, Timestamp.value) counts nanoseconds
+    frame = frame.set_axis(frame.index.as_unit("ns"), axis=0)
     if not frame.index.is_monotonic_increasing:
         out_of_order = int((np.diff(frame.index.asi8) < 0).sum())
         notes.append(f"rows sorted by time ({out_of_order} were out of order)")

@@ -36,7 +36,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from moirai_ft.artifacts import CHECKPOINTS, LAST, LOGS, METRICS, write_json_atomic
+from moirai_ft.artifacts import CHECKPOINTS, LAST, LOGS, METRICS, identity, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -270,16 +270,6 @@ def _failed(job_dir: Path, message: str, base: dict[str, Any]) -> dict[str, Any]
     return metrics
 
 
-def _identity(cfg: DictConfig) -> dict[str, Any]:
-    """The fields a failed or skipped job's metrics carry so that tables can still place it."""
-    return {
-        "model": format_value(OmegaConf.select(cfg, "model.name")),
-        "pattern": format_value(OmegaConf.select(cfg, "pattern.name")),
-        "lr": OmegaConf.select(cfg, "lr"),
-        "scheduler": format_value(OmegaConf.select(cfg, "scheduler.name")),
-    }
-
-
 def run_tracked(cfg: DictConfig, mode: RunMode, job_dir: Path, launch_dir: Path, sweep_preset: str | None) -> dict[str, Any]:
     """One job as train.py runs it: under its lock and with its fingerprint, and in a sweep first
     looking for a twin (module doc). Returns the job's metrics (a skipped job: its twin's)."""
@@ -288,12 +278,12 @@ def run_tracked(cfg: DictConfig, mode: RunMode, job_dir: Path, launch_dir: Path,
     job_dir = Path(job_dir)
     if mode != RunMode.MULTIRUN and sweep_preset:
         return _failed(job_dir, f"sweep={sweep_preset} is a sweep preset: run it with -m, "
-                       f"as `python train.py -m sweep={sweep_preset}`", _identity(cfg))
+                       f"as `python train.py -m sweep={sweep_preset}`", identity(cfg))
     fp, config = fingerprint(cfg)
     own = read_fingerprint(job_dir)
     if own is not None and own != fp:
         return _failed(job_dir, f"{job_dir} already holds a job with another config; give this sweep "
-                       "its own hydra.sweep.dir", _identity(cfg))
+                       "its own hydra.sweep.dir", identity(cfg))
     plan = Plan(Action.run_here, job_dir)
     if mode == RunMode.MULTIRUN and cfg.resume:
         root = Path(cfg.sweep_root)
@@ -317,7 +307,7 @@ def run_tracked(cfg: DictConfig, mode: RunMode, job_dir: Path, launch_dir: Path,
     if plan.action == Action.skip_running:
         _write_link(job_dir, plan.target, "running in another process", fp)
         log.info("skipped: another process is running this config in %s", plan.target)
-        return {**_identity(cfg), "status": "running", "error": f"running in another process in {plan.target}"}
+        return {**identity(cfg), "status": "running", "error": f"running in another process in {plan.target}"}
 
     with JobLock(job_dir):
         _set_aside_failure(job_dir)
