@@ -44,6 +44,7 @@ FINGERPRINT = "fingerprint.json"  # {"fingerprint": hex, "config": the resolved 
 LINK = "result_in.json"  # in a skipped/continued job's own directory: where its result lives
 LOCK = ".lock"  # flock-ed by the process running the job; the OS drops it when that process dies
 PREVIOUS_SUFFIX = ".previous"  # a failed attempt's metrics.json / error.log, set aside on a rerun
+REFUSED = "refused.json"  # beside another config's job: why a job was refused there (that job stays whole)
 
 # settings that say how to run a sweep, not what a job computes: left out of the fingerprint
 NOT_IN_FINGERPRINT = ("resume", "sweep_root")
@@ -264,9 +265,12 @@ def _set_aside_failure(target: Path) -> None:
             path.replace(path.with_name(path.stem + PREVIOUS_SUFFIX + path.suffix))
 
 
-def _failed(job_dir: Path, message: str, base: dict[str, Any]) -> dict[str, Any]:
-    metrics = {**base, "status": "failed", "error": message, "error_type": "config"}
-    write_json_atomic(job_dir / METRICS, metrics)
+def _refused(job_dir: Path, message: str, cfg: DictConfig) -> dict[str, Any]:
+    """A job refused before it started. Its metrics.json says why, unless the directory already holds a
+    job: that job's result stays whole, and the refusal goes to refused.json, where the sweep's summary
+    reads it."""
+    metrics = {**identity(cfg), "status": "failed", "error": message, "error_type": "config"}
+    write_json_atomic(job_dir / (REFUSED if read_fingerprint(job_dir) else METRICS), metrics)
     return metrics
 
 
@@ -277,13 +281,14 @@ def run_tracked(cfg: DictConfig, mode: RunMode, job_dir: Path, launch_dir: Path,
 
     job_dir = Path(job_dir)
     if mode != RunMode.MULTIRUN and sweep_preset:
-        return _failed(job_dir, f"sweep={sweep_preset} is a sweep preset: run it with -m, "
-                       f"as `python train.py -m sweep={sweep_preset}`", identity(cfg))
+        return _refused(job_dir, f"sweep={sweep_preset} is a sweep preset: run it with -m, "
+                        f"as `python train.py -m sweep={sweep_preset}`", cfg)
     fp, config = fingerprint(cfg)
     own = read_fingerprint(job_dir)
     if own is not None and own != fp:
-        return _failed(job_dir, f"{job_dir} already holds a job with another config; give this sweep "
-                       "its own hydra.sweep.dir", identity(cfg))
+        which = "sweep its own hydra.sweep.dir" if mode == RunMode.MULTIRUN else "run its own hydra.run.dir"
+        return _refused(job_dir, f"{job_dir} already holds a job with another config; give this {which}", cfg)
+    (job_dir / REFUSED).unlink(missing_ok=True)  # an earlier attempt's: this one is the directory's own
     plan = Plan(Action.run_here, job_dir)
     if mode == RunMode.MULTIRUN and cfg.resume:
         root = Path(cfg.sweep_root)
@@ -344,8 +349,9 @@ def sweep_outcomes(sweep_dir: Path, since: float | None = None) -> list[Outcome]
             continue  # an earlier sweep that used the same hydra.sweep.dir
         linked = read_link(job_dir)
         result_dir = linked or job_dir
+        refused = job_dir / REFUSED
         try:
-            metrics = json.loads((result_dir / METRICS).read_text())
+            metrics = json.loads((refused if refused.exists() else result_dir / METRICS).read_text())
             status, error = str(metrics.get("status")), metrics.get("error")
         except (OSError, ValueError, AttributeError):
             running = is_running(result_dir)

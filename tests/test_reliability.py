@@ -73,6 +73,18 @@ def test_unknown_group_option_through_train_py(tmp_path: Path) -> None:
     assert not (tmp_path / "job").exists()
 
 
+def test_a_directory_holding_another_configs_job_is_refused_and_that_job_kept(tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    first = run_train([*TINY, "epochs=0", f"hydra.run.dir={job}"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = read_metrics(job)
+    r = run_train([*TINY, "epochs=0", "seed=7", f"hydra.run.dir={job}"], cwd=tmp_path)
+    assert r.returncode == 2
+    assert error_lines(r.stderr) == [f"error: {job} already holds a job with another config; "
+                                     "give this run its own hydra.run.dir"], r.stderr[-2000:]
+    assert read_metrics(job) == before  # the refusal left the other job's result whole
+
+
 def test_checkpoint_dir_that_is_not_moirai(tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()

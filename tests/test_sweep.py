@@ -181,3 +181,20 @@ def test_a_sweep_preset_without_multirun_is_refused(tmp_path: Path):
     assert metrics["status"] == "failed" and "python train.py -m sweep=small_stage" in metrics["error"]
     assert json.loads((tmp_path / "metrics.json").read_text())["error"] == metrics["error"]
     assert not (tmp_path / "checkpoints").exists()  # refused before any training
+
+
+def test_a_sweep_over_another_configs_jobs_fails_them_and_keeps_their_results(tmp_path: Path):
+    """Same hydra.sweep.dir, same swept values, another fixed setting: the job directories are taken."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", *TINY, "epochs=0", "lr=1e-3,1e-2", f"hydra.sweep.dir={sweep}"]
+    first = run_train(args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    jobs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
+    before = [json.loads((j / "metrics.json").read_text()) for j in jobs]
+    second = run_train([*args, "seed=7"], cwd=tmp_path)
+    assert second.returncode == 1
+    assert "2 failed" in second.stdout and "give this sweep its own hydra.sweep.dir" in second.stdout
+    assert [json.loads((j / "metrics.json").read_text()) for j in jobs] == before
+    third = run_train(args, cwd=tmp_path)  # the original config again: its jobs, done, skipped, all well
+    assert third.returncode == 0, third.stdout[-2000:]
+    assert not list(sweep.glob("*/refused.json"))
