@@ -282,8 +282,9 @@ def regular_grid(frame: pd.DataFrame, data_cfg: DictConfig, notes: list[str]) ->
         rows = 0
     if rows > MAX_GRID_GROWTH * len(frame):
         raise UserError(
-            f"a {step.freqstr} grid from {first} to {last} would have {rows} rows for {len(frame)} in the file; "
-            "set data.freq to the data's real step (or null to infer it), or remove stray timestamps"
+            f"{f'data.freq={data_cfg.freq}' if data_cfg.freq else f'the inferred step {step.freqstr}'} makes a "
+            f"grid from {first} to {last} of {rows} rows for {len(frame)} in the file; set data.freq to the "
+            "data's real step (or null to infer it), or remove stray timestamps"
         )
     grid = pd.date_range(first, last, freq=step, name=frame.index.name)
     if len(grid) == len(frame) and grid.equals(frame.index):
