@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from moirai_ft.analysis import advice_lines, analyze, higher_is_better, printable, write_summary
+from moirai_ft.analysis.report import advice_lines, analyze, higher_is_better, printable, write_summary
 from moirai_ft.errors import UserError
-from moirai_ft.sweep_plots import HEATMAP, LEARNING_CURVES, heatmap, learning_curves
+from moirai_ft.analysis.plots import HEATMAP, LEARNING_CURVES, heatmap, learning_curves
 
 
 def main(argv: list[str] | None = None) -> int:

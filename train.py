@@ -20,15 +20,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-import moirai_ft.config  # noqa: F401  (registers the group schemas before composing)
-from moirai_ft import sweep
-from moirai_ft.job import objective
+import moirai_ft.config.schema  # noqa: F401  (registers the group schemas before composing)
+from moirai_ft.sweep import tracking as sweep
+from moirai_ft.train.job import objective
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
-    # lock + fingerprint; in a sweep, skips a completed twin or continues an unfinished one (moirai_ft/sweep.py)
+    # lock + fingerprint; in a sweep, skips a completed twin or continues an unfinished one (moirai_ft/sweep/tracking.py)
     try:
         metrics = sweep.run_tracked(
             cfg, hc.mode, Path(hc.runtime.output_dir), Path(hc.runtime.cwd), hc.runtime.choices.get("sweep")
@@ -45,7 +45,7 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    if message := moirai_ft.config.unknown_choice(sys.argv[1:], Path(__file__).parent / "conf"):
+    if message := moirai_ft.config.schema.unknown_choice(sys.argv[1:], Path(__file__).parent / "conf"):
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     main()

@@ -1,7 +1,7 @@
 """Side by side, in one run: uni2ts's own fine-tuning path and moirai-ft's, on the same data and model.
 
 uni2ts's path is what its fine-tuning recipe runs: MoiraiFinetune, SimpleFinetuneDatasetBuilder windows,
-uni2ts's DataLoader with worker processes, Lightning fit. moirai-ft's path is `moirai_ft.job.run_job`
+uni2ts's DataLoader with worker processes, Lightning fit. moirai-ft's path is `moirai_ft.train.job.run_job`
 with the composed Hydra config, as `python train.py` runs it. Both start from the same randomly
 initialised MoiraiModule (saved once, loaded by each) and read the same synthetic table (100 columns of
 15-minute data over 11 months, mode S), so a sample is the same 19 tokens in both.
@@ -41,12 +41,12 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-import moirai_ft.config  # noqa: E402,F401  (registers the schemas)
-from moirai_ft.host_sync import CountStepSyncs  # noqa: E402
-from moirai_ft.job import run_job  # noqa: E402
-from moirai_ft.model import random_module  # noqa: E402
-from moirai_ft.synthetic import building_telemetry  # noqa: E402
-from moirai_ft.windows import WindowSpec  # noqa: E402
+import moirai_ft.config.schema  # noqa: E402,F401  (registers the schemas)
+from moirai_ft.instrument.host_sync import CountStepSyncs  # noqa: E402
+from moirai_ft.train.job import run_job  # noqa: E402
+from moirai_ft.model.load import random_module  # noqa: E402
+from moirai_ft.data.synthetic import building_telemetry  # noqa: E402
+from moirai_ft.data.windows import WindowSpec  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
-from moirai_ft.windows import Windows, WindowSpec, forecast_starts  # noqa: E402
+from moirai_ft.data.windows import Windows, WindowSpec, forecast_starts  # noqa: E402
 
 
 def main() -> None:

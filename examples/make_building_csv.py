@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
-from moirai_ft.synthetic import STEPS_PER_DAY, building_telemetry  # noqa: E402
+from moirai_ft.data.synthetic import STEPS_PER_DAY, building_telemetry  # noqa: E402
 
 
 def write_building_csv(path: Path, columns: int = 8, days: int = 60, seed: int = 0) -> Path:

@@ -10,11 +10,11 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from conftest import CONF, compose_cfg, shrink
-from moirai_ft.config import validate
-from moirai_ft.data import prepare
+from moirai_ft.config.schema import validate
+from moirai_ft.data.prepare import prepare
 from moirai_ft.errors import UserError
-from moirai_ft.model import count_params, random_module
-from moirai_ft.schedulers import build_scheduler
+from moirai_ft.model.load import count_params, random_module
+from moirai_ft.train.schedulers import build_scheduler
 
 GROUPS = ["model", "pattern", "scheduler", "hardware", "data"]
 
@@ -64,7 +64,7 @@ def test_scheduler_and_data_groups_instantiate() -> None:
 
 
 def test_hardware_options_build_a_trainer(tmp_path: Path) -> None:
-    from moirai_ft.job import build_trainer
+    from moirai_ft.train.job import build_trainer
 
     for name in options("hardware"):
         cfg = compose_cfg([f"hardware={name}"])
@@ -130,7 +130,7 @@ def test_unknown_choice_on_the_command_line_is_one_line(tmp_path: Path) -> None:
 
 def test_unknown_choice_accepts_every_real_option() -> None:
     from conftest import CONF
-    from moirai_ft.config import unknown_choice
+    from moirai_ft.config.schema import unknown_choice
 
     for group in GROUPS:
         assert unknown_choice([f"{group}={o}" for o in options(group)], CONF) is None

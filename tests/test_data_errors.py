@@ -14,9 +14,9 @@ import pytest
 
 from conftest import TINY, compose_cfg, run_train
 from moirai_ft.artifacts import CHECKPOINTS, HISTORY, METRICS
-from moirai_ft.data import prepare
+from moirai_ft.data.prepare import prepare
 from moirai_ft.errors import UserError
-from moirai_ft.job import run
+from moirai_ft.train.job import run
 
 ROWS = 30 * 96  # 30 days at 15 minutes: enough windows for the TINY settings
 

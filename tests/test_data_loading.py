@@ -12,7 +12,7 @@ import torch
 from pandas.tseries.frequencies import to_offset
 
 from conftest import compose_cfg
-from moirai_ft.data import PreparedData, prepare
+from moirai_ft.data.prepare import PreparedData, prepare
 from moirai_ft.errors import UserError
 
 ROWS = 30 * 96

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from conftest import compose_cfg
-from moirai_ft.data import PreparedData, prepare
+from moirai_ft.data.prepare import PreparedData, prepare
 
 
 def windows_cover(data: PreparedData, split: str) -> tuple[int, int, int]:

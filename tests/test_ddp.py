@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from conftest import TINY, compose_cfg, run_train
-from moirai_ft.distributed import per_device_batch_size
+from moirai_ft.train.distributed import per_device_batch_size
 from moirai_ft.errors import UserError
-from moirai_ft.job import run
-from moirai_ft.windows import IndexBatches
+from moirai_ft.train.job import run
+from moirai_ft.data.windows import IndexBatches
 
 CONTRACT = {
     "status", "model", "pattern", "lr", "scheduler", "best_val_loss", "best_epoch", "best_step", "epochs_run",

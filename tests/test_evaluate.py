@@ -18,10 +18,10 @@ from uni2ts.model.moirai import MoiraiModule
 
 from conftest import compose_cfg
 from moirai_ft.artifacts import BEST, CHECKPOINTS, HISTORY, METRICS
-from moirai_ft.config import validate
-from moirai_ft.data import prepare
+from moirai_ft.config.schema import validate
+from moirai_ft.data.prepare import prepare
 from moirai_ft.errors import UserError
-from moirai_ft.evaluate import (
+from moirai_ft.evaluation.evaluate import (
     EVAL_ERROR_LOG,
     FORECAST_PNG,
     EvalItems,
@@ -34,11 +34,11 @@ from moirai_ft.evaluate import (
     eval_items,
     summary_line,
 )
-from moirai_ft.finetuner import MODEL_FIELDS
-from moirai_ft.forecast_plot import plot_forecasts
-from moirai_ft.job import run
-from moirai_ft.metrics import QUANTILE_LEVELS
-from moirai_ft.model import random_module
+from moirai_ft.train.finetuner import MODEL_FIELDS
+from moirai_ft.evaluation.plot import plot_forecasts
+from moirai_ft.train.job import run
+from moirai_ft.evaluation.metrics import QUANTILE_LEVELS
+from moirai_ft.model.load import random_module
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 METRIC_NAMES = {"mse_norm", "mae_norm", "mae", "rmse", "mase", "wql", "val_nll"}
@@ -58,7 +58,7 @@ def job(tmp_path_factory) -> tuple[Path, dict, list[str]]:
     """One tiny job as tests/conftest.py's TINY defines it (6 steps at lr 1e-3), and its log."""
     job_dir = tmp_path_factory.mktemp("job")
     records = _Records()
-    logger = logging.getLogger("moirai_ft.job")
+    logger = logging.getLogger("moirai_ft.train.job")
     logger.addHandler(records)
     logger.setLevel(logging.INFO)
     try:

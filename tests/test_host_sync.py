@@ -1,7 +1,7 @@
 """A training step of moirai-ft's path makes the host wait for the device zero times.
 
 On a GPU each host synchronisation drains the launch queue; uni2ts's path issues dozens per step. They are
-counted here on the CPU with a TorchDispatchMode (moirai_ft/host_sync.py), over whole iterations of the
+counted here on the CPU with a TorchDispatchMode (moirai_ft/instrument/host_sync.py), over whole iterations of the
 real job's training loop, so a new `.item()`, `if tensor:` or boolean-mask index in the step fails the suite.
 
 Allowance: 0 per step. Reads that remain are periodic and outside the counted steps: one per progress-bar
@@ -18,12 +18,12 @@ import torch
 from conftest import compose_cfg
 from uni2ts.loss.packed import PackedNLLLoss
 
-from moirai_ft.data import prepare
-from moirai_ft.fast_path import distribution_validation, use_fast_path
-from moirai_ft.finetuner import LOSS_FIELDS, MODEL_FIELDS
-from moirai_ft.host_sync import CountStepSyncs, HostSyncCounter
-from moirai_ft.job import run_job
-from moirai_ft.model import random_module
+from moirai_ft.data.prepare import prepare
+from moirai_ft.model.fast_path import distribution_validation, use_fast_path
+from moirai_ft.train.finetuner import LOSS_FIELDS, MODEL_FIELDS
+from moirai_ft.instrument.host_sync import CountStepSyncs, HostSyncCounter
+from moirai_ft.train.job import run_job
+from moirai_ft.model.load import random_module
 
 SYNCS_ALLOWED_PER_STEP = 0
 

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import compose_cfg, run_train
-from moirai_ft.job import run
+from moirai_ft.train.job import run
 
 CONTRACT = {
     "status", "model", "pattern", "lr", "scheduler", "best_val_loss", "best_epoch", "best_step", "epochs_run",

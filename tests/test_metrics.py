@@ -1,4 +1,4 @@
-"""moirai_ft.metrics against gluonts's own evaluation on the same arrays."""
+"""moirai_ft.evaluation.metrics against gluonts's own evaluation on the same arrays."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from gluonts.ev.ts_stats import seasonal_error
 from gluonts.model.evaluation import evaluate_forecasts
 from gluonts.model.forecast import SampleForecast
 
-from moirai_ft.metrics import (
+from moirai_ft.evaluation.metrics import (
     QUANTILE_LEVELS,
     forecast_metrics,
     rel_improvement,

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from conftest import compose_cfg, run_train
-from moirai_ft.data import prepare
+from moirai_ft.data.prepare import prepare
 from moirai_ft.errors import UserError
-from moirai_ft.finetuner import MoiraiFineTuner
-from moirai_ft.model import apply_pattern, load_module, param_groups, random_module
-from moirai_ft.windows import IndexBatches, index_loader
+from moirai_ft.train.finetuner import MoiraiFineTuner
+from moirai_ft.model.load import apply_pattern, load_module, param_groups, random_module
+from moirai_ft.data.windows import IndexBatches, index_loader
 
 
 def test_pretrained_loading_from_a_local_save_pretrained_dir(tmp_path: Path) -> None:

@@ -20,9 +20,9 @@ from uni2ts.loss.packed import PackedNLLLoss
 from uni2ts.model.moirai import MoiraiFinetune
 
 from conftest import compose_cfg
-from moirai_ft.data import PreparedData, prepare
-from moirai_ft.model import random_module
-from moirai_ft.windows import Batch
+from moirai_ft.data.prepare import PreparedData, prepare
+from moirai_ft.model.load import random_module
+from moirai_ft.data.windows import Batch
 
 # context and prediction not multiples of the patch, so both ends are padded; windows 7 steps apart
 CTX, PRED, PATCH, DISTANCE = 40, 20, 16, 7

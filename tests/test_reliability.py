@@ -20,8 +20,8 @@ import torch
 
 from conftest import TINY, compose_cfg, run_train
 from moirai_ft.artifacts import read_metrics, write_json_atomic
-from moirai_ft.job import run
-from moirai_ft.model import random_module
+from moirai_ft.train.job import run
+from moirai_ft.model.load import random_module
 
 VOLATILE = {"wall_s", "train_samples_per_s"}  # timings: the only fields allowed to differ between runs
 
@@ -213,7 +213,7 @@ def test_nan_loss_is_diverged_and_keeps_the_last_good_weights(tmp_path: Path) ->
 # --- out of GPU memory --------------------------------------------------------------------------------------------
 
 def test_oom_retries_with_half_the_micro_batch_and_the_same_effective_batch(tmp_path: Path, monkeypatch) -> None:
-    from moirai_ft import faults
+    from moirai_ft.instrument import faults
 
     cfg = ["steps_per_epoch=6", "val_check_interval=3"]
     clean = run(compose_cfg(cfg), tmp_path / "clean")
@@ -232,7 +232,7 @@ def test_oom_retries_with_half_the_micro_batch_and_the_same_effective_batch(tmp_
 
 
 def test_oom_below_the_floor_fails_with_a_clear_error(tmp_path: Path, monkeypatch) -> None:
-    from moirai_ft import faults
+    from moirai_ft.instrument import faults
 
     monkeypatch.setattr(faults, "OOM_ABOVE", 1)  # nothing fits
     metrics = run(compose_cfg(["oom_min_batch_size=4"]), tmp_path)
@@ -246,7 +246,7 @@ def test_an_interrupted_fit_clears_its_progress_bar(tmp_path: Path) -> None:
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from moirai_ft.fast_path import SparseProgressBar
+    from moirai_ft.model.fast_path import SparseProgressBar
 
     class FailsAtStep3(L.LightningModule):
         def __init__(self) -> None:

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from conftest import compose_cfg
-from moirai_ft.data import prepare
-from moirai_ft.finetuner import MoiraiFineTuner
-from moirai_ft.model import random_module
-from moirai_ft.windows import IndexBatches, index_loader
+from moirai_ft.data.prepare import prepare
+from moirai_ft.train.finetuner import MoiraiFineTuner
+from moirai_ft.model.load import random_module
+from moirai_ft.data.windows import IndexBatches, index_loader
 
 LR, WARMUP, TOTAL, MIN_RATIO = 1e-3, 4, 12, 0.1
 

@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from moirai_ft.errors import UserError
-from moirai_ft.windows import WindowSpec
+from moirai_ft.data.windows import WindowSpec
 
 
 def _names(names: list[str], limit: int = 5) -> str:

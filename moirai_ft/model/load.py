@@ -22,7 +22,7 @@ from uni2ts.module.norm import RMSNorm
 from uni2ts.module.position import BinaryAttentionBias, LearnedEmbedding, LearnedProjection
 from uni2ts.module.ts_embed import MultiInSizeLinear, MultiOutSizeLinear
 
-from moirai_ft.config import ModelInit, PatternName
+from moirai_ft.config.schema import ModelInit, PatternName
 from moirai_ft.errors import UserError
 
 

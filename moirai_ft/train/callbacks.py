@@ -12,7 +12,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from moirai_ft.finetuner import MoiraiFineTuner
+from moirai_ft.train.finetuner import MoiraiFineTuner
 
 HISTORY_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr")
 

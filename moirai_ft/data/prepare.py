@@ -1,5 +1,5 @@
-"""From a config to three splits of windows: load the table (moirai_ft/loading.py), split it in time,
-check it against the model (moirai_ft/preflight.py), z-score with train statistics, and index the windows
+"""From a config to three splits of windows: load the table (moirai_ft/data/loading.py), split it in time,
+check it against the model (moirai_ft/data/preflight.py), z-score with train statistics, and index the windows
 of each split.
 
 Splits follow the long-sequence-forecasting convention: a validation or test window may take its
@@ -20,11 +20,11 @@ from jaxtyping import Float, Int
 from omegaconf import DictConfig
 from torch import Tensor
 
-from moirai_ft.config import Mode
+from moirai_ft.config.schema import Mode
 from moirai_ft.errors import UserError
-from moirai_ft.loading import Table, load_table
-from moirai_ft.preflight import check_model_fits, check_windows, column_problems
-from moirai_ft.windows import Windows, WindowSpec, forecast_starts
+from moirai_ft.data.loading import Table, load_table
+from moirai_ft.data.preflight import check_model_fits, check_windows, column_problems
+from moirai_ft.data.windows import Windows, WindowSpec, forecast_starts
 
 __all__ = ["PreparedData", "Table", "prepare", "split_rows", "window_starts"]
 

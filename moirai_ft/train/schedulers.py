@@ -12,7 +12,7 @@ from functools import partial
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from moirai_ft.config import SchedulerName
+from moirai_ft.config.schema import SchedulerName
 
 
 def lr_multiplier(step: int, name: str, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:

@@ -37,8 +37,8 @@ from uni2ts.model.moirai import MoiraiModule
 from uni2ts.module.packed_scaler import PackedStdScaler
 from uni2ts.module.position import RotaryProjection
 
-from moirai_ft.config import CompileMode
-from moirai_ft.windows import Batch
+from moirai_ft.config.schema import CompileMode
+from moirai_ft.data.windows import Batch
 
 TRAIN_LOSS = "train/loss"  # the key the fine-tuner logs its step loss under
 

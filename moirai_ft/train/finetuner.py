@@ -11,18 +11,18 @@ from torch.distributions import Distribution
 from uni2ts.loss.packed import PackedNLLLoss
 from uni2ts.model.moirai import MoiraiModule
 
-from moirai_ft.config import CompileMode
-from moirai_ft.fast_path import (
+from moirai_ft.config.schema import CompileMode
+from moirai_ft.model.fast_path import (
     TRAIN_LOSS,
     adamw_options,
     compile_forward,
     distribution_validation,
     use_fast_path,
 )
-from moirai_ft.model import param_groups
-from moirai_ft.schedulers import build_scheduler
-from moirai_ft import faults
-from moirai_ft.windows import Batch, IndexBatches, Windows
+from moirai_ft.model.load import param_groups
+from moirai_ft.train.schedulers import build_scheduler
+from moirai_ft.instrument import faults
+from moirai_ft.data.windows import Batch, IndexBatches, Windows
 
 MODEL_FIELDS = ("target", "observed_mask", "sample_id", "time_id", "variate_id", "prediction_mask", "patch_size")
 LOSS_FIELDS = ("target", "prediction_mask", "observed_mask", "sample_id", "variate_id")

@@ -11,7 +11,7 @@ import pandas as pd
 from jaxtyping import Float
 from matplotlib.figure import Figure
 
-from moirai_ft.metrics import LOWER_80, MEDIAN, UPPER_80
+from moirai_ft.evaluation.metrics import LOWER_80, MEDIAN, UPPER_80
 
 # one colour per model, in the order the forecasts are given
 COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red")

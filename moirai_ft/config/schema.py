@@ -67,7 +67,7 @@ class SchedulerSchema:
 
 
 class CompileMode(str, Enum):
-    """hardware.compile: how the training loss is compiled (moirai_ft/fast_path.py)."""
+    """hardware.compile: how the training loss is compiled (moirai_ft/model/fast_path.py)."""
 
     off = "off"  # eager
     default = "default"  # inductor: fused kernels
@@ -167,7 +167,7 @@ def validate(cfg: DictConfig) -> None:
     )
     for key in ("context_length", "prediction_length", "patch_size"):
         need(cfg[key] >= 1, f"{key} must be a positive number of time steps (got {cfg[key]})")
-    from moirai_ft.preflight import check_patch_size  # imported here: keeps the schema module free of torch
+    from moirai_ft.data.preflight import check_patch_size  # imported here: keeps the schema module free of torch
 
     check_patch_size(cfg.patch_size, list(cfg.model.patch_sizes))
     vci = cfg.val_check_interval
@@ -197,7 +197,7 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.data.eval_stride >= 1, f"data.eval_stride must be >= 1 (got {cfg.data.eval_stride})")
     need(0 <= cfg.data.max_missing <= 1, f"data.max_missing is a fraction in [0, 1] (got {cfg.data.max_missing})")
 
-    def count(key: str, minimum: int, nullable: bool = False) -> None:  # the eval block (moirai_ft/evaluate.py)
+    def count(key: str, minimum: int, nullable: bool = False) -> None:  # the eval block (moirai_ft/evaluation/evaluate.py)
         v = OmegaConf.select(cfg, key)
         ok = (nullable and v is None) or (isinstance(v, int) and not isinstance(v, bool) and v >= minimum)
         need(ok, f"{key} must be an integer >= {minimum}{' or null' if nullable else ''} (got {v!r})")

@@ -20,9 +20,9 @@ import pandas as pd
 from omegaconf import DictConfig
 from pandas.tseries.frequencies import to_offset
 
-from moirai_ft.config import DataFormat, Duplicates, NonNumeric
+from moirai_ft.config.schema import DataFormat, Duplicates, NonNumeric
 from moirai_ft.errors import UserError
-from moirai_ft.synthetic import building_telemetry
+from moirai_ft.data.synthetic import building_telemetry
 
 log = logging.getLogger(__name__)
 

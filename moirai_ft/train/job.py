@@ -20,17 +20,17 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from moirai_ft.artifacts import BEST, CHECKPOINTS, HISTORY, LAST, METRICS, identity, write_json_atomic
-from moirai_ft.callbacks import BestWeights, DivergenceGuard, History
-from moirai_ft.config import validate
-from moirai_ft.data import PreparedData, prepare
-from moirai_ft import distributed
+from moirai_ft.train.callbacks import BestWeights, DivergenceGuard, History
+from moirai_ft.config.schema import validate
+from moirai_ft.data.prepare import PreparedData, prepare
+from moirai_ft.train import distributed
 from moirai_ft.errors import UserError
-from moirai_ft.evaluate import evaluate_job, save_config, summary_line
-from moirai_ft.fast_path import SparseProgressBar
-from moirai_ft.logs import checkpoint_step, job_loggers
-from moirai_ft.finetuner import MoiraiFineTuner
-from moirai_ft.model import apply_pattern, count_params, load_module
-from moirai_ft.windows import IndexBatches, eval_batches, index_loader
+from moirai_ft.evaluation.evaluate import evaluate_job, save_config, summary_line
+from moirai_ft.model.fast_path import SparseProgressBar
+from moirai_ft.train.loggers import checkpoint_step, job_loggers
+from moirai_ft.train.finetuner import MoiraiFineTuner
+from moirai_ft.model.load import apply_pattern, count_params, load_module
+from moirai_ft.data.windows import IndexBatches, eval_batches, index_loader
 
 log = logging.getLogger(__name__)
 # checkpoints/ holds best/ (written at the zero-shot check, before Lightning's checkpoint callback sets up)
@@ -113,7 +113,7 @@ def build_trainer(
         log_every_n_steps=max(1, min(cfg.hardware.log_every_n_steps, steps_per_epoch)),
         enable_progress_bar=bool(progress_bar),
         enable_model_summary=False,
-        use_distributed_sampler=False,  # IndexBatches shards by rank itself (moirai_ft/distributed.py)
+        use_distributed_sampler=False,  # IndexBatches shards by rank itself (moirai_ft/train/distributed.py)
     )
 
 
@@ -187,7 +187,7 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     if rank == 0:
         save_config(cfg, job_dir)  # so `python -m moirai_ft.evaluate <job_dir>` can rebuild the job
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = prepare(cfg)  # also the preflight against the model's limits (moirai_ft/preflight.py)
+    data = prepare(cfg)  # also the preflight against the model's limits (moirai_ft/data/preflight.py)
     module = load_module(cfg.model)
     # the starting model, compared with the selected one on the test split (by rank 0, which alone evaluates)
     zero_shot = copy.deepcopy(module)  # on every rank: an out-of-memory restart starts again from it

@@ -32,7 +32,7 @@ _SYNC_OPS = frozenset(
     }
 )
 _INDEX_OPS = frozenset({"aten.index.Tensor", "aten.index_put.default", "aten.index_put_.default", "aten._index_put_impl_.default"})
-_OWN_FRAMES = ("torch/utils/_python_dispatch.py", "moirai_ft/host_sync.py", "torch/_tensor.py", "torch/overrides.py")
+_OWN_FRAMES = ("torch/utils/_python_dispatch.py", "moirai_ft/instrument/host_sync.py", "torch/_tensor.py", "torch/overrides.py")
 
 
 def _has_bool_index(args: tuple[Any, ...]) -> bool:

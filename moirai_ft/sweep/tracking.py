@@ -277,7 +277,7 @@ def _refused(job_dir: Path, message: str, cfg: DictConfig) -> dict[str, Any]:
 def run_tracked(cfg: DictConfig, mode: RunMode, job_dir: Path, launch_dir: Path, sweep_preset: str | None) -> dict[str, Any]:
     """One job as train.py runs it: under its lock and with its fingerprint, and in a sweep first
     looking for a twin (module doc). Returns the job's metrics (a skipped job: its twin's)."""
-    from moirai_ft.job import run  # here: analyze.py imports this module and needs no torch
+    from moirai_ft.train.job import run  # here: analyze.py imports this module and needs no torch
 
     job_dir = Path(job_dir)
     if mode != RunMode.MULTIRUN and sweep_preset:

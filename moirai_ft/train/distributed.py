@@ -2,14 +2,14 @@
 batches are split between them.
 
 `python train.py hardware=ddp hardware.devices=2` runs one job in two processes. This process is rank 0
-and starts ranks 1..N-1 itself (`python -m moirai_ft.distributed <job_dir>`, the composed config handed
+and starts ranks 1..N-1 itself (`python -m moirai_ft.train.rank <job_dir>`, the composed config handed
 over on stdin) before Lightning builds its Trainer, with torchrun's environment (TORCHELASTIC_RUN_ID, RANK,
 LOCAL_RANK, GROUP_RANK, LOCAL_WORLD_SIZE, WORLD_SIZE, MASTER_ADDR/PORT): Lightning's TorchElasticEnvironment then
 reads the ranks, also inside a SLURM allocation, where it takes precedence over SLURMEnvironment.
 Lightning's own launcher is not used because it re-runs `sys.argv`: in a Hydra sweep that re-runs the
 whole sweep (`-m` and every swept value), and under submitit it re-runs submitit's entry point. Ranks
 started by srun or torchrun would each run train.py: each its own `${now:}` run directory and each
-taking the job's lock (moirai_ft/sweep.py). A handed-over config is the same job, in the same
+taking the job's lock (moirai_ft/sweep/tracking.py). A handed-over config is the same job, in the same
 directory, whatever launched rank 0: a plain run, a sweep, submitit_local or one SLURM task
 (hydra/launcher=slurm asks for one task with hardware.devices GPUs).
 
@@ -197,12 +197,12 @@ def job_processes(cfg: DictConfig, job_dir: Path, on_stuck: Callable[[str], None
         torch.set_num_threads(int(threads))
         # resolved: the other ranks have no Hydra to resolve ${hydra:...} or ${now:...}
         handoff = pickle.dumps(_resolved(cfg))
-        package_root = str(Path(__file__).resolve().parents[1])  # importable when train.py ran from elsewhere
+        package_root = str(Path(__file__).resolve().parents[2])  # importable when train.py ran from elsewhere
         for rank in range(1, world):
             env = {**os.environ, "LOCAL_RANK": str(rank), "RANK": str(rank)}
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
             child = subprocess.Popen(
-                [sys.executable, "-m", "moirai_ft.distributed", str(job_dir)], env=env, stdin=subprocess.PIPE
+                [sys.executable, "-m", "moirai_ft.train.rank", str(job_dir)], env=env, stdin=subprocess.PIPE
             )
             children[rank] = child
             child.stdin.write(handoff)
@@ -250,20 +250,3 @@ def _resolved(cfg: DictConfig) -> DictConfig:
     resolved = copy.deepcopy(cfg)
     OmegaConf.resolve(resolved)
     return resolved
-
-
-def main(argv: list[str]) -> int:
-    """Entry point of ranks 1..N-1: the job from the config on stdin, into the same job directory."""
-    (job_dir,) = argv
-    rank = global_rank()
-    logging.basicConfig(level=logging.WARNING, format=f"[rank {rank}][%(name)s][%(levelname)s] %(message)s")
-    cfg = pickle.load(sys.stdin.buffer)
-    from moirai_ft.job import run  # here: job imports this module
-
-    metrics = run(cfg, Path(job_dir))
-    # a config error is the same on every rank and rank 0 records it; anything else is this rank's failure
-    return 1 if metrics["status"] == "failed" and metrics.get("error_type") != "config" else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
