@@ -160,6 +160,11 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.epochs >= 0, f"epochs must be >= 0 (got {cfg.epochs}); 0 evaluates the zero-shot model alone")
     need(cfg.patience >= 1, f"patience must be >= 1 validation check (got {cfg.patience})")
     need(cfg.smoothing >= 1, f"smoothing must be >= 1 check (got {cfg.smoothing})")
+    monitors = ("val_nll", "val_crps", "val_mae")
+    need(str(getattr(cfg.monitor, "value", cfg.monitor)) in monitors,
+         f"monitor must be one of {', '.join(monitors)} (got {cfg.monitor!r})")
+    need(isinstance(cfg.monitor_samples, int) and cfg.monitor_samples >= 1,
+         f"monitor_samples must be an integer >= 1 (got {cfg.monitor_samples!r})")
     need(cfg.warmup_steps >= 0, f"warmup_steps must be >= 0 (got {cfg.warmup_steps})")
     need(
         cfg.steps_per_epoch is None or cfg.steps_per_epoch >= 1,
