@@ -125,6 +125,10 @@ class DataSchema:
     max_missing: float = 0.5  # columns missing more than this fraction are reported
     drop_bad_columns: bool = False  # drop all-missing, mostly-missing and constant columns
     mode: Mode = Mode.S
+    # column roles (moirai_ft/data/roles.py), names or globs; none given: every column a target, as before
+    targets: tuple[str, ...] = ()  # forecast and scored
+    known_covariates: tuple[str, ...] = ()  # also given over the forecast horizon (weather forecast, schedule)
+    past_covariates: tuple[str, ...] = ()  # given up to the forecast start only (setpoints, other sensors)
     train_ratio: float = 0.7
     val_ratio: float = 0.1
     val_start: Optional[str] = None  # a date: overrides train_ratio

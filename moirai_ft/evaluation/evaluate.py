@@ -10,7 +10,9 @@ the horizon patches, the median (gluonts's order statistic) as point forecast. B
 same random numbers (seed `eval.seed`), so identical weights give identical metrics. Metrics
 (moirai_ft/evaluation/metrics.py) on the normalised scale (mse_norm, mae_norm) and in original units (mae,
 rmse, mase, wql), plus the validation NLL; metrics.json gains `test`, `zero_shot_test` and
-`rel_improvement`, and forecast.png shows a few windows.
+`rel_improvement` (over the targets only when data.targets/covariates are set: the zero-shot model gets
+the same covariates, and `test_without_covariates` scores the selected model asked without them), and
+forecast.png shows a few windows.
 
 The zero-shot model for re-evaluation is rebuilt the way run_job built it (seed_everything, prepare,
 load_module): the pretrained checkpoint, or the same random initialisation for model.init=random.
@@ -86,10 +88,8 @@ def _map_tensors(fn: Callable[[Tensor], Tensor], tree: Any) -> Any:
 
 
 def horizon_tokens(windows: Windows, device: torch.device) -> Int[Tensor, "horizon_tokens"]:
-    """Sequence positions of the prediction tokens, variate-major as Windows.batch lays them out."""
-    s = windows.spec
-    per_variate = torch.arange(s.context_tokens, s.tokens, device=device)
-    return (torch.arange(windows.num_variates, device=device)[:, None] * s.tokens + per_variate).reshape(-1)
+    """Sequence positions of the forecast variates' prediction tokens, in the windows' own layout."""
+    return windows.horizon_positions(device)
 
 
 def horizon_distribution(module: MoiraiModule, batch: Batch, tokens: Int[Tensor, "t"], patch_size: int) -> Distribution:
@@ -200,8 +200,8 @@ def eval_items(windows: Windows, ids: Int[Tensor, "n"]) -> EvalItems:
     v = windows.num_variates
     if windows.mode == "S":
         return EvalItems(col.cpu().numpy(), start.cpu().numpy())
-    # mode M: each window holds every column, item order (window, variate) as forecast_quantiles
-    return EvalItems(np.tile(np.arange(v), len(ids)), np.repeat(start.cpu().numpy(), v))
+    # mode M: each window holds every forecast column, item order (window, variate) as forecast_quantiles
+    return EvalItems(np.tile(windows.forecast_columns.cpu().numpy(), len(ids)), np.repeat(start.cpu().numpy(), v))
 
 
 def model_metrics(
@@ -316,6 +316,12 @@ def evaluate_models(
                 **model_metrics(quantiles[label], items, data, seasonal),
                 "val_nll": float(nll) if nll is not None else validation_nll(module, data.val, val_batches),
             }
+    without: dict[str, Any] = {}
+    if data.test.has_covariates:  # a third row: did the covariates help the fine-tuned model?
+        with evaluating_on(selected, device):
+            q = forecast_quantiles(selected, data.test.without_covariates(), batches, cfg.eval.num_samples,
+                                   cfg.eval.seed, desc="test fine-tuned without covariates")
+        without["test_without_covariates"] = model_metrics(q, items, data, seasonal)
     panels = forecast_panels(data, items, quantiles, cfg.eval.plot_windows)
     if panels:
         plot_forecasts(panels, job_dir / FORECAST_PNG)
@@ -325,6 +331,7 @@ def evaluate_models(
         "rel_improvement": rel_improvement(results["fine-tuned"], results["zero-shot"]),
         # 95% paired bootstrap interval of each rel_improvement, over test windows (seed eval.seed)
         "rel_improvement_ci": improvement_intervals(quantiles, items, data, seasonal, len(ids), cfg.eval.seed),
+        **without,
         "test_eval": {
             "windows": len(ids),
             "series_windows": len(items.starts),
