@@ -41,10 +41,8 @@ def _map_tensors(fn: Callable[[Tensor], Tensor], tree: Any) -> Any:
 
 
 def horizon_tokens(windows: Windows, device: torch.device) -> Int[Tensor, "horizon_tokens"]:
-    """Sequence positions of the prediction tokens, variate-major as Windows.batch lays them out."""
-    s = windows.spec
-    per_variate = torch.arange(s.context_tokens, s.tokens, device=device)
-    return (torch.arange(windows.num_variates, device=device)[:, None] * s.tokens + per_variate).reshape(-1)
+    """Sequence positions of the forecast variates' prediction tokens, in the windows' own layout."""
+    return windows.horizon_positions(device)
 
 
 def horizon_distribution(module: MoiraiModule, batch: Batch, tokens: Int[Tensor, "t"], patch_size: int) -> Distribution:
