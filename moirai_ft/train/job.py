@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from moirai_ft.artifacts import BEST, CHECKPOINTS, HISTORY, LAST, METRICS, identity, write_json_atomic
 from moirai_ft.train.callbacks import BestWeights, DivergenceGuard, History
+from moirai_ft.search.monitor import history_extra, metric_key, monitor_callbacks
 from moirai_ft.config.schema import validate
 from moirai_ft.data.prepare import PreparedData, prepare
 from moirai_ft.train import distributed
@@ -142,16 +143,20 @@ def fit(
         scheduler=cfg.scheduler.name, warmup_steps=cfg.warmup_steps, total_steps=total_steps,
         min_lr_ratio=cfg.scheduler.min_lr_ratio, compile=cfg.hardware.compile,
     )
-    callbacks: dict[str, L.Callback] = {
-        "history": History(job_dir / HISTORY),
-        "best_weights": BestWeights(ckpt_dir / BEST, cfg.patience, cfg.min_delta, cfg.smoothing),
+    # monitor=val_crps|val_mae: a forecast of the validation windows at every check, before History and
+    # BestWeights read it (moirai_ft/search/monitor.py)
+    callbacks: dict[str, L.Callback] = monitor_callbacks(
+        cfg, data, eval_batches(len(data.val), cfg.batch_size, cfg.val_max_windows))  # every rank: all windows
+    callbacks.update({
+        "history": History(job_dir / HISTORY, history_extra(cfg)),
+        "best_weights": BestWeights(ckpt_dir / BEST, cfg.patience, cfg.min_delta, cfg.smoothing, metric_key(cfg.monitor)),
         "divergence": DivergenceGuard(),
         "throughput": Throughput(cfg.batch_size),
         "last_checkpoint": ModelCheckpoint(
             dirpath=ckpt_dir, filename=Path(LAST).stem, save_top_k=1, monitor=None,
             save_on_train_epoch_end=False, enable_version_counter=False,
         ),
-    }
+    })
     callbacks.update(extra_callbacks or {})
     last = ckpt_dir / LAST
     resume_step = checkpoint_step(last) if last.is_file() else None
@@ -269,6 +274,9 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
         "steps_run": trainer.global_step,
         "stop_reason": stop_reason,
         "zero_shot_val_loss": best.zero_shot_val_loss,
+        "monitor": str(cfg.monitor),  # what selected the best check, stopped early and is the objective
+        "best_monitored": best.best_value,
+        "zero_shot_monitored": best.zero_shot_value,
         "finetune_helped": best.finetune_helped,
         "trainable_params": trainable,
         "total_params": total,
@@ -317,6 +325,7 @@ def run(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
 
 
 def objective(metrics: dict[str, Any]) -> float:
-    """What train.py returns to a sweeper: best validation loss, +inf for a job with no result."""
-    value = metrics.get("best_val_loss")
+    """What train.py returns to a sweeper: the best monitored validation value (the validation loss for
+    monitor=val_nll and for jobs from before the monitor), +inf for a job with no result."""
+    value = metrics.get("best_monitored", metrics.get("best_val_loss"))
     return float(value) if value is not None and metrics.get("status") == "completed" and math.isfinite(value) else math.inf
