@@ -29,7 +29,7 @@ def column_problems(
     drop = data_cfg.drop_bad_columns
     if empty and not drop:
         raise UserError(
-            f"column {empty[0]!r} has no values (all {len(values)} cells missing)"
+            f"column {empty[0]!r} has no values (all {len(values)} cells missing or non-finite)"
             + (f", and {len(empty) - 1} more columns" if len(empty) > 1 else "")
             + f"; leave it out with data.exclude=[{_names(empty)}] or set data.drop_bad_columns=true"
         )
