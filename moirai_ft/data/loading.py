@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from pandas.tseries.frequencies import to_offset
 
 from moirai_ft.config.schema import DataFormat, Duplicates, NonNumeric
-from moirai_ft.errors import UserError
+from moirai_ft.errors import UserError, first_line
 from moirai_ft.data.synthetic import building_telemetry
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def read_file(path_value: str | None) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise UserError(f"data.path={path} has no columns; export the data again with a header row") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e) or type(e).__name__
         raise UserError(f"data.path={path} could not be read ({first}); save it as CSV or Parquet") from None
     if len(raw) == 0:
         raise UserError(f"data.path={path} has a header but no rows; export the data again")
