@@ -58,6 +58,8 @@ class RootSchema:
     patience: int = MISSING
     min_delta: float = MISSING
     smoothing: int = MISSING
+    monitor: str = MISSING  # val_nll | val_crps | val_mae (checked in validate; moirai_ft/search/monitor.py)
+    monitor_samples: int = MISSING
 
     # --- windows ---
     context_length: int = MISSING
