@@ -8,7 +8,9 @@ from jaxtyping import Float, Int
 from omegaconf import DictConfig
 from torch import Tensor
 
+from moirai_ft.config.schema import check_patch_size  # torch-free: validate() runs it before any import of torch
 from moirai_ft.errors import UserError
+from moirai_ft.model.families import family_of
 from moirai_ft.data.windows import WindowSpec
 
 
@@ -28,7 +30,7 @@ def column_problems(
     drop = data_cfg.drop_bad_columns
     if empty and not drop:
         raise UserError(
-            f"column {empty[0]!r} has no values (all {len(values)} cells missing)"
+            f"column {empty[0]!r} has no values (all {len(values)} cells missing or non-finite)"
             + (f", and {len(empty) - 1} more columns" if len(empty) > 1 else "")
             + f"; leave it out with data.exclude=[{_names(empty)}] or set data.drop_bad_columns=true"
         )
@@ -58,14 +60,6 @@ def column_problems(
     return [c for c in columns if c in bad], notes
 
 
-def check_patch_size(patch_size: int, patch_sizes: list[int]) -> None:
-    if patch_size not in patch_sizes:
-        raise UserError(
-            f"patch_size={patch_size} is not one of the model's patch sizes {list(patch_sizes)}; "
-            "set patch_size to one of them"
-        )
-
-
 def check_model_fits(spec: WindowSpec, num_variates: int, model_cfg: DictConfig) -> None:
     """A sample's tokens within max_seq_len and its variates within max_dim (uni2ts's limits)."""
     check_patch_size(spec.patch_size, list(model_cfg.patch_sizes))
@@ -82,6 +76,7 @@ def check_model_fits(spec: WindowSpec, num_variates: int, model_cfg: DictConfig)
             f"{num_variates} variates in one sample exceed the model's max_dim {model_cfg.max_dim}; "
             "use data.mode=S or select fewer columns (data.columns / data.exclude)"
         )
+    family_of(model_cfg).preflight(spec, num_variates, model_cfg)  # the family's own limits
 
 
 def check_windows(
