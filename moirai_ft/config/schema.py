@@ -117,7 +117,7 @@ class TimestampUnit(str, Enum):
 
 @dataclass
 class DataSchema:
-    name: str = "synthetic"  # "synthetic" generates the embedded data; any other name reads `path`
+    name: str = "synthetic"  # "synthetic" and "building" generate the embedded data; any other name reads `path`
     path: Optional[str] = None  # CSV or Parquet
     num_columns: Optional[int] = None
     num_days: Optional[int] = None
