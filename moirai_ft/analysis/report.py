@@ -48,7 +48,8 @@ ROW_COLUMNS = (
     "stop_reason", "zero_shot_val_loss",
 )
 TAIL_COLUMNS = ("wall_s", "train_samples_per_s", "error")
-NESTED_METRICS = ("test", "zero_shot_test", "rel_improvement")  # name -> value dicts, flattened as test.mase
+# name -> value dicts, flattened as test.mase; test_without_covariates only in jobs with covariates (data roles)
+NESTED_METRICS = ("test", "zero_shot_test", "rel_improvement", "test_without_covariates")
 
 
 @dataclass

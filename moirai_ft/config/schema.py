@@ -15,6 +15,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from moirai_ft.config.root import RootSchema
 from moirai_ft.errors import UserError
 
 
@@ -116,7 +117,7 @@ class TimestampUnit(str, Enum):
 
 @dataclass
 class DataSchema:
-    name: str = "synthetic"  # "synthetic" generates the embedded data; any other name reads `path`
+    name: str = "synthetic"  # "synthetic" and "building" generate the embedded data; any other name reads `path`
     path: Optional[str] = None  # CSV or Parquet
     num_columns: Optional[int] = None
     num_days: Optional[int] = None
@@ -156,9 +157,26 @@ def register_schemas() -> None:
     cs.store(group="schema", name="scheduler", node=SchedulerSchema)
     cs.store(group="schema", name="hardware", node=HardwareSchema)
     cs.store(group="schema", name="data", node=DataSchema)
+    cs.store(name="root_schema", node=RootSchema)  # conf/train.yaml's first default (moirai_ft/config/root.py)
 
 
 register_schemas()
+
+
+def check_patch_size(patch_size: int, patch_sizes: list[int]) -> None:
+    if patch_size not in patch_sizes:
+        raise UserError(
+            f"patch_size={patch_size} is not one of the model's patch sizes {list(patch_sizes)}; "
+            "set patch_size to one of them"
+        )
+
+
+def warmup_step_count(warmup: int | float, total_steps: int) -> int:
+    """warmup_steps as optimizer steps: an int is steps; a float in (0, 1) is that fraction of the run's
+    total_steps (the seed's table gives warmup as 5-10% of the steps), at least one step of a run that has any."""
+    if isinstance(warmup, float):
+        return max(1, round(warmup * total_steps)) if total_steps > 0 else 0
+    return int(warmup)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -181,20 +199,26 @@ def validate(cfg: DictConfig) -> None:
          f"monitor must be one of {', '.join(monitors)} (got {cfg.monitor!r})")
     need(isinstance(cfg.monitor_samples, int) and cfg.monitor_samples >= 1,
          f"monitor_samples must be an integer >= 1 (got {cfg.monitor_samples!r})")
-    need(cfg.warmup_steps >= 0, f"warmup_steps must be >= 0 (got {cfg.warmup_steps})")
+    warmup = cfg.warmup_steps
+    need(
+        (isinstance(warmup, float) and 0 < warmup < 1) or (isinstance(warmup, int) and warmup >= 0),
+        f"warmup_steps must be a number of steps >= 0 or a fraction of the run in (0, 1) (got {warmup})",
+    )
     need(
         cfg.steps_per_epoch is None or cfg.steps_per_epoch >= 1,
         f"steps_per_epoch must be >= 1 or null (got {cfg.steps_per_epoch})",
     )
     for key in ("context_length", "prediction_length", "patch_size"):
         need(cfg[key] >= 1, f"{key} must be a positive number of time steps (got {cfg[key]})")
-    from moirai_ft.data.preflight import check_patch_size  # imported here: keeps the schema module free of torch
-
     check_patch_size(cfg.patch_size, list(cfg.model.patch_sizes))
     vci = cfg.val_check_interval
     need(
         (isinstance(vci, float) and 0 < vci <= 1) or (isinstance(vci, int) and vci >= 1),
         f"val_check_interval must be a fraction of an epoch in (0, 1] or a number of steps >= 1 (got {vci})",
+    )
+    need(
+        cfg.val_max_windows is None or cfg.val_max_windows >= 1,
+        f"val_max_windows must be >= 1 validation window or null for all (got {cfg.val_max_windows})",
     )
     need(cfg.gradient_clip > 0, f"gradient_clip must be > 0 (got {cfg.gradient_clip})")
     need(

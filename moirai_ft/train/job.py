@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from moirai_ft.artifacts import BEST, CHECKPOINTS, HISTORY, LAST, METRICS, identity, write_json_atomic
 from moirai_ft.train.callbacks import BestWeights, DivergenceGuard, History
 from moirai_ft.search.monitor import history_extra, metric_key, monitor_callbacks
-from moirai_ft.config.schema import validate
+from moirai_ft.config.schema import validate, warmup_step_count
 from moirai_ft.data.prepare import PreparedData, prepare
 from moirai_ft.train import distributed
 from moirai_ft.errors import UserError
@@ -141,7 +141,8 @@ def fit(
     ckpt_dir = job_dir / CHECKPOINTS
     finetuner = MoiraiFineTuner(
         module, data.train, data.val, order, lr=cfg.lr, weight_decay=cfg.weight_decay,
-        scheduler=cfg.scheduler.name, warmup_steps=cfg.warmup_steps, total_steps=total_steps,
+        scheduler=cfg.scheduler.name, warmup_steps=warmup_step_count(cfg.warmup_steps, total_steps),
+        total_steps=total_steps,
         min_lr_ratio=cfg.scheduler.min_lr_ratio, compile=cfg.hardware.compile,
     )
     # monitor=val_crps|val_mae: a forecast of the validation windows at every check, before History and
@@ -209,10 +210,12 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
             "lower batch_size or data.window_stride"
         )
     total_steps = steps_per_epoch * cfg.epochs
-    if cfg.epochs > 0 and cfg.warmup_steps > total_steps:
+    warmup_steps = warmup_step_count(cfg.warmup_steps, total_steps)
+    if cfg.epochs > 0 and warmup_steps > total_steps:
         raise UserError(
             f"warmup_steps={cfg.warmup_steps} is longer than the whole run ({cfg.epochs} epochs x "
-            f"{steps_per_epoch} steps = {total_steps}); lower warmup_steps or raise epochs/steps_per_epoch"
+            f"{steps_per_epoch} steps = {total_steps}); lower warmup_steps, give a fraction of the run "
+            "(warmup_steps=0.05) or raise epochs/steps_per_epoch"
         )
     ckpt_dir = job_dir / CHECKPOINTS
     ckpt_dir.mkdir(parents=True, exist_ok=True)
