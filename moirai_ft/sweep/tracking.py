@@ -53,7 +53,7 @@ DIRNAME_HEAD = ("model", "pattern", "lr")
 NOT_IN_DIRNAME = ("sweep",) + NOT_IN_FINGERPRINT
 MAX_DIRNAME = 240  # bytes; file systems allow 255 per name
 # a rerun would reproduce them: never retrained (pruned: stopped by the sweep's pruner, a result kept)
-FINAL_STATUSES = ("completed", "diverged", "pruned")
+FINAL_STATUSES = ("completed", "diverged", "pruned", "lr_find")  # lr_find: a range test's result
 
 
 # ---------------------------------------------------------------------------------------------------
