@@ -48,6 +48,7 @@ from moirai_ft.artifacts import BEST, CHECKPOINTS, METRICS, read_metrics, write_
 from moirai_ft.config.schema import validate
 from moirai_ft.data.prepare import PreparedData, prepare
 from moirai_ft.errors import UserError
+from moirai_ft.model.compat import forward_parts
 from moirai_ft.model.fast_path import distribution_validation
 from moirai_ft.train.finetuner import LOSS_FIELDS, MODEL_FIELDS
 from moirai_ft.evaluation.plot import Panel, plot_forecasts
@@ -96,23 +97,13 @@ def horizon_distribution(module: MoiraiModule, batch: Batch, tokens: Int[Tensor,
     values. Sampling the whole sequence at max_patch_size would draw about 25x more values (19 tokens
     x 128 for 3 x 32 wanted at the defaults). The parameters and the scaler's loc/scale are captured
     from the module's own forward pass with hooks, so the forward pass is uni2ts's, unchanged."""
-    captured: dict[str, Any] = {}
-    hooks = [
-        module.scaler.register_forward_hook(lambda _m, _i, out: captured.__setitem__("loc_scale", out)),
-        module.param_proj.register_forward_hook(lambda _m, _i, out: captured.__setitem__("params", out)),
-    ]
-    try:
-        module(**{k: batch[k] for k in MODEL_FIELDS})
-    finally:
-        for h in hooks:
-            h.remove()
-    loc, scale = captured["loc_scale"]
+    params, loc, scale = forward_parts(module, **{k: batch[k] for k in MODEL_FIELDS})
     b, seq = batch["target"].shape[:2]
 
     def cut(t: Tensor) -> Tensor:  # (batch, seq, max_patch, ...) leaves; scalars (fixed scales) broadcast
         return t[:, tokens, :patch_size] if t.dim() >= 3 and t.shape[:2] == (b, seq) else t
 
-    params = _map_tensors(cut, captured["params"])
+    params = _map_tensors(cut, params)
     return module.distr_output.distribution(params, loc=loc[:, tokens], scale=scale[:, tokens])
 
 

@@ -21,7 +21,6 @@ from moirai_ft.model.fast_path import (
 )
 from moirai_ft.model.load import param_groups
 from moirai_ft.train.schedulers import build_scheduler
-from moirai_ft.instrument import faults
 from moirai_ft.data.windows import Batch, IndexBatches, Windows
 
 MODEL_FIELDS = ("target", "observed_mask", "sample_id", "time_id", "variate_id", "prediction_mask", "patch_size")
@@ -94,7 +93,6 @@ class MoiraiFineTuner(L.LightningModule):
         # the ids come from (epoch, batch_idx), which Lightning restores on resume; the loader's item
         # (the step number it paced) restarts from 0 after a resume and is not used
         idx = self.train_order.batch(self.current_epoch, batch_idx, self.device)
-        faults.maybe_inject(len(idx), self.global_step)
         batch = self.train_windows.batch(idx)
         with distribution_validation(False):
             loss = self._nll(self._train_forward(batch), batch)
