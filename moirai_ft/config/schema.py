@@ -105,6 +105,15 @@ class NonNumeric(str, Enum):
     missing = "missing"  # cells that are not numbers become missing values
 
 
+class TimestampUnit(str, Enum):
+    """data.timestamp_unit: the unit of a column of Unix epoch times."""
+
+    s = "s"
+    ms = "ms"
+    us = "us"
+    ns = "ns"
+
+
 @dataclass
 class DataSchema:
     name: str = "synthetic"  # "synthetic" generates the embedded data; any other name reads `path`
@@ -114,6 +123,9 @@ class DataSchema:
     format: DataFormat = DataFormat.wide
     timestamp_column: Optional[str] = None  # null: the first column
     timestamp_format: Optional[str] = None  # strftime format; null: inferred
+    timestamp_unit: Optional[TimestampUnit] = None  # Unix epoch numbers: s|ms|us|ns; null: inferred
+    sep: Optional[str] = None  # CSV field separator; null: inferred (, ; tab |)
+    decimal: Optional[str] = None  # CSV decimal mark; null: inferred (. or ,)
     item_column: str = "item_id"  # long format only
     value_column: str = "value"  # long format only
     columns: Optional[tuple[str, ...]] = None  # names or globs (sensor_*); null: every column
@@ -125,6 +137,10 @@ class DataSchema:
     max_missing: float = 0.5  # columns missing more than this fraction are reported
     drop_bad_columns: bool = False  # drop all-missing, mostly-missing and constant columns
     mode: Mode = Mode.S
+    # column roles (moirai_ft/data/roles.py), names or globs; none given: every column a target, as before
+    targets: tuple[str, ...] = ()  # forecast and scored
+    known_covariates: tuple[str, ...] = ()  # also given over the forecast horizon (weather forecast, schedule)
+    past_covariates: tuple[str, ...] = ()  # given up to the forecast start only (setpoints, other sensors)
     train_ratio: float = 0.7
     val_ratio: float = 0.1
     val_start: Optional[str] = None  # a date: overrides train_ratio
@@ -145,6 +161,16 @@ def register_schemas() -> None:
 register_schemas()
 
 
+def check_patch_size(patch_size: int, patch_sizes: list[int]) -> None:
+    """patch_size must be one the model has (here, not in data/preflight.py: config imports nothing of
+    the package's that imports it back)."""
+    if patch_size not in patch_sizes:
+        raise UserError(
+            f"patch_size={patch_size} is not one of the model's patch sizes {list(patch_sizes)}; "
+            "set patch_size to one of them"
+        )
+
+
 def validate(cfg: DictConfig) -> None:
     """Value checks that a schema cannot express. Raises UserError naming the key to change."""
 
@@ -160,6 +186,11 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.epochs >= 0, f"epochs must be >= 0 (got {cfg.epochs}); 0 evaluates the zero-shot model alone")
     need(cfg.patience >= 1, f"patience must be >= 1 validation check (got {cfg.patience})")
     need(cfg.smoothing >= 1, f"smoothing must be >= 1 check (got {cfg.smoothing})")
+    monitors = ("val_nll", "val_crps", "val_mae")
+    need(str(getattr(cfg.monitor, "value", cfg.monitor)) in monitors,
+         f"monitor must be one of {', '.join(monitors)} (got {cfg.monitor!r})")
+    need(isinstance(cfg.monitor_samples, int) and cfg.monitor_samples >= 1,
+         f"monitor_samples must be an integer >= 1 (got {cfg.monitor_samples!r})")
     need(cfg.warmup_steps >= 0, f"warmup_steps must be >= 0 (got {cfg.warmup_steps})")
     need(
         cfg.steps_per_epoch is None or cfg.steps_per_epoch >= 1,
@@ -167,8 +198,6 @@ def validate(cfg: DictConfig) -> None:
     )
     for key in ("context_length", "prediction_length", "patch_size"):
         need(cfg[key] >= 1, f"{key} must be a positive number of time steps (got {cfg[key]})")
-    from moirai_ft.data.preflight import check_patch_size  # imported here: keeps the schema module free of torch
-
     check_patch_size(cfg.patch_size, list(cfg.model.patch_sizes))
     vci = cfg.val_check_interval
     need(

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from moirai_ft.artifacts import BEST, CHECKPOINTS, HISTORY, LAST, METRICS, identity, write_json_atomic
 from moirai_ft.train.callbacks import BestWeights, DivergenceGuard, History
+from moirai_ft.search.monitor import history_extra, metric_key, monitor_callbacks
 from moirai_ft.config.schema import validate
 from moirai_ft.data.prepare import PreparedData, prepare
 from moirai_ft.train import distributed
@@ -29,6 +30,7 @@ from moirai_ft.evaluation.evaluate import evaluate_job, save_config, summary_lin
 from moirai_ft.model.fast_path import SparseProgressBar
 from moirai_ft.train.loggers import checkpoint_step, job_loggers
 from moirai_ft.train.finetuner import MoiraiFineTuner
+from moirai_ft.model.families import family_of
 from moirai_ft.model.load import apply_pattern, count_params, load_module
 from moirai_ft.data.windows import IndexBatches, eval_batches, index_loader
 
@@ -142,16 +144,20 @@ def fit(
         scheduler=cfg.scheduler.name, warmup_steps=cfg.warmup_steps, total_steps=total_steps,
         min_lr_ratio=cfg.scheduler.min_lr_ratio, compile=cfg.hardware.compile,
     )
-    callbacks: dict[str, L.Callback] = {
-        "history": History(job_dir / HISTORY),
-        "best_weights": BestWeights(ckpt_dir / BEST, cfg.patience, cfg.min_delta, cfg.smoothing),
+    # monitor=val_crps|val_mae: a forecast of the validation windows at every check, before History and
+    # BestWeights read it (moirai_ft/search/monitor.py)
+    callbacks: dict[str, L.Callback] = monitor_callbacks(
+        cfg, data, eval_batches(len(data.val), cfg.batch_size, cfg.val_max_windows))  # every rank: all windows
+    callbacks.update({
+        "history": History(job_dir / HISTORY, history_extra(cfg)),
+        "best_weights": BestWeights(ckpt_dir / BEST, cfg.patience, cfg.min_delta, cfg.smoothing, metric_key(cfg.monitor)),
         "divergence": DivergenceGuard(),
         "throughput": Throughput(cfg.batch_size),
         "last_checkpoint": ModelCheckpoint(
             dirpath=ckpt_dir, filename=Path(LAST).stem, save_top_k=1, monitor=None,
             save_on_train_epoch_end=False, enable_version_counter=False,
         ),
-    }
+    })
     callbacks.update(extra_callbacks or {})
     last = ckpt_dir / LAST
     resume_step = checkpoint_step(last) if last.is_file() else None
@@ -182,6 +188,7 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     `extra_callbacks` join the job's own (the benchmark's step timer, the tests' sync counter)."""
     started = time.time()
     validate(cfg)
+    family_of(cfg.model).check_compile(cfg.hardware.compile)
     rank, world = distributed.global_rank(), distributed.world_size(cfg)
     per_device = distributed.per_device_batch_size(cfg.batch_size, world)  # batch_size is the global batch
     if rank == 0:
@@ -191,7 +198,7 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     module = load_module(cfg.model)
     # the starting model, compared with the selected one on the test split (by rank 0, which alone evaluates)
     zero_shot = copy.deepcopy(module)  # on every rank: an out-of-memory restart starts again from it
-    apply_pattern(module, cfg.pattern.name)
+    module = apply_pattern(module, cfg.pattern)  # the family's parameters per pattern (LoRA: adapters injected)
     trainable, total = count_params(module)
 
     # optimizer steps per epoch, at the full per-device batch (a smaller micro-batch after an OOM keeps them)
@@ -258,6 +265,7 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     metrics: dict[str, Any] = {
         "status": "diverged" if diverged else "completed",
         **identity(cfg),
+        "family": family_of(cfg.model).name,
         "batch_size": cfg.batch_size,
         "world_size": world,  # processes (devices) the global batch was split over
         "accumulate_grad_batches": accumulate,  # > 1 after running out of GPU memory
@@ -269,6 +277,9 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
         "steps_run": trainer.global_step,
         "stop_reason": stop_reason,
         "zero_shot_val_loss": best.zero_shot_val_loss,
+        "monitor": str(cfg.monitor),  # what selected the best check, stopped early and is the objective
+        "best_monitored": best.best_value,
+        "zero_shot_monitored": best.zero_shot_value,
         "finetune_helped": best.finetune_helped,
         "trainable_params": trainable,
         "total_params": total,
@@ -317,6 +328,7 @@ def run(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callback] |
 
 
 def objective(metrics: dict[str, Any]) -> float:
-    """What train.py returns to a sweeper: best validation loss, +inf for a job with no result."""
-    value = metrics.get("best_val_loss")
+    """What train.py returns to a sweeper: the best monitored validation value (the validation loss for
+    monitor=val_nll and for jobs from before the monitor), +inf for a job with no result."""
+    value = metrics.get("best_monitored", metrics.get("best_val_loss"))
     return float(value) if value is not None and metrics.get("status") == "completed" and math.isfinite(value) else math.inf
