@@ -21,23 +21,21 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+import moirai_ft.config.schema  # noqa: F401  (registers the group schemas before composing)
+from moirai_ft.config.precheck import check_command_line
 from moirai_ft.errors import UserError
-
-try:  # first: the uni2ts and Lightning versions moirai-ft was written for, one line if another is installed
-    from moirai_ft.model import compat  # noqa: F401
-except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-
-import moirai_ft.config.schema  # noqa: E402,F401  (registers the group schemas before composing)
-from moirai_ft.instrument import faults  # noqa: E402
-from moirai_ft.sweep.hydra_callbacks import exit_code  # noqa: E402
-from moirai_ft.sweep.runner import run_tracked  # noqa: E402
-from moirai_ft.train.job import objective  # noqa: E402
+from moirai_ft.sweep.hydra_callbacks import exit_code
+# torch-free at import; referenced in main, so a launcher's job process imports it (and naming.py's
+# hydra.sweep.subdir resolver) before Hydra resolves the job's directory
+from moirai_ft.sweep.runner import run_tracked
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
+    # here: torch loads only once the command line is checked
+    from moirai_ft.instrument import faults
+    from moirai_ft.train.job import objective
+
     hc = HydraConfig.get()
     # lock + fingerprint; in a sweep, skips a completed twin or continues an unfinished one (moirai_ft/sweep/runner.py)
     try:
@@ -49,7 +47,7 @@ def main(cfg: DictConfig) -> float:
         print(f"error: cannot write the job's files in {hc.runtime.output_dir} ({e.strerror or e}); "
               "free disk space or pass another hydra.run.dir / hydra.sweep.dir", file=sys.stderr)
         sys.exit(1)
-    if metrics["status"] != "completed":
+    if metrics["status"] not in ("completed", "pruned"):  # pruned: a result (moirai_ft/search/prune.py)
         print(f"error: {metrics.get('error', metrics['status'])}", file=sys.stderr)
         if hc.mode != RunMode.MULTIRUN:  # in a sweep the other jobs go on
             sys.exit(2 if metrics.get("error_type") == "config" else 1)
@@ -57,8 +55,14 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    if message := moirai_ft.config.schema.unknown_choice(sys.argv[1:], Path(__file__).parent / "conf"):
+    # a wrong key, type or value: one line before any directory, data or model (moirai_ft/config/precheck.py)
+    if message := check_command_line(sys.argv[1:], Path(__file__).parent / "conf"):
         print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+    try:  # the uni2ts and Lightning versions moirai-ft was written for: one line if another is installed
+        from moirai_ft.model import compat  # noqa: F401
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     # a sweep with a failed job ends non-zero, after all its jobs ran: the SweepStatus callback
     # (moirai_ft/sweep/hydra_callbacks.py) writes the sweep's exit status into the file named here

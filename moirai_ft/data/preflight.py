@@ -8,7 +8,7 @@ from jaxtyping import Float, Int
 from omegaconf import DictConfig
 from torch import Tensor
 
-from moirai_ft.config.schema import check_patch_size
+from moirai_ft.config.schema import check_patch_size  # torch-free: validate() runs it before any import of torch
 from moirai_ft.errors import UserError
 from moirai_ft.model.families import family_of
 from moirai_ft.data.windows import WindowSpec

@@ -1,14 +1,18 @@
 """One job as train.py runs it: under its directory's lock, with its fingerprint, and in a sweep first
-looking for a twin to skip or continue (the plan in sweep/state.py)."""
+looking for a twin to skip or continue (the plan in sweep/state.py).
+
+Torch-free at import (the training code loads in run_tracked): train.py checks the command line before
+torch loads, and a launcher's job process imports this module, and with it naming.py's resolver, before
+Hydra resolves the job's directory.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning as L
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
@@ -27,7 +31,9 @@ from moirai_ft.sweep.state import (
     set_aside_failure,
     write_link,
 )
-from moirai_ft.train.job import run
+
+if TYPE_CHECKING:
+    import lightning as L
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,8 @@ def run_tracked(
     """One job as train.py runs it: under its lock and with its fingerprint, and in a sweep first
     looking for a twin (sweep/state.py). Returns the job's metrics (a skipped job: its twin's).
     `extra_callbacks` join the job's own Lightning callbacks (the tests' fault injection)."""
+    from moirai_ft.train.job import run  # here: importing this module loads no torch (module doc)
+
     job_dir = Path(job_dir)
     if mode != RunMode.MULTIRUN and sweep_preset:
         return _refused(job_dir, f"sweep={sweep_preset} is a sweep preset: run it with -m, "

@@ -43,7 +43,8 @@ REFUSED = "refused.json"  # beside another config's job: why a job was refused t
 
 # settings that say how to run a sweep, not what a job computes: left out of the fingerprint
 NOT_IN_FINGERPRINT = ("resume", "sweep_root")
-FINAL_STATUSES = ("completed", "diverged")  # a rerun would reproduce them: never retrained
+# a rerun would reproduce them: never retrained (pruned: stopped by the sweep's pruner, a result kept)
+FINAL_STATUSES = ("completed", "diverged", "pruned")
 
 
 # ---------------------------------------------------------------------------------------------------
