@@ -208,3 +208,22 @@ def test_bad_role_through_train_py_exits_2_with_one_line(tmp_path: Path) -> None
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and BAD_ROLES["two_roles"][1] in errors[0] and "Traceback" not in proc.stderr
+
+
+# --- a job with covariates resumes after a kill to the numbers of a clean run --------------------------------------
+
+
+def test_sigkill_then_resume_with_covariates(tmp_path: Path) -> None:
+    from test_reliability import RESUMABLE, assert_same_result
+
+    args = [*RESUMABLE, *BUILDING, "data.mode=M"]  # every role in each sample
+    clean, job = tmp_path / "clean", tmp_path / "job"
+    r = run_train([*args, f"hydra.run.dir={clean}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "test_without_covariates" in json.loads((clean / "metrics.json").read_text())
+    killed = run_train([*args, f"hydra.run.dir={job}"], cwd=tmp_path, env={"MOIRAI_FT_INJECT_KILL_AT_STEP": "6"})
+    assert killed.returncode == -9 and (job / "checkpoints" / "last.ckpt").is_file()
+    resumed = run_train([*args, f"hydra.run.dir={job}"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stderr + resumed.stdout
+    assert_same_result(job, clean)
