@@ -41,6 +41,7 @@ class RootSchema:
     scheduler: Any = MISSING
     hardware: Any = MISSING
     data: Any = MISSING
+    prune: Any = MISSING  # conf/prune: none | asha | hyperband | median (moirai_ft/search/prune.py)
 
     # --- optimisation ---
     lr: float = MISSING

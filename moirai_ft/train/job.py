@@ -17,11 +17,12 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from moirai_ft.artifacts import BEST, CHECKPOINTS, HISTORY, LAST, METRICS, identity, write_json_atomic
 from moirai_ft.train.callbacks import BestWeights, DivergenceGuard, History
 from moirai_ft.search.monitor import history_extra, metric_key, monitor_callbacks
+from moirai_ft.search.prune import finish_trial, job_trial, pruning_callbacks
 from moirai_ft.config.schema import validate, warmup_step_count
 from moirai_ft.data.prepare import PreparedData, prepare
 from moirai_ft.train import distributed
@@ -225,6 +226,9 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     # out of GPU memory: start again with half the micro-batch and twice the gradient accumulation, so
     # the effective batch, the schedule and the data order stay those of the config
     accumulate, oom_micro_batches = 1, []
+    # the job's trial in its sweep's Optuna study (prune=..., hydra/sweeper=optuna): rank 0 reports to it
+    trial = job_trial(cfg, job_dir) if rank == 0 else None
+    extra_callbacks = {**pruning_callbacks(cfg, trial), **(extra_callbacks or {})}
     while True:
         try:
             fitted = fit(cfg, job_dir, module, data, rank, world, per_device, accumulate, steps_per_epoch,
@@ -253,8 +257,12 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     best: BestWeights = callbacks["best_weights"]
     guard: DivergenceGuard = callbacks["divergence"]
     diverged = guard.diverged or best.stop_reason == "diverged"
+    pruning = callbacks.get("pruning")
+    pruned = not diverged and pruning is not None and pruning.pruned_at is not None
     if diverged:
         stop_reason = "diverged"
+    elif pruned:
+        stop_reason = "pruned"
     elif best.stop_reason:
         stop_reason = best.stop_reason
     elif cfg.epochs == 0:
@@ -266,7 +274,7 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
         log.warning("no validation check beat the zero-shot model: the job's result is the starting model")
 
     metrics: dict[str, Any] = {
-        "status": "diverged" if diverged else "completed",
+        "status": "diverged" if diverged else "pruned" if pruned else "completed",
         **identity(cfg),
         "family": family_of(cfg.model).name,
         "batch_size": cfg.batch_size,
@@ -291,15 +299,23 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     }
     if diverged:
         metrics["error"] = "training loss became NaN or infinite; the best weights before that are kept"
+    if pruned:  # a result, not a failure: the best weights so far are the job's (moirai_ft/search/prune.py)
+        metrics.update(pruned_at_check=pruning.pruned_at, pruned_reason=pruning.reason)
     if rank == 0:  # test evaluation has no collectives: one rank does it and writes its files
         val_nll = (best.best_val_loss, best.zero_shot_val_loss)  # measured on the same validation windows
         # the selected model is read back from checkpoints/best, as re-evaluation reads it
-        metrics.update(evaluate_job(cfg, data, zero_shot, job_dir, val_nll))
+        eval_cfg = cfg
+        if pruned and cfg.prune.eval_max_windows is not None:  # a cheaper test for a pruned job
+            eval_cfg = copy.deepcopy(cfg)
+            with open_dict(eval_cfg):
+                eval_cfg.eval.max_windows = cfg.prune.eval_max_windows
+        metrics.update(evaluate_job(eval_cfg, data, zero_shot, job_dir, val_nll))
         log.info(summary_line(metrics))
+        finish_trial(trial, metrics["status"], objective(metrics))
     return metrics
 
 
-def run(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
+def run(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callback] | None = None) -> dict[str, Any]:
     """run_job, with every outcome recorded in metrics.json: a raising job is `failed` with its error,
     and never takes a sweep down with it."""
     job_dir = Path(job_dir)
@@ -314,7 +330,7 @@ def run(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
 
     try:
         with distributed.job_processes(cfg, job_dir, on_stuck=record_stuck):
-            metrics = run_job(cfg, job_dir)
+            metrics = run_job(cfg, job_dir, extra_callbacks)
     except UserError as e:
         metrics = {**base, "status": "failed", "error": str(e), "error_type": "config"}
     except Exception as e:  # noqa: BLE001 - any crash becomes a recorded failure
@@ -334,4 +350,5 @@ def objective(metrics: dict[str, Any]) -> float:
     """What train.py returns to a sweeper: the best monitored validation value (the validation loss for
     monitor=val_nll and for jobs from before the monitor), +inf for a job with no result."""
     value = metrics.get("best_monitored", metrics.get("best_val_loss"))
-    return float(value) if value is not None and metrics.get("status") == "completed" and math.isfinite(value) else math.inf
+    ok = metrics.get("status") in ("completed", "pruned")  # a pruned job has a result: its best check
+    return float(value) if value is not None and ok and math.isfinite(value) else math.inf
