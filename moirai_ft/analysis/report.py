@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LOGS, METRICS, write_json_atomic
 from moirai_ft.analysis.diagnose import PATTERN_LADDER, Finding, apply_overrides, diagnose
 from moirai_ft.errors import UserError
+from moirai_ft.evaluation.bootstrap import significant
 from moirai_ft.sweep.tracking import FINGERPRINT, LINK, is_running, read_link
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -201,11 +202,21 @@ def sort_jobs(jobs: list[Job], metric: str) -> list[Job]:
             + sorted(rest, key=lambda j: (STATE_ORDER.index(j.state), str(j.path))))
 
 
+def significance_columns(jobs: list[Job]) -> list[str]:
+    """significant.<metric> for the test metrics with a bootstrap interval in any job."""
+    names = sorted({n for j in jobs for n in (j.metrics.get("rel_improvement_ci") or {})})
+    return [f"significant.{n}" for n in names]
+
+
 def table(jobs: list[Job], root: Path) -> pd.DataFrame:
-    cols = list(ROW_COLUMNS) + metric_columns(jobs) + list(TAIL_COLUMNS)
+    sig_cols = significance_columns(jobs)
+    cols = list(ROW_COLUMNS) + metric_columns(jobs) + sig_cols + list(TAIL_COLUMNS)
     rows = []
     for job in jobs:
-        row: dict[str, Any] = {c: job.value(c) for c in cols}
+        row: dict[str, Any] = {c: job.value(c) for c in cols if c not in sig_cols}
+        # True/False: the 95% interval of the improvement excludes/includes 0 (moirai_ft/evaluation/bootstrap.py)
+        row.update({c: significant((job.metrics.get("rel_improvement_ci") or {}).get(c.split(".", 1)[1]))
+                    for c in sig_cols})
         row["job"] = _rel(job.path, root)
         row["state"] = job.state.value
         row["error"] = job.metrics.get("error") or job.note or None
@@ -230,9 +241,12 @@ def printable(report: Report) -> pd.DataFrame:
     for col in (c for c in frame.columns if c.startswith("test.")):
         name = col.split(".", 1)[1]
         rel = frame.get(f"rel_improvement.{name}")
+        sig = frame.get(f"significant.{name}")
+        # "n.s.": the improvement's 95% bootstrap interval includes 0, it may be noise
+        marks = [" n.s." if s is False else "" for s in (sig if sig is not None else [None] * len(frame))]
         out[name] = [
-            _fmt_cell(v) + (f" ({r:+.1%})" if rel is not None and isinstance(r, float) and not math.isnan(r) else "")
-            for v, r in zip(frame[col], rel if rel is not None else [None] * len(frame))
+            _fmt_cell(v) + (f" ({r:+.1%}{m})" if rel is not None and isinstance(r, float) and not math.isnan(r) else "")
+            for v, r, m in zip(frame[col], rel if rel is not None else [None] * len(frame), marks)
         ]
     for col in ("wall_s", "train_samples_per_s", "job"):
         out[col] = frame[col].values

@@ -125,6 +125,10 @@ class DataSchema:
     max_missing: float = 0.5  # columns missing more than this fraction are reported
     drop_bad_columns: bool = False  # drop all-missing, mostly-missing and constant columns
     mode: Mode = Mode.S
+    # column roles (moirai_ft/data/roles.py), names or globs; none given: every column a target, as before
+    targets: tuple[str, ...] = ()  # forecast and scored
+    known_covariates: tuple[str, ...] = ()  # also given over the forecast horizon (weather forecast, schedule)
+    past_covariates: tuple[str, ...] = ()  # given up to the forecast start only (setpoints, other sensors)
     train_ratio: float = 0.7
     val_ratio: float = 0.1
     val_start: Optional[str] = None  # a date: overrides train_ratio
@@ -160,6 +164,11 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.epochs >= 0, f"epochs must be >= 0 (got {cfg.epochs}); 0 evaluates the zero-shot model alone")
     need(cfg.patience >= 1, f"patience must be >= 1 validation check (got {cfg.patience})")
     need(cfg.smoothing >= 1, f"smoothing must be >= 1 check (got {cfg.smoothing})")
+    monitors = ("val_nll", "val_crps", "val_mae")
+    need(str(getattr(cfg.monitor, "value", cfg.monitor)) in monitors,
+         f"monitor must be one of {', '.join(monitors)} (got {cfg.monitor!r})")
+    need(isinstance(cfg.monitor_samples, int) and cfg.monitor_samples >= 1,
+         f"monitor_samples must be an integer >= 1 (got {cfg.monitor_samples!r})")
     need(cfg.warmup_steps >= 0, f"warmup_steps must be >= 0 (got {cfg.warmup_steps})")
     need(
         cfg.steps_per_epoch is None or cfg.steps_per_epoch >= 1,

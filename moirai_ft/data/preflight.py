@@ -99,3 +99,58 @@ def check_windows(
                 "prediction_length, other split points (data.train_ratio/val_ratio or data.val_start/test_start), "
                 "or more data"
             )
+
+
+def check_covariates_fit(spec: WindowSpec, targets: int, known: int, past: int, model_cfg: DictConfig) -> None:
+    """A sample with covariates within max_seq_len and max_dim. `targets` per sample (1 in mode S). A known
+    covariate takes a variate's context and horizon tokens, a past covariate its context tokens only."""
+    check_patch_size(spec.patch_size, list(model_cfg.patch_sizes))
+    tokens = (targets + known) * spec.tokens + past * spec.context_tokens
+    limit = model_cfg.max_seq_len
+    if tokens > limit:
+        room = limit - targets * spec.tokens
+        fit = (
+            f"at context_length={spec.context_length} and patch_size={spec.patch_size} the {targets} target "
+            f"variate(s) leave room for {max(room, 0) // spec.tokens} known or {max(room, 0) // spec.context_tokens} "
+            "past covariates"
+            if room > 0
+            else f"the {targets} target variate(s) alone take {targets * spec.tokens} tokens"
+        )
+        raise UserError(
+            f"a sample is {tokens} tokens ({targets} targets and {known} known covariates x {spec.tokens} tokens, "
+            f"{past} past covariates x {spec.context_tokens}), over the model's max_seq_len {limit}; {fit}; "
+            "name fewer covariates (data.known_covariates / data.past_covariates), use a shorter context_length "
+            "or a larger patch_size" + (", or data.mode=S" if targets > 1 else "")
+        )
+    variates = targets + known + past
+    if variates > model_cfg.max_dim:
+        raise UserError(
+            f"{variates} variates in one sample exceed the model's max_dim {model_cfg.max_dim}; "
+            "name fewer covariates or use data.mode=S"
+        )
+
+
+def check_known_horizons(
+    values: Float[np.ndarray, "time columns"],
+    known: list[int],
+    columns: list[str],
+    test_starts: Int[Tensor, "n_starts"],
+    spec: WindowSpec,
+    index: object,
+) -> None:
+    """A known covariate is given over every test window's horizon (the forecast the model is asked with);
+    a missing value there means the column is not known ahead."""
+    if not known or len(test_starts) == 0:
+        return
+    rows = test_starts.cpu().numpy()[:, None] + np.arange(spec.prediction_length)  # (windows, pred)
+    for j in known:
+        missing = np.isnan(values[rows, j])  # (windows, pred)
+        bad = missing.any(axis=1)
+        if bad.any():
+            w = int(np.flatnonzero(bad)[0])
+            first = rows[w][missing[w]][0]
+            raise UserError(
+                f"known covariate {columns[j]!r} is missing over the horizon of {int(bad.sum())} of {len(rows)} test "
+                f"windows (first at {index[first]}); a known covariate must be given over every forecast horizon: "
+                "fill its forecast in, or move it to data.past_covariates"
+            )

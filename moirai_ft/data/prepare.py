@@ -23,7 +23,15 @@ from torch import Tensor
 from moirai_ft.config.schema import Mode
 from moirai_ft.errors import UserError
 from moirai_ft.data.loading import Table, load_table
-from moirai_ft.data.preflight import check_model_fits, check_windows, column_problems
+from moirai_ft.data.covariate_windows import CovariateWindows
+from moirai_ft.data.preflight import (
+    check_covariates_fit,
+    check_known_horizons,
+    check_model_fits,
+    check_windows,
+    column_problems,
+)
+from moirai_ft.data.roles import TARGET, Roles, resolve_roles
 from moirai_ft.data.windows import Windows, WindowSpec, forecast_starts
 
 __all__ = ["PreparedData", "Table", "prepare", "split_rows", "window_starts"]
@@ -40,14 +48,19 @@ class PreparedData:
     val_start: int  # first row of the validation split
     test_start: int  # first row of the test split
     spec: WindowSpec
-    train: Windows
-    val: Windows
-    test: Windows
+    train: Windows | CovariateWindows
+    val: Windows | CovariateWindows
+    test: Windows | CovariateWindows
+    roles: Roles | None = None  # None: no data.targets/known_covariates/past_covariates, every column a target
+
+    def role_of(self, column: str) -> str:
+        return self.roles.role_of(column) if self.roles is not None else TARGET
 
     def save_normalization(self, path: Path) -> None:
         """Per-column train statistics, so forecasts can be mapped back to original units."""
         stats = {
             "columns": self.table.columns,
+            "role": [self.role_of(c) for c in self.table.columns],
             "mean": [float(m) for m in self.mean],
             "std": [float(s) for s in self.std],
             "freq": self.table.freq,
@@ -115,22 +128,42 @@ def prepare(cfg: DictConfig) -> PreparedData:
     table = load_table(cfg.data, cfg.seed)
     n = len(table.index)
     val_start, test_start = split_rows(table.index, cfg.data)
+    roles = resolve_roles(table.columns, cfg.data)
+    if roles is not None and len(roles.columns) < len(table.columns):
+        unused = [c for c in table.columns if c not in set(roles.columns)]
+        log.info("data: %d columns in no role (data.targets/known_covariates/past_covariates) left out", len(unused))
+        table = _select(table, list(roles.columns))
     drop, notes = column_problems(table.values, table.columns, val_start, cfg.data)
     if drop:
-        keep = [i for i, c in enumerate(table.columns) if c not in set(drop)]
-        table = replace(table, values=table.values[:, keep], columns=[table.columns[i] for i in keep])
+        table = _select(table, [c for c in table.columns if c not in set(drop)])
     for note in notes:
         log.warning("data: %s", note)
     table.notes.extend(notes)
 
     mode = Mode(cfg.data.mode)
     spec = WindowSpec(cfg.context_length, cfg.prediction_length, cfg.patch_size, max(cfg.model.patch_sizes))
-    check_model_fits(spec, 1 if mode == Mode.S else len(table.columns), cfg.model)
     starts = window_starts(n, val_start, test_start, spec, cfg.data)
+    if roles is None:
+        check_model_fits(spec, 1 if mode == Mode.S else len(table.columns), cfg.model)
+    else:
+        roles = roles.keep(table.columns)
+        per_sample = 1 if mode == Mode.S else len(roles.targets)
+        check_covariates_fit(spec, per_sample, len(roles.known), len(roles.past), cfg.model)
     check_windows(starts, spec, n, val_start, test_start)
+    if roles is not None:
+        known = [table.columns.index(c) for c in roles.known]
+        check_known_horizons(table.values, known, table.columns, starts["test"], spec, table.index)
 
     normalized, mean, std = normalize(table.values, val_start)
     series = torch.from_numpy(np.ascontiguousarray(normalized.T))
+
+    def windows(split: str) -> Windows | CovariateWindows:
+        if roles is None:
+            return Windows(series, starts[split], spec, mode.value)
+        rows = [torch.tensor([table.columns.index(c) for c in names], dtype=torch.long)
+                for names in (roles.targets, roles.known, roles.past)]
+        return CovariateWindows(series, starts[split], spec, mode.value, *rows)
+
     return PreparedData(
         table=table,
         normalized=normalized,
@@ -139,7 +172,14 @@ def prepare(cfg: DictConfig) -> PreparedData:
         val_start=val_start,
         test_start=test_start,
         spec=spec,
-        train=Windows(series, starts["train"], spec, mode.value),
-        val=Windows(series, starts["val"], spec, mode.value),
-        test=Windows(series, starts["test"], spec, mode.value),
+        train=windows("train"),
+        val=windows("val"),
+        test=windows("test"),
+        roles=roles,
     )
+
+
+def _select(table: Table, columns: list[str]) -> Table:
+    """The table with only `columns`, in table order."""
+    keep = [i for i, c in enumerate(table.columns) if c in set(columns)]
+    return replace(table, values=table.values[:, keep], columns=[table.columns[i] for i in keep])

@@ -74,6 +74,21 @@ class Windows:
     def num_variates(self) -> int:
         return 1 if self.mode == "S" else self.series.shape[0]
 
+    @property
+    def forecast_columns(self) -> Int[Tensor, "var"]:
+        """The series rows forecast (and scored): every one."""
+        return torch.arange(self.series.shape[0], device=self.series.device)
+
+    @property
+    def has_covariates(self) -> bool:
+        return False
+
+    def horizon_positions(self, device: torch.device) -> Int[Tensor, "horizon_tokens"]:
+        """Sequence positions of the prediction tokens, variate-major as `batch` lays them out."""
+        s = self.spec
+        per_variate = torch.arange(s.context_tokens, s.tokens, device=device)
+        return (torch.arange(self.num_variates, device=device)[:, None] * s.tokens + per_variate).reshape(-1)
+
     def to(self, device: torch.device | str) -> "Windows":
         return Windows(self.series.to(device), self.starts.to(device), self.spec, self.mode)
 

@@ -10,7 +10,9 @@ the horizon patches, the median (gluonts's order statistic) as point forecast. B
 same random numbers (seed `eval.seed`), so identical weights give identical metrics. Metrics
 (moirai_ft/evaluation/metrics.py) on the normalised scale (mse_norm, mae_norm) and in original units (mae,
 rmse, mase, wql), plus the validation NLL; metrics.json gains `test`, `zero_shot_test` and
-`rel_improvement`, and forecast.png shows a few windows.
+`rel_improvement` (over the targets only when data.targets/covariates are set: the zero-shot model gets
+the same covariates, and `test_without_covariates` scores the selected model asked without them), and
+forecast.png shows a few windows.
 
 The zero-shot model for re-evaluation is rebuilt the way run_job built it (seed_everything, prepare,
 load_module): the pretrained checkpoint, or the same random initialisation for model.init=random.
@@ -51,6 +53,7 @@ from moirai_ft.errors import UserError
 from moirai_ft.model.fast_path import distribution_validation
 from moirai_ft.train.finetuner import LOSS_FIELDS, MODEL_FIELDS
 from moirai_ft.evaluation.plot import Panel, plot_forecasts
+from moirai_ft.evaluation.bootstrap import item_parts, relative_improvement_interval
 from moirai_ft.evaluation.metrics import QUANTILE_LEVELS, forecast_metrics, rel_improvement, sample_quantiles, seasonal_errors, seasonality
 from moirai_ft.model.load import load_module
 from moirai_ft.data.windows import Batch, Windows, eval_batches
@@ -85,10 +88,8 @@ def _map_tensors(fn: Callable[[Tensor], Tensor], tree: Any) -> Any:
 
 
 def horizon_tokens(windows: Windows, device: torch.device) -> Int[Tensor, "horizon_tokens"]:
-    """Sequence positions of the prediction tokens, variate-major as Windows.batch lays them out."""
-    s = windows.spec
-    per_variate = torch.arange(s.context_tokens, s.tokens, device=device)
-    return (torch.arange(windows.num_variates, device=device)[:, None] * s.tokens + per_variate).reshape(-1)
+    """Sequence positions of the forecast variates' prediction tokens, in the windows' own layout."""
+    return windows.horizon_positions(device)
 
 
 def horizon_distribution(module: MoiraiModule, batch: Batch, tokens: Int[Tensor, "t"], patch_size: int) -> Distribution:
@@ -199,8 +200,8 @@ def eval_items(windows: Windows, ids: Int[Tensor, "n"]) -> EvalItems:
     v = windows.num_variates
     if windows.mode == "S":
         return EvalItems(col.cpu().numpy(), start.cpu().numpy())
-    # mode M: each window holds every column, item order (window, variate) as forecast_quantiles
-    return EvalItems(np.tile(np.arange(v), len(ids)), np.repeat(start.cpu().numpy(), v))
+    # mode M: each window holds every forecast column, item order (window, variate) as forecast_quantiles
+    return EvalItems(np.tile(windows.forecast_columns.cpu().numpy(), len(ids)), np.repeat(start.cpu().numpy(), v))
 
 
 def model_metrics(
@@ -220,6 +221,23 @@ def model_metrics(
         "mase": orig["mase"],
         "wql": orig["wql"],
     }
+
+
+def improvement_intervals(
+    quantiles: dict[str, Float[np.ndarray, "item level pred"]], items: EvalItems, data: PreparedData,
+    seasonal: Float[np.ndarray, "item"], windows: int, seed: int,
+) -> dict[str, list[float] | None]:
+    """Per test metric, the 95% paired bootstrap interval of the relative improvement over zero-shot,
+    resampling test windows (moirai_ft/evaluation/bootstrap.py); the names of model_metrics."""
+    rows = items.starts[:, None] + np.arange(quantiles["zero-shot"].shape[-1])
+    cols = items.columns[:, None]
+    groups = np.repeat(np.arange(windows), len(items.starts) // max(windows, 1))  # mode M: a window's variates together
+    scale = lambda q: q * data.std[items.columns][:, None, None] + data.mean[items.columns][:, None, None]  # noqa: E731
+    norm = [item_parts(data.normalized[rows, cols], quantiles[k]) for k in ("fine-tuned", "zero-shot")]
+    orig = [item_parts(data.table.values[rows, cols], scale(quantiles[k]), seasonal) for k in ("fine-tuned", "zero-shot")]
+    on_norm = relative_improvement_interval(*norm, groups=groups, seed=seed, names=("mse", "mae"))
+    on_orig = relative_improvement_interval(*orig, groups=groups, seed=seed, names=("mae", "rmse", "mase", "wql"))
+    return {"mse_norm": on_norm["mse"], "mae_norm": on_norm["mae"], **on_orig}
 
 
 def forecast_panels(
@@ -298,6 +316,12 @@ def evaluate_models(
                 **model_metrics(quantiles[label], items, data, seasonal),
                 "val_nll": float(nll) if nll is not None else validation_nll(module, data.val, val_batches),
             }
+    without: dict[str, Any] = {}
+    if data.test.has_covariates:  # a third row: did the covariates help the fine-tuned model?
+        with evaluating_on(selected, device):
+            q = forecast_quantiles(selected, data.test.without_covariates(), batches, cfg.eval.num_samples,
+                                   cfg.eval.seed, desc="test fine-tuned without covariates")
+        without["test_without_covariates"] = model_metrics(q, items, data, seasonal)
     panels = forecast_panels(data, items, quantiles, cfg.eval.plot_windows)
     if panels:
         plot_forecasts(panels, job_dir / FORECAST_PNG)
@@ -305,6 +329,9 @@ def evaluate_models(
         "test": results["fine-tuned"],
         "zero_shot_test": results["zero-shot"],
         "rel_improvement": rel_improvement(results["fine-tuned"], results["zero-shot"]),
+        # 95% paired bootstrap interval of each rel_improvement, over test windows (seed eval.seed)
+        "rel_improvement_ci": improvement_intervals(quantiles, items, data, seasonal, len(ids), cfg.eval.seed),
+        **without,
         "test_eval": {
             "windows": len(ids),
             "series_windows": len(items.starts),

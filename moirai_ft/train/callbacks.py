@@ -24,10 +24,12 @@ def _current_lr(trainer: L.Trainer) -> float:
 
 
 class History(L.Callback):
-    """training_history.csv: one row per validation check; the pre-training check is epoch -1, step 0."""
+    """training_history.csv: one row per validation check; the pre-training check is epoch -1, step 0.
+    `extra`: column -> key in trainer.callback_metrics (the monitored forecast metric, val_crps)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, extra: dict[str, str] | None = None):
         self.path = Path(path)
+        self.extra = dict(extra or {})
         self.rows: list[dict[str, float]] = []
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: MoiraiFineTuner) -> None:
@@ -41,6 +43,9 @@ class History(L.Callback):
             "val_loss": float(trainer.callback_metrics["val/loss"]),
             "lr": 0.0 if pretraining else _current_lr(trainer),
         }
+        for column, key in self.extra.items():
+            value = trainer.callback_metrics.get(key)
+            row[column] = float(value) if value is not None else float("nan")
         self.rows.append(row)
         if trainer.is_global_zero:
             self.write()
@@ -48,7 +53,7 @@ class History(L.Callback):
     def write(self) -> None:
         tmp = self.path.with_suffix(".csv.tmp")
         with tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+            w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS + tuple(self.extra))
             w.writeheader()
             w.writerows(self.rows)
         tmp.replace(self.path)
@@ -61,7 +66,9 @@ class History(L.Callback):
 
 
 class BestWeights(L.Callback):
-    """Early stopping and model selection on validation loss.
+    """Early stopping and model selection on the monitored validation value (lower is better): the
+    validation loss by default, `monitor_key` names another entry of trainer.callback_metrics
+    (moirai_ft/search/monitor.py puts the forecast metrics there).
 
     Every validation check is a candidate, the pre-training (zero-shot) check included: if no
     fine-tuning check beats it by `min_delta`, the job's result is the model it started from.
@@ -70,8 +77,10 @@ class BestWeights(L.Callback):
     they load back as `model.checkpoint=<best_dir>` (or in uni2ts's MoiraiForecast).
     """
 
-    def __init__(self, best_dir: Path, patience: int, min_delta: float = 0.0, smoothing: int = 1):
+    def __init__(self, best_dir: Path, patience: int, min_delta: float = 0.0, smoothing: int = 1,
+                 monitor_key: str = "val/loss"):
         self.best_dir = Path(best_dir)
+        self.monitor_key = monitor_key
         self.patience = patience
         self.min_delta = min_delta
         self.smoothing = smoothing
@@ -83,6 +92,10 @@ class BestWeights(L.Callback):
         self.wait = 0
         self.stop_reason: str | None = None
         self.zero_shot_val_loss: float | None = None
+        self.values: list[float] = []  # the monitored value per check (== losses for val/loss)
+        self.best_value = math.inf  # the monitored value at the selected check
+        self.zero_shot_value: float | None = None
+        self.checks = 0  # validation checks seen, the zero-shot one included
 
     @property
     def finetune_helped(self) -> bool:
@@ -93,16 +106,20 @@ class BestWeights(L.Callback):
             return
         # the loss is reduced over ranks already; rank 0's copy makes every rank's decisions bit-identical
         loss = trainer.strategy.broadcast(float(trainer.callback_metrics["val/loss"]), src=0)
+        value = loss if self.monitor_key == "val/loss" else trainer.strategy.broadcast(
+            float(trainer.callback_metrics.get(self.monitor_key, math.nan)), src=0)
         pretraining = trainer.state.fn == "validate"
         if pretraining:
-            self.zero_shot_val_loss = loss
+            self.zero_shot_val_loss, self.zero_shot_value = loss, value
         self.losses.append(loss)
-        window = self.losses[-self.smoothing :]
+        self.values.append(value)
+        self.checks += 1
+        window = self.values[-self.smoothing :]
         score = sum(window) / len(window)
         epoch = -1 if pretraining else trainer.current_epoch
         step = 0 if pretraining else trainer.global_step
         if pretraining or score < self.best_score - self.min_delta:
-            self.best_score, self.best_val_loss = score, loss
+            self.best_score, self.best_val_loss, self.best_value = score, loss, value
             self.best_epoch, self.best_step, self.wait = epoch, step, 0
             if trainer.is_global_zero:
                 self._save(pl_module)
@@ -135,7 +152,8 @@ class BestWeights(L.Callback):
         pl_module.module.load_state_dict(state)
 
     def state_dict(self) -> dict[str, Any]:
-        keys = ("losses", "best_score", "best_val_loss", "best_epoch", "best_step", "wait", "stop_reason", "zero_shot_val_loss")
+        keys = ("losses", "best_score", "best_val_loss", "best_epoch", "best_step", "wait", "stop_reason",
+                "zero_shot_val_loss", "values", "best_value", "zero_shot_value", "checks")
         return {k: getattr(self, k) for k in keys}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

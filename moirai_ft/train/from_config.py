@@ -18,29 +18,32 @@ from omegaconf import DictConfig
 
 from moirai_ft.artifacts import BEST, CHECKPOINTS, HISTORY, LAST
 from moirai_ft.errors import UserError
+from moirai_ft.search.monitor import history_extra, metric_key
 
 # the callbacks the job reads its result from (job.py): a callbacks group must define them
 REQUIRED_CALLBACKS = ("best_weights", "divergence", "throughput")
 
 
-def job_paths(job_dir: Path) -> dict[str, dict[str, Any]]:
-    """By callback name: where it writes in the job directory (the names of moirai_ft/artifacts.py)."""
+def job_args(cfg: DictConfig, job_dir: Path) -> dict[str, dict[str, Any]]:
+    """By callback name, what the job adds to its entry: where it writes in the job directory (the names
+    of moirai_ft/artifacts.py), and what the `monitor` setting selects on (moirai_ft/search/monitor.py)."""
     checkpoints = Path(job_dir) / CHECKPOINTS
     return {
-        "history": {"path": Path(job_dir) / HISTORY},
-        "best_weights": {"best_dir": checkpoints / BEST},
+        "history": {"path": Path(job_dir) / HISTORY, "extra": history_extra(cfg)},
+        "best_weights": {"best_dir": checkpoints / BEST, "monitor_key": metric_key(cfg.monitor)},
         "last_checkpoint": {"dirpath": checkpoints, "filename": Path(LAST).stem},
     }
 
 
-def build_callbacks(group: DictConfig, job_dir: Path) -> dict[str, L.Callback]:
-    """conf/callbacks's entries, instantiated, by name."""
+def build_callbacks(cfg: DictConfig, job_dir: Path) -> dict[str, L.Callback]:
+    """conf/callbacks's entries (cfg.callbacks), instantiated, by name."""
+    group = cfg.callbacks
     missing = [name for name in REQUIRED_CALLBACKS if name not in group]
     if missing:
         raise UserError(f"the callbacks group has no {', '.join(missing)}: the job reads its result from them; "
                         "keep them in conf/callbacks/<option>.yaml")
-    paths = job_paths(job_dir)
-    return {name: instantiate(node, **paths.get(name, {})) for name, node in group.items()}
+    args = job_args(cfg, job_dir)
+    return {name: instantiate(node, **args.get(name, {})) for name, node in group.items()}
 
 
 def build_loggers(group: DictConfig | None, job_dir: Path, resume_step: int | None) -> dict[str, Logger]:

@@ -19,7 +19,8 @@ import torch
 from omegaconf import DictConfig
 
 from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LAST, METRICS, identity, write_json_atomic
-from moirai_ft.train.callbacks import BestWeights, DivergenceGuard, History
+from moirai_ft.train.callbacks import BestWeights, DivergenceGuard
+from moirai_ft.search.monitor import monitor_callbacks
 from moirai_ft.config.schema import validate
 from moirai_ft.data.prepare import PreparedData, prepare
 from moirai_ft.train import distributed
@@ -99,7 +100,11 @@ def fit(
         scheduler=cfg.scheduler.name, warmup_steps=cfg.warmup_steps, total_steps=total_steps,
         min_lr_ratio=cfg.scheduler.min_lr_ratio, compile=cfg.hardware.compile,
     )
-    callbacks = build_callbacks(cfg.callbacks, job_dir)  # conf/callbacks, by name
+    # monitor=val_crps|val_mae: a forecast of the validation windows at every check, before History and
+    # BestWeights read it (moirai_ft/search/monitor.py)
+    callbacks: dict[str, L.Callback] = monitor_callbacks(
+        cfg, data, eval_batches(len(data.val), cfg.batch_size, cfg.val_max_windows))  # every rank: all windows
+    callbacks.update(build_callbacks(cfg, job_dir))  # conf/callbacks, by name
     callbacks.update(extra_callbacks or {})
     last = ckpt_dir / LAST
     resume_step = checkpoint_step(last) if last.is_file() else None
@@ -218,6 +223,9 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
         "steps_run": trainer.global_step,
         "stop_reason": stop_reason,
         "zero_shot_val_loss": best.zero_shot_val_loss,
+        "monitor": str(cfg.monitor),  # what selected the best check, stopped early and is the objective
+        "best_monitored": best.best_value,
+        "zero_shot_monitored": best.zero_shot_value,
         "finetune_helped": best.finetune_helped,
         "trainable_params": trainable,
         "total_params": total,
@@ -267,6 +275,7 @@ def run(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
 
 
 def objective(metrics: dict[str, Any]) -> float:
-    """What train.py returns to a sweeper: best validation loss, +inf for a job with no result."""
-    value = metrics.get("best_val_loss")
+    """What train.py returns to a sweeper: the best monitored validation value (the validation loss for
+    monitor=val_nll and for jobs from before the monitor), +inf for a job with no result."""
+    value = metrics.get("best_monitored", metrics.get("best_val_loss"))
     return float(value) if value is not None and metrics.get("status") == "completed" and math.isfinite(value) else math.inf
