@@ -105,6 +105,15 @@ class NonNumeric(str, Enum):
     missing = "missing"  # cells that are not numbers become missing values
 
 
+class TimestampUnit(str, Enum):
+    """data.timestamp_unit: the unit of a column of Unix epoch times."""
+
+    s = "s"
+    ms = "ms"
+    us = "us"
+    ns = "ns"
+
+
 @dataclass
 class DataSchema:
     name: str = "synthetic"  # "synthetic" generates the embedded data; any other name reads `path`
@@ -114,6 +123,9 @@ class DataSchema:
     format: DataFormat = DataFormat.wide
     timestamp_column: Optional[str] = None  # null: the first column
     timestamp_format: Optional[str] = None  # strftime format; null: inferred
+    timestamp_unit: Optional[TimestampUnit] = None  # Unix epoch numbers: s|ms|us|ns; null: inferred
+    sep: Optional[str] = None  # CSV field separator; null: inferred (, ; tab |)
+    decimal: Optional[str] = None  # CSV decimal mark; null: inferred (. or ,)
     item_column: str = "item_id"  # long format only
     value_column: str = "value"  # long format only
     columns: Optional[tuple[str, ...]] = None  # names or globs (sensor_*); null: every column

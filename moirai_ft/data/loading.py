@@ -12,7 +12,6 @@ import fnmatch
 import logging
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence, Union
 
 import numpy as np
@@ -22,11 +21,15 @@ from pandas.tseries.frequencies import to_offset
 
 from moirai_ft.config.schema import DataFormat, Duplicates, NonNumeric
 from moirai_ft.errors import UserError
+from moirai_ft.data.reading import read_file
 from moirai_ft.data.synthetic import building_telemetry
 
 log = logging.getLogger(__name__)
 
-PARQUET_SUFFIXES = (".parquet", ".pq")
+# Unix epoch times of 1990-01-01 .. 2100-01-01 in each unit: the ranges do not overlap, so a numeric
+# timestamp column inside one of them tells its unit
+EPOCH_RANGE_S = (631_152_000, 4_102_444_800)
+EPOCH_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 MAX_GRID_GROWTH = 10  # reindexing may add missing steps, but not turn a few stray stamps into millions of rows
 
 
@@ -39,54 +42,48 @@ class Table:
     columns: list[str]
     freq: str
     notes: list[str] = field(default_factory=list)  # what loading reported or fixed
+    non_finite: dict[str, int] = field(default_factory=dict)  # per column: inf/-inf cells read as missing
 
 
 def load_table(data_cfg: DictConfig, seed: int) -> Table:
     """The selected columns of the configured data on a regular grid."""
     notes: list[str] = []
+    non_finite: dict[str, int] = {}
     if data_cfg.name == "synthetic":
         frame = building_telemetry(data_cfg.num_columns, data_cfg.num_days, seed=seed)
         frame = frame[select_columns(list(frame.columns), data_cfg.columns, data_cfg.exclude)]
     else:
-        raw = read_file(data_cfg.path)
+        raw = read_file(data_cfg, notes)
         if data_cfg.format == DataFormat.long:
-            frame = long_to_wide(raw, data_cfg, notes)
+            frame = long_to_wide(raw, data_cfg, notes, non_finite)
             frame = frame[select_columns(list(frame.columns), data_cfg.columns, data_cfg.exclude)]
         else:
-            stamps, rest = split_timestamps(raw, data_cfg)
+            stamps, rest = split_timestamps(raw, data_cfg, notes)
             rest = rest[select_columns(list(rest.columns), data_cfg.columns, data_cfg.exclude)]
             frame = numeric(rest, data_cfg.non_numeric, notes).set_axis(stamps, axis=0)
+            frame = non_finite_as_missing(frame, non_finite)
+    non_finite = {str(c): non_finite[str(c)] for c in frame.columns if non_finite.get(str(c))}
+    if non_finite:
+        notes.append(f"{sum(non_finite.values())} non-finite values (inf, -inf) read as missing: "
+                     + ", ".join(f"{c!r} {n}" for c, n in non_finite.items()))
     frame, freq = regular_grid(frame, data_cfg, notes)
     for note in notes:
         log.warning("data: %s", note)
-    return Table(frame.to_numpy(np.float32), frame.index, [str(c) for c in frame.columns], freq, notes)
+    return Table(frame.to_numpy(np.float32), frame.index, [str(c) for c in frame.columns], freq, notes, non_finite)
 
 
-def read_file(path_value: str | None) -> pd.DataFrame:
-    """A CSV or Parquet file as read, every column kept; a DatetimeIndex (Parquet) becomes the first column."""
-    if not path_value:
-        raise UserError("data.path is not set; point data.path at your CSV or Parquet file")
-    path = Path(str(path_value)).expanduser()
-    if not path.is_file():
-        raise UserError(f"data.path={path} does not exist; point data.path at your CSV or Parquet file")
-    if path.stat().st_size == 0:
-        raise UserError(f"data.path={path} is empty; export the data again or point data.path at another file")
-    try:
-        if path.suffix.lower() in PARQUET_SUFFIXES:
-            raw = pd.read_parquet(path)
-            if isinstance(raw.index, pd.DatetimeIndex):
-                raw = raw.reset_index()
-        else:
-            raw = pd.read_csv(path, low_memory=False)
-    except pd.errors.EmptyDataError:
-        raise UserError(f"data.path={path} has no columns; export the data again with a header row") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"data.path={path} could not be read ({first}); save it as CSV or Parquet") from None
-    if len(raw) == 0:
-        raise UserError(f"data.path={path} has a header but no rows; export the data again")
-    raw.columns = [str(c).strip() for c in raw.columns]
-    return raw
+def non_finite_as_missing(frame: pd.DataFrame, counts: dict[str, int]) -> pd.DataFrame:
+    """inf and -inf cells (also numbers beyond float32's range) as NaN, which the model reads as
+    unobserved (observed_mask 0, as uni2ts treats NaN); their count per column is added to `counts`."""
+    values = frame.to_numpy(np.float32, copy=True)
+    bad = np.isinf(values)
+    if not bad.any():
+        return frame
+    for name, n in zip(frame.columns, bad.sum(axis=0)):
+        if n:
+            counts[str(name)] = counts.get(str(name), 0) + int(n)
+    values[bad] = np.nan
+    return pd.DataFrame(values, index=frame.index, columns=frame.columns)
 
 
 def _preview(names: list[str], limit: int = 8) -> str:
@@ -103,25 +100,63 @@ def _column(raw: pd.DataFrame, name: str, option: str) -> pd.Series:
     return raw[name]
 
 
-def split_timestamps(raw: pd.DataFrame, data_cfg: DictConfig) -> tuple[pd.DatetimeIndex, pd.DataFrame]:
+def split_timestamps(
+    raw: pd.DataFrame, data_cfg: DictConfig, notes: list[str]
+) -> tuple[pd.DatetimeIndex, pd.DataFrame]:
     """The timestamp column (data.timestamp_column, else the first column) parsed, and the other columns."""
     name = data_cfg.timestamp_column or raw.columns[0]
-    stamps = parse_timestamps(_column(raw, name, "data.timestamp_column"), data_cfg.timestamp_format)
+    stamps = parse_timestamps(_column(raw, name, "data.timestamp_column"), data_cfg, notes)
     rest = raw.drop(columns=[name])
     if rest.shape[1] == 0:
         raise UserError(f"the file has only the timestamp column {name!r}; add one column per series")
     return stamps, rest
 
 
-def parse_timestamps(column: pd.Series, fmt: str | None) -> pd.DatetimeIndex:
-    """Timestamps from a column of text or datetimes; tz-aware stamps become naive UTC (no DST gaps)."""
+def epoch_unit(column: pd.Series) -> str | None:
+    """The unit (s, ms, us, ns) in which every value of a numeric column is a Unix epoch time between
+    1990 and 2100, or None."""
+    values = pd.to_numeric(column, errors="coerce").to_numpy(np.float64)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return None
+    for unit, per_second in EPOCH_UNITS.items():
+        low, high = (b * per_second for b in EPOCH_RANGE_S)
+        if ((values >= low) & (values <= high)).all():
+            return unit
+    return None
+
+
+def _numeric_stamps(column: pd.Series, unit: str | None, data_cfg: DictConfig, notes: list[str]) -> pd.Series:
+    """A column of numbers as Unix epoch times in data.timestamp_unit, else in the inferred unit."""
     name = column.name
-    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+    given = getattr(data_cfg.get("timestamp_unit"), "value", data_cfg.get("timestamp_unit"))
+    unit = given or unit
+    if unit is None:
         raise UserError(
             f"no timestamp column: column {name!r} holds numbers (e.g. {column.iloc[0]!r}); put the timestamps "
-            "in the first column or name their column with data.timestamp_column=<name>"
+            "in the first column or name their column with data.timestamp_column=<name>; Unix epoch times "
+            "outside 1990-2100 need data.timestamp_unit=s|ms|us|ns"
         )
+    if not given:
+        notes.append(f"timestamps in column {name!r} read as Unix epoch times in {unit} (inferred; "
+                     "set data.timestamp_unit=s|ms|us|ns to override)")
+    numbers = pd.to_numeric(column, errors="coerce")
+    try:
+        return pd.to_datetime(numbers, unit=unit, errors="coerce")
+    except (ValueError, OverflowError, pd.errors.OutOfBoundsDatetime):
+        raise UserError(
+            f"column {name!r} holds numbers (e.g. {column.iloc[0]!r}) too large for Unix epoch times in "
+            f"{unit}; set data.timestamp_unit to their unit (s|ms|us|ns)"
+        ) from None
+
+
+def parse_timestamps(column: pd.Series, data_cfg: DictConfig, notes: list[str]) -> pd.DatetimeIndex:
+    """Timestamps from a column of text, datetimes or Unix epoch numbers. Time-zone-aware stamps become
+    naive UTC, with a note: local wall time repeats and skips an hour at DST changes, which would
+    break the regular grid."""
+    name, fmt = column.name, data_cfg.timestamp_format
     present = column.notna().to_numpy()
+    numbers = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
 
     def parse(how: str | None, utc: bool = False) -> pd.Series:
         with warnings.catch_warnings():  # "could not infer format": we check the result ourselves
@@ -129,13 +164,21 @@ def parse_timestamps(column: pd.Series, fmt: str | None) -> pd.DatetimeIndex:
             try:
                 return pd.to_datetime(column, format=how, errors="coerce", utc=utc)
             except (ValueError, TypeError):  # mixed time zones without utc=True
-                return pd.to_datetime(column, format=how, errors="coerce", utc=True)
+                try:
+                    return pd.to_datetime(column, format=how, errors="coerce", utc=True)
+                except (ValueError, TypeError, OverflowError):  # e.g. a format pandas cannot use
+                    return pd.Series(pd.NaT, index=column.index, dtype="datetime64[ns]")
+            except OverflowError:
+                return pd.Series(pd.NaT, index=column.index, dtype="datetime64[ns]")
 
-    parsed = parse(fmt)
-    if fmt is None and (parsed.isna().to_numpy() & present).any():  # rows in another layout than the first
-        parsed = parse("mixed")
-    if not pd.api.types.is_datetime64_any_dtype(parsed):  # several UTC offsets
-        parsed = parse(fmt or "mixed", utc=True)
+    if numbers or data_cfg.get("timestamp_unit"):
+        parsed = _numeric_stamps(column, epoch_unit(column) if numbers else None, data_cfg, notes)
+    else:
+        parsed = parse(fmt)
+        if fmt is None and (parsed.isna().to_numpy() & present).any():  # rows in another layout than the first
+            parsed = parse("mixed")
+        if not pd.api.types.is_datetime64_any_dtype(parsed):  # several UTC offsets
+            parsed = parse(fmt or "mixed", utc=True)
     bad = np.flatnonzero(parsed.isna().to_numpy())
     if len(bad) == len(column):
         raise UserError(
@@ -145,17 +188,21 @@ def parse_timestamps(column: pd.Series, fmt: str | None) -> pd.DatetimeIndex:
     if len(bad):
         first = int(bad[0])
         shown = repr(column.iloc[first]) if present[first] else "an empty cell"
-        how = (
-            f"data.timestamp_format={fmt!r} does not match them"
-            if fmt
-            else "give their format with data.timestamp_format (e.g. '%d.%m.%Y %H:%M')"
-        )
+        if numbers or data_cfg.get("timestamp_unit"):
+            how = "check data.timestamp_unit (s|ms|us|ns)"
+        elif fmt:
+            how = f"data.timestamp_format={fmt!r} does not match them"
+        else:
+            how = "give their format with data.timestamp_format (e.g. '%d.%m.%Y %H:%M')"
         raise UserError(
             f"{len(bad)} of {len(column)} timestamps in column {name!r} could not be read (row {first + 1}: "
             f"{shown}); fix them in the file or {how}"
         )
     if parsed.dt.tz is not None:
+        zone = str(parsed.dt.tz)
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+        notes.append(f"timestamps in column {name!r} carry a time zone ({zone}): converted to UTC, "
+                     "so daylight-saving changes leave no gap or repeat in the grid")
     return pd.DatetimeIndex(parsed, name="timestamp")
 
 
@@ -217,14 +264,22 @@ def collapse(grouped: GroupBy, how: Duplicates) -> pd.DataFrame | pd.Series:
     return {Duplicates.first: grouped.first, Duplicates.last: grouped.last, Duplicates.mean: grouped.mean}[how]()
 
 
-def long_to_wide(raw: pd.DataFrame, data_cfg: DictConfig, notes: list[str]) -> pd.DataFrame:
-    """A long file (item, timestamp, value per row) as a wide frame with one column per item."""
+def long_to_wide(
+    raw: pd.DataFrame, data_cfg: DictConfig, notes: list[str], non_finite: dict[str, int]
+) -> pd.DataFrame:
+    """A long file (item, timestamp, value per row) as a wide frame with one column per item; non-finite
+    values are missing values, counted per item in `non_finite`."""
     items = _column(raw, data_cfg.item_column, "data.item_column").astype(str)
     value_column = _column(raw, data_cfg.value_column, "data.value_column").to_frame()
     values = numeric(value_column, data_cfg.non_numeric, notes, excludable=False)
     stamp_column = _column(raw, data_cfg.timestamp_column or raw.columns[0], "data.timestamp_column")
-    stamps = parse_timestamps(stamp_column, data_cfg.timestamp_format)
+    stamps = parse_timestamps(stamp_column, data_cfg, notes)
     long = pd.DataFrame({"item": items.to_numpy(), "timestamp": stamps, "value": values.iloc[:, 0].to_numpy()})
+    inf = np.isinf(long["value"].to_numpy())
+    if inf.any():
+        for item, n in long.loc[inf, "item"].value_counts().items():
+            non_finite[str(item)] = int(n)
+        long.loc[inf, "value"] = np.nan
     dup = long.duplicated(["item", "timestamp"]).to_numpy()
     if dup.any():
         first, count, how = long[dup].iloc[0], int(dup.sum()), Duplicates(data_cfg.fix_duplicates)

@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from moirai_ft.errors import UserError
+from moirai_ft.model.families import family_of
 from moirai_ft.data.windows import WindowSpec
 
 
@@ -28,7 +29,7 @@ def column_problems(
     drop = data_cfg.drop_bad_columns
     if empty and not drop:
         raise UserError(
-            f"column {empty[0]!r} has no values (all {len(values)} cells missing)"
+            f"column {empty[0]!r} has no values (all {len(values)} cells missing or non-finite)"
             + (f", and {len(empty) - 1} more columns" if len(empty) > 1 else "")
             + f"; leave it out with data.exclude=[{_names(empty)}] or set data.drop_bad_columns=true"
         )
@@ -82,6 +83,7 @@ def check_model_fits(spec: WindowSpec, num_variates: int, model_cfg: DictConfig)
             f"{num_variates} variates in one sample exceed the model's max_dim {model_cfg.max_dim}; "
             "use data.mode=S or select fewer columns (data.columns / data.exclude)"
         )
+    family_of(model_cfg).preflight(spec, num_variates, model_cfg)  # the family's own limits
 
 
 def check_windows(

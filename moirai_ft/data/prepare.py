@@ -69,6 +69,7 @@ class PreparedData:
             "val_start": str(self.table.index[self.val_start]),
             "test_start": str(self.table.index[self.test_start]),
             "notes": self.table.notes,
+            "non_finite": self.table.non_finite,  # per column: inf/-inf cells read as missing
         }
         path.write_text(json.dumps(stats, indent=2))
 
