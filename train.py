@@ -21,12 +21,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import moirai_ft.config.schema  # noqa: F401  (registers the group schemas before composing)
+from moirai_ft.config.precheck import check_command_line
 from moirai_ft.sweep import tracking as sweep
-from moirai_ft.train.job import objective
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
+    from moirai_ft.train.job import objective  # here: torch loads only once the command line is checked
+
     hc = HydraConfig.get()
     # lock + fingerprint; in a sweep, skips a completed twin or continues an unfinished one (moirai_ft/sweep/tracking.py)
     try:
@@ -37,7 +39,7 @@ def main(cfg: DictConfig) -> float:
         print(f"error: cannot write the job's files in {hc.runtime.output_dir} ({e.strerror or e}); "
               "free disk space or pass another hydra.run.dir / hydra.sweep.dir", file=sys.stderr)
         sys.exit(1)
-    if metrics["status"] != "completed":
+    if metrics["status"] not in ("completed", "pruned"):  # pruned: a result (moirai_ft/search/prune.py)
         print(f"error: {metrics.get('error', metrics['status'])}", file=sys.stderr)
         if hc.mode != RunMode.MULTIRUN:  # in a sweep the other jobs go on
             sys.exit(2 if metrics.get("error_type") == "config" else 1)
@@ -45,7 +47,8 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    if message := moirai_ft.config.schema.unknown_choice(sys.argv[1:], Path(__file__).parent / "conf"):
+    # a wrong key, type or value: one line before any directory, data or model (moirai_ft/config/precheck.py)
+    if message := check_command_line(sys.argv[1:], Path(__file__).parent / "conf"):
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     main()

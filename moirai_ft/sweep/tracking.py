@@ -52,7 +52,8 @@ NOT_IN_FINGERPRINT = ("resume", "sweep_root", "logger")
 DIRNAME_HEAD = ("model", "pattern", "lr")
 NOT_IN_DIRNAME = ("sweep",) + NOT_IN_FINGERPRINT
 MAX_DIRNAME = 240  # bytes; file systems allow 255 per name
-FINAL_STATUSES = ("completed", "diverged")  # a rerun would reproduce them: never retrained
+# a rerun would reproduce them: never retrained (pruned: stopped by the sweep's pruner, a result kept)
+FINAL_STATUSES = ("completed", "diverged", "pruned")
 
 
 # ---------------------------------------------------------------------------------------------------

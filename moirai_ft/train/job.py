@@ -16,12 +16,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LAST, METRICS, identity, write_json_atomic
 from moirai_ft.train.callbacks import BestWeights, DivergenceGuard
 from moirai_ft.search.monitor import monitor_callbacks
-from moirai_ft.config.schema import validate
+from moirai_ft.search.prune import finish_trial, job_trial, pruning_callbacks
+from moirai_ft.config.schema import validate, warmup_step_count
 from moirai_ft.data.prepare import PreparedData, prepare
 from moirai_ft.train import distributed
 from moirai_ft.errors import UserError
@@ -98,7 +99,8 @@ def fit(
     ckpt_dir = job_dir / CHECKPOINTS
     finetuner = MoiraiFineTuner(
         module, data.train, data.val, order, lr=cfg.lr, weight_decay=cfg.weight_decay,
-        scheduler=cfg.scheduler.name, warmup_steps=cfg.warmup_steps, total_steps=total_steps,
+        scheduler=cfg.scheduler.name, warmup_steps=warmup_step_count(cfg.warmup_steps, total_steps),
+        total_steps=total_steps,
         min_lr_ratio=cfg.scheduler.min_lr_ratio, compile=cfg.hardware.compile,
     )
     # monitor=val_crps|val_mae: a forecast of the validation windows at every check, before History and
@@ -158,10 +160,12 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
             "lower batch_size or data.window_stride"
         )
     total_steps = steps_per_epoch * cfg.epochs
-    if cfg.epochs > 0 and cfg.warmup_steps > total_steps:
+    warmup_steps = warmup_step_count(cfg.warmup_steps, total_steps)
+    if cfg.epochs > 0 and warmup_steps > total_steps:
         raise UserError(
             f"warmup_steps={cfg.warmup_steps} is longer than the whole run ({cfg.epochs} epochs x "
-            f"{steps_per_epoch} steps = {total_steps}); lower warmup_steps or raise epochs/steps_per_epoch"
+            f"{steps_per_epoch} steps = {total_steps}); lower warmup_steps, give a fraction of the run "
+            "(warmup_steps=0.05) or raise epochs/steps_per_epoch"
         )
     ckpt_dir = job_dir / CHECKPOINTS
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -171,6 +175,9 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     # out of GPU memory: start again with half the micro-batch and twice the gradient accumulation, so
     # the effective batch, the schedule and the data order stay those of the config
     accumulate, oom_micro_batches = 1, []
+    # the job's trial in its sweep's Optuna study (prune=..., hydra/sweeper=optuna): rank 0 reports to it
+    trial = job_trial(cfg, job_dir) if rank == 0 else None
+    extra_callbacks = {**pruning_callbacks(cfg, trial), **(extra_callbacks or {})}
     while True:
         try:
             fitted = fit(cfg, job_dir, module, data, rank, world, per_device, accumulate, steps_per_epoch,
@@ -199,8 +206,12 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     best: BestWeights = callbacks["best_weights"]
     guard: DivergenceGuard = callbacks["divergence"]
     diverged = guard.diverged or best.stop_reason == "diverged"
+    pruning = callbacks.get("pruning")
+    pruned = not diverged and pruning is not None and pruning.pruned_at is not None
     if diverged:
         stop_reason = "diverged"
+    elif pruned:
+        stop_reason = "pruned"
     elif best.stop_reason:
         stop_reason = best.stop_reason
     elif cfg.epochs == 0:
@@ -212,7 +223,7 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
         log.warning("no validation check beat the zero-shot model: the job's result is the starting model")
 
     metrics: dict[str, Any] = {
-        "status": "diverged" if diverged else "completed",
+        "status": "diverged" if diverged else "pruned" if pruned else "completed",
         **identity(cfg),
         "family": family_of(cfg.model).name,
         "batch_size": cfg.batch_size,
@@ -237,12 +248,20 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     }
     if diverged:
         metrics["error"] = "training loss became NaN or infinite; the best weights before that are kept"
+    if pruned:  # a result, not a failure: the best weights so far are the job's (moirai_ft/search/prune.py)
+        metrics.update(pruned_at_check=pruning.pruned_at, pruned_reason=pruning.reason)
     if rank == 0:  # test evaluation has no collectives: one rank does it and writes its files
         val_nll = (best.best_val_loss, best.zero_shot_val_loss)  # measured on the same validation windows
         # the selected model is read back from checkpoints/best, as re-evaluation reads it
-        metrics.update(evaluate_job(cfg, data, zero_shot, job_dir, val_nll))
+        eval_cfg = cfg
+        if pruned and cfg.prune.eval_max_windows is not None:  # a cheaper test for a pruned job
+            eval_cfg = copy.deepcopy(cfg)
+            with open_dict(eval_cfg):
+                eval_cfg.eval.max_windows = cfg.prune.eval_max_windows
+        metrics.update(evaluate_job(eval_cfg, data, zero_shot, job_dir, val_nll))
         log.info(summary_line(metrics))
         log_job_result(fitted.trainer.loggers, metrics, job_dir)  # the trackers' test metrics and plots
+        finish_trial(trial, metrics["status"], objective(metrics))
     return metrics
 
 
@@ -281,4 +300,5 @@ def objective(metrics: dict[str, Any]) -> float:
     """What train.py returns to a sweeper: the best monitored validation value (the validation loss for
     monitor=val_nll and for jobs from before the monitor), +inf for a job with no result."""
     value = metrics.get("best_monitored", metrics.get("best_val_loss"))
-    return float(value) if value is not None and metrics.get("status") == "completed" and math.isfinite(value) else math.inf
+    ok = metrics.get("status") in ("completed", "pruned")  # a pruned job has a result: its best check
+    return float(value) if value is not None and ok and math.isfinite(value) else math.inf
