@@ -25,7 +25,7 @@ from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LOGS, METRICS, write_json_
 from moirai_ft.analysis.diagnose import PATTERN_LADDER, Finding, apply_overrides, diagnose
 from moirai_ft.errors import UserError
 from moirai_ft.evaluation.bootstrap import significant
-from moirai_ft.sweep.tracking import FINGERPRINT, LINK, is_running, read_link
+from moirai_ft.sweep.state import FINGERPRINT, LINK, is_running, read_link
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 SUMMARY = "summary"  # summary.csv, summary.md, summary.json

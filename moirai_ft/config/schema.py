@@ -193,6 +193,8 @@ register_schemas()
 
 
 def check_patch_size(patch_size: int, patch_sizes: list[int]) -> None:
+    """patch_size must be one the model has (here, not in data/preflight.py: config imports nothing of
+    the package's that imports it back)."""
     if patch_size not in patch_sizes:
         raise UserError(
             f"patch_size={patch_size} is not one of the model's patch sizes {list(patch_sizes)}; "

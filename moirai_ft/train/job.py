@@ -265,7 +265,7 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     return metrics
 
 
-def run(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
+def run(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callback] | None = None) -> dict[str, Any]:
     """run_job, with every outcome recorded in metrics.json: a raising job is `failed` with its error,
     and never takes a sweep down with it."""
     job_dir = Path(job_dir)
@@ -280,7 +280,7 @@ def run(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
 
     try:
         with distributed.job_processes(cfg, job_dir, on_stuck=record_stuck):
-            metrics = run_job(cfg, job_dir)
+            metrics = run_job(cfg, job_dir, extra_callbacks)
     except UserError as e:
         metrics = {**base, "status": "failed", "error": str(e), "error_type": "config"}
     except Exception as e:  # noqa: BLE001 - any crash becomes a recorded failure

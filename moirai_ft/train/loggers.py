@@ -16,10 +16,9 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from moirai_ft.artifacts import LOGS
+from moirai_ft.model.compat import ExperimentWriter, rank_zero_experiment
 
 
 def checkpoint_step(path: Path) -> int:
