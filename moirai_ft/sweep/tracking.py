@@ -36,7 +36,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from moirai_ft.artifacts import CHECKPOINTS, LAST, LOGS, METRICS, identity, write_json_atomic
+from moirai_ft.artifacts import CHECKPOINTS, LAST, LOGS, METRICS, identity, read_json, write_json_atomic
+from moirai_ft.result import FINAL, JobResult, Status
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ NOT_IN_FINGERPRINT = ("resume", "sweep_root")
 DIRNAME_HEAD = ("model", "pattern", "lr")
 NOT_IN_DIRNAME = ("sweep",) + NOT_IN_FINGERPRINT
 MAX_DIRNAME = 240  # bytes; file systems allow 255 per name
-FINAL_STATUSES = ("completed", "diverged")  # a rerun would reproduce them: never retrained
+FINAL_STATUSES = FINAL  # a rerun would reproduce them: never retrained
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -128,19 +129,20 @@ def fingerprint(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
     return hashlib.sha256(text.encode()).hexdigest()[:16], container
 
 
+def _read_key(path: Path, key: str) -> Any | None:
+    """One key of a JSON object file; None when the file, the object or the key is missing."""
+    data = read_json(path)
+    return data.get(key) if isinstance(data, dict) else None
+
+
 def read_fingerprint(job_dir: Path) -> str | None:
-    try:
-        return str(json.loads((job_dir / FINGERPRINT).read_text())["fingerprint"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    value = _read_key(job_dir / FINGERPRINT, "fingerprint")
+    return str(value) if value is not None else None
 
 
 def read_status(job_dir: Path) -> str | None:
     """metrics.json's status; None when there is none or it cannot be read."""
-    try:
-        status = json.loads((job_dir / METRICS).read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
+    status = _read_key(job_dir / METRICS, "status")
     return str(status) if status is not None else None
 
 
@@ -250,11 +252,8 @@ def _write_link(job_dir: Path, target: Path, reason: str, fp: str) -> None:
 
 def read_link(job_dir: Path) -> Path | None:
     """The directory a skipped/continued job's result lives in, or None."""
-    try:
-        rel = json.loads((Path(job_dir) / LINK).read_text())["result_in"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return (Path(job_dir) / rel).resolve()
+    rel = _read_key(Path(job_dir) / LINK, "result_in")
+    return (Path(job_dir) / str(rel)).resolve() if rel is not None else None
 
 
 def _set_aside_failure(target: Path) -> None:
@@ -269,7 +268,7 @@ def _refused(job_dir: Path, message: str, cfg: DictConfig) -> dict[str, Any]:
     """A job refused before it started. Its metrics.json says why, unless the directory already holds a
     job: that job's result stays whole, and the refusal goes to refused.json, where the sweep's summary
     reads it."""
-    metrics = {**identity(cfg), "status": "failed", "error": message, "error_type": "config"}
+    metrics = JobResult.failed(identity(cfg), message, "config").to_dict()
     write_json_atomic(job_dir / (REFUSED if read_fingerprint(job_dir) else METRICS), metrics)
     return metrics
 
@@ -312,7 +311,8 @@ def run_tracked(cfg: DictConfig, mode: RunMode, job_dir: Path, launch_dir: Path,
     if plan.action == Action.skip_running:
         _write_link(job_dir, plan.target, "running in another process", fp)
         log.info("skipped: another process is running this config in %s", plan.target)
-        return {**identity(cfg), "status": "running", "error": f"running in another process in {plan.target}"}
+        return JobResult(status=Status.running.value, **identity(cfg),
+                         error=f"running in another process in {plan.target}").to_dict()
 
     with JobLock(job_dir):
         _set_aside_failure(job_dir)
@@ -350,10 +350,10 @@ def sweep_outcomes(sweep_dir: Path, since: float | None = None) -> list[Outcome]
         linked = read_link(job_dir)
         result_dir = linked or job_dir
         refused = job_dir / REFUSED
-        try:
-            metrics = json.loads((refused if refused.exists() else result_dir / METRICS).read_text())
+        metrics = read_json(refused if refused.exists() else result_dir / METRICS)
+        if isinstance(metrics, dict):
             status, error = str(metrics.get("status")), metrics.get("error")
-        except (OSError, ValueError, AttributeError):
+        else:
             running = is_running(result_dir)
             status, error = ("running", None) if running else ("missing", "the job left no metrics.json")
         outcomes.append(Outcome(job_dir, result_dir, status, error, skipped=linked is not None))
