@@ -1,6 +1,6 @@
 """metrics.json, the result of one job: the single definition of its fields and what each means.
 
-The job (moirai_ft/train/job.py) writes it, the sweep (moirai_ft/sweep/tracking.py) writes the records of jobs
+The job (moirai_ft/train/job.py) writes it, the sweep (moirai_ft/sweep/runner.py) writes the records of jobs
 it refuses or skips, analyze (moirai_ft/analysis) reads it, and the tests take their key sets from here.
 A record holds only the fields its outcome has: a failed job has its identity, status, error and wall_s; a
 trained one everything up to the test evaluation's fields. Torch-free: analyze imports it.
@@ -29,11 +29,12 @@ UNSET: Any = _Unset()
 class Status(str, Enum):
     completed = "completed"  # trained, selected the best weights, evaluated
     diverged = "diverged"  # the loss became NaN/inf; the best weights before that are kept and evaluated
+    pruned = "pruned"  # stopped early by the sweep's pruner (moirai_ft/search/prune.py); its best weights kept
     failed = "failed"  # stopped with `error`; `error_type` config (fix the command) or runtime
     running = "running"  # (the sweep's record for a skipped job) another process runs this config now
 
 
-FINAL = (Status.completed.value, Status.diverged.value)  # reproducible results: a rerun never retrains them
+FINAL = (Status.completed.value, Status.diverged.value, Status.pruned.value)  # a rerun never retrains them
 
 
 def result_field(doc: str, *, trained: bool = False, nested: bool = False) -> Any:
@@ -42,7 +43,7 @@ def result_field(doc: str, *, trained: bool = False, nested: bool = False) -> An
 
 @dataclass
 class JobResult:
-    status: str = result_field("completed | diverged | failed | running (Status)", trained=True)
+    status: str = result_field("completed | diverged | pruned | failed | running (Status)", trained=True)
     # --- identity: where the job sits in a table, whatever its outcome (artifacts.identity) ---
     model: Any = result_field("model.name", trained=True)
     pattern: Any = result_field("pattern.name: what trained", trained=True)
@@ -52,6 +53,8 @@ class JobResult:
     # --- why there is no result ---
     error: str = result_field("one line saying what went wrong and what to change (failed, diverged)")
     error_type: str = result_field("config: the user's input, fix it and rerun; runtime: a crash")
+    pruned_at_check: int = result_field("(pruned) the validation check at which the pruner stopped the job")
+    pruned_reason: str = result_field("(pruned) why the pruner stopped it")
     # --- how it trained ---
     batch_size: int = result_field("global batch size (windows per optimizer step)", trained=True)
     world_size: int = result_field("processes (devices) the global batch was split over", trained=True)
@@ -62,7 +65,7 @@ class JobResult:
     best_step: int = result_field("optimizer step of the selected check", trained=True)
     epochs_run: float = result_field("optimizer steps run / steps per epoch", trained=True)
     steps_run: int = result_field("optimizer steps run", trained=True)
-    stop_reason: str = result_field("max_epochs | early_stopping | diverged | no_training", trained=True)
+    stop_reason: str = result_field("max_epochs | early_stopping | diverged | pruned | no_training", trained=True)
     zero_shot_val_loss: float = result_field("validation NLL of the starting model", trained=True)
     monitor: str = result_field("what selected the best check and stopped early (val_nll|val_crps|val_mae)",
                                 trained=True)
@@ -80,7 +83,8 @@ class JobResult:
     rel_improvement: dict = result_field("per metric: 1 - selected / zero-shot (> 0: fine-tuning helped)",
                                          nested=True)
     rel_improvement_ci: dict = result_field("per metric: 95% paired bootstrap interval of rel_improvement")
-    test_without_covariates: dict = result_field("the selected model's test metrics without its covariates")
+    test_without_covariates: dict = result_field("the selected model's test metrics without its covariates "
+                                                 "(jobs with covariates only)", nested=True)
     test_eval: dict = result_field("how the test ran: windows, samples, seed, seasonality, device, wall_s")
     zero_shot_fingerprint: str = result_field("hash of the starting weights, checked by re-evaluation")
     test_error: str = result_field("the test evaluation failed (eval_error.log); training result kept")

@@ -36,6 +36,7 @@ def test_the_dry_run_exercises_every_part_and_writes_its_figures(tmp_path):
     assert sorted(os.listdir(out)) == ["device_check.json", "device_check.log"]  # the device brings back 8 files
     assert result["mode"] == "dry-run" and result["environment"]["torch"] and result["environment"]["uni2ts"]
     assert parts["install"]["status"] == "skipped"  # nothing to install on the CPU
+    assert parts["install"]["figures"]["listed"] == len(device_check.listed_wheels()) > 0
     assert all(p["status"] == "ok" for name, p in parts.items() if name != "install"), parts
     for p in parts.values():
         assert p["seconds"] is not None and p["cpu_s"] is not None and p["cap_s"] is not None
@@ -100,3 +101,20 @@ def _running(pid: int) -> bool:
             return False
         time.sleep(0.1)
     return True
+
+
+def test_the_compile_mode_of_the_later_parts_is_the_one_that_ran_on_small(tmp_path):
+    check = device_check.Check(argparse.Namespace(dry_run=False, out=tmp_path, budget=None))
+    eager = {"path": "moirai-ft", "compile": "off", "samples_per_s": 900.0, "error": None}
+    theirs = {"path": "uni2ts", "compile": "off", "samples_per_s": 600.0, "error": None}
+
+    def pick(runs, finished=True, start="reduce_overhead"):
+        check.compile_mode = start
+        device_check._pick_compile_mode(check, [theirs, eager, *runs], finished)
+        return check.compile_mode
+
+    assert pick([{**eager, "compile": "reduce_overhead", "samples_per_s": 9000.0}]) == "reduce_overhead"
+    # CUDA graphs failed to capture: plain inductor next; and if that failed too, eager
+    assert pick([{**eager, "compile": "reduce_overhead", "samples_per_s": None, "error": "RuntimeError"}]) == "default"
+    assert pick([{**eager, "compile": "default", "samples_per_s": None, "error": "x"}], start="default") == "off"
+    assert pick([], finished=False) == "off"  # cut off while compiling: the later parts run eager

@@ -27,10 +27,11 @@ def test_a_bf16_gpu_step_makes_the_host_wait_zero_times(tmp_path):
     assert counter.cuda_syncs == 0
 
 
-def test_the_zero_shot_validation_loss_is_the_same_on_the_gpu_as_on_the_cpu(tmp_path):
+def test_the_zero_shot_validation_loss_is_the_same_on_the_gpu_as_on_the_cpu(tmp_path, monkeypatch):
     """The same random model on the same evenly spaced validation windows, in fp32 with TF32 off: the
     device-resident data and batched validation compute what the CPU computes, to float rounding."""
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     losses = {}
     for hardware in ("cpu", "gpu"):
         cfg = compose_cfg([f"hardware={hardware}", "hardware.precision=32-true", "steps_per_epoch=2"])

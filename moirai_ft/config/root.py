@@ -41,6 +41,9 @@ class RootSchema:
     scheduler: Any = MISSING
     hardware: Any = MISSING
     data: Any = MISSING
+    prune: Any = MISSING  # conf/prune: none | asha | hyperband | median (moirai_ft/search/prune.py)
+    callbacks: Any = MISSING  # conf/callbacks: named Lightning callbacks (moirai_ft/train/from_config.py)
+    logger: Any = MISSING  # conf/logger: csv | tensorboard | mlflow | wandb | many (moirai_ft/train/from_config.py)
 
     # --- optimisation ---
     lr: float = MISSING

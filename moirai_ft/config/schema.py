@@ -117,7 +117,7 @@ class TimestampUnit(str, Enum):
 
 @dataclass
 class DataSchema:
-    name: str = "synthetic"  # "synthetic" generates the embedded data; any other name reads `path`
+    name: str = "synthetic"  # "synthetic" and "building" generate the embedded data; any other name reads `path`
     path: Optional[str] = None  # CSV or Parquet
     num_columns: Optional[int] = None
     num_days: Optional[int] = None
@@ -150,6 +150,34 @@ class DataSchema:
     eval_stride: int = 96
 
 
+class PrunerName(str, Enum):
+    none = "none"
+    asha = "asha"  # optuna.pruners.SuccessiveHalvingPruner
+    hyperband = "hyperband"  # optuna.pruners.HyperbandPruner
+    median = "median"  # optuna.pruners.MedianPruner
+
+
+@dataclass
+class PruneSchema:
+    """conf/prune: stop jobs of a sweep early on their monitored validation value (moirai_ft/search/prune.py)."""
+
+    name: PrunerName = PrunerName.none
+    # where the study every job of the sweep shares lives: null = Optuna's journal file
+    # <sweep_root>/optuna_journal.log (safe under concurrent processes); a path = a journal file there;
+    # a URL (postgresql://, mysql://, sqlite:///) = Optuna's RDB storage
+    storage: Optional[str] = None
+    study_name: Optional[str] = None  # null: derived from the sweep's command line
+    # a job whose monitored value is still above its zero-shot value after this many checks stops as
+    # pruned (reason worse_than_zero_shot), whatever the pruner; null = off
+    zero_shot_checks: Optional[int] = None
+    eval_max_windows: Optional[int] = None  # test windows for a pruned job (null: eval.max_windows)
+    min_resource: int = 1  # asha, hyperband: validation checks before the first rung
+    reduction_factor: int = 3  # asha, hyperband
+    max_resource: Any = "auto"  # hyperband: checks of a full job, or "auto"
+    n_startup_trials: int = 2  # median: finished jobs before it prunes
+    n_warmup_steps: int = 0  # median: checks before it prunes a job
+
+
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(group="schema", name="model", node=ModelSchema)
@@ -157,6 +185,7 @@ def register_schemas() -> None:
     cs.store(group="schema", name="scheduler", node=SchedulerSchema)
     cs.store(group="schema", name="hardware", node=HardwareSchema)
     cs.store(group="schema", name="data", node=DataSchema)
+    cs.store(group="schema", name="prune", node=PruneSchema)
     cs.store(name="root_schema", node=RootSchema)  # conf/train.yaml's first default (moirai_ft/config/root.py)
 
 
@@ -164,6 +193,8 @@ register_schemas()
 
 
 def check_patch_size(patch_size: int, patch_sizes: list[int]) -> None:
+    """patch_size must be one the model has (here, not in data/preflight.py: config imports nothing of
+    the package's that imports it back)."""
     if patch_size not in patch_sizes:
         raise UserError(
             f"patch_size={patch_size} is not one of the model's patch sizes {list(patch_sizes)}; "
@@ -194,6 +225,12 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.epochs >= 0, f"epochs must be >= 0 (got {cfg.epochs}); 0 evaluates the zero-shot model alone")
     need(cfg.patience >= 1, f"patience must be >= 1 validation check (got {cfg.patience})")
     need(cfg.smoothing >= 1, f"smoothing must be >= 1 check (got {cfg.smoothing})")
+    for key in ("zero_shot_checks", "eval_max_windows"):
+        v = cfg.prune[key]
+        need(v is None or (isinstance(v, int) and v >= 1), f"prune.{key} must be an integer >= 1 or null (got {v!r})")
+    need(cfg.prune.min_resource >= 1 and cfg.prune.reduction_factor >= 2,
+         f"prune.min_resource must be >= 1 and prune.reduction_factor >= 2 (got {cfg.prune.min_resource}, "
+         f"{cfg.prune.reduction_factor})")
     monitors = ("val_nll", "val_crps", "val_mae")
     need(str(getattr(cfg.monitor, "value", cfg.monitor)) in monitors,
          f"monitor must be one of {', '.join(monitors)} (got {cfg.monitor!r})")

@@ -16,19 +16,21 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
-from moirai_ft.artifacts import BEST, CHECKPOINTS, HISTORY, LAST, METRICS, identity, write_json_atomic
-from moirai_ft.train.callbacks import BestWeights, DivergenceGuard, History
-from moirai_ft.search.monitor import history_extra, metric_key, monitor_callbacks
+from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LAST, METRICS, identity, write_json_atomic
+from moirai_ft.train.callbacks import BestWeights, DivergenceGuard
+from moirai_ft.search.monitor import monitor_callbacks
+from moirai_ft.search.prune import finish_trial, job_trial, pruning_callbacks
 from moirai_ft.config.schema import validate, warmup_step_count
 from moirai_ft.data.prepare import PreparedData, prepare
 from moirai_ft.train import distributed
 from moirai_ft.errors import UserError, first_line
 from moirai_ft.evaluation.evaluate import evaluate_job, save_config, summary_line
 from moirai_ft.model.fast_path import SparseProgressBar
-from moirai_ft.train.loggers import checkpoint_step, job_loggers
+from moirai_ft.train.from_config import build_callbacks, build_loggers, check_loggers
+from moirai_ft.train.loggers import checkpoint_step
+from moirai_ft.train.trackers import log_job_result
 from moirai_ft.train.finetuner import MoiraiFineTuner
 from moirai_ft.model.families import family_of
 from moirai_ft.model.load import apply_pattern, count_params, load_module
@@ -39,50 +41,6 @@ log = logging.getLogger(__name__)
 # checkpoints/ holds best/ (written at the zero-shot check, before Lightning's checkpoint callback sets up)
 # and last.ckpt on a resume: the directory is meant to be non-empty
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-
-
-class Throughput(L.Callback):
-    """Training samples per second, validation time excluded (synchronised at the boundaries only)."""
-
-    def __init__(self, batch_size: int):
-        self.batch_size = batch_size
-        self.train_s = 0.0
-        self.steps = 0
-        self._t0: float | None = None
-
-    def _sync(self, pl_module: L.LightningModule) -> None:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
-
-    def _start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._sync(pl_module)
-        self._t0, self._step0 = time.perf_counter(), trainer.global_step
-
-    def _stop(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._t0 is None:
-            return
-        self._sync(pl_module)
-        self.train_s += time.perf_counter() - self._t0
-        self.steps += trainer.global_step - self._step0
-        self._t0 = None
-
-    def on_train_start(self, trainer, pl_module):
-        self._start(trainer, pl_module)
-
-    def on_validation_start(self, trainer, pl_module):
-        if trainer.state.fn == "fit":
-            self._stop(trainer, pl_module)
-
-    def on_validation_end(self, trainer, pl_module):
-        if trainer.state.fn == "fit" and not trainer.should_stop:
-            self._start(trainer, pl_module)
-
-    def on_train_end(self, trainer, pl_module):
-        self._stop(trainer, pl_module)
-
-    @property
-    def samples_per_s(self) -> float:
-        return self.steps * self.batch_size / self.train_s if self.train_s > 0 else float("nan")
 
 
 def build_trainer(
@@ -112,7 +70,7 @@ def build_trainer(
         check_val_every_n_epoch=None if by_steps else 1,
         num_sanity_val_steps=0,
         callbacks=list(callbacks.values()) + progress_bar,
-        logger=job_loggers(job_dir, resume_step),
+        logger=list(build_loggers(cfg.logger, job_dir, resume_step).values()),  # conf/logger
         log_every_n_steps=max(1, min(cfg.hardware.log_every_n_steps, steps_per_epoch)),
         enable_progress_bar=bool(progress_bar),
         enable_model_summary=False,
@@ -150,16 +108,7 @@ def fit(
     # BestWeights read it (moirai_ft/search/monitor.py)
     callbacks: dict[str, L.Callback] = monitor_callbacks(
         cfg, data, eval_batches(len(data.val), cfg.batch_size, cfg.val_max_windows))  # every rank: all windows
-    callbacks.update({
-        "history": History(job_dir / HISTORY, history_extra(cfg)),
-        "best_weights": BestWeights(ckpt_dir / BEST, cfg.patience, cfg.min_delta, cfg.smoothing, metric_key(cfg.monitor)),
-        "divergence": DivergenceGuard(),
-        "throughput": Throughput(cfg.batch_size),
-        "last_checkpoint": ModelCheckpoint(
-            dirpath=ckpt_dir, filename=Path(LAST).stem, save_top_k=1, monitor=None,
-            save_on_train_epoch_end=False, enable_version_counter=False,
-        ),
-    })
+    callbacks.update(build_callbacks(cfg, job_dir))  # conf/callbacks, by name
     callbacks.update(extra_callbacks or {})
     last = ckpt_dir / LAST
     resume_step = checkpoint_step(last) if last.is_file() else None
@@ -251,11 +200,16 @@ def fit_within_memory(
                 stale.unlink(missing_ok=True)
 
 
-def stop_reason(cfg: DictConfig, best: BestWeights, guard: DivergenceGuard) -> str:
-    """Why training ended: diverged, the selection callback's reason (early stopping), no_training for a
-    zero-shot baseline (epochs=0), else max_epochs."""
+def stop_reason(cfg: DictConfig, callbacks: dict[str, L.Callback]) -> str:
+    """Why training ended: diverged, pruned (by the sweep's pruner), the selection callback's reason (early
+    stopping), no_training for a zero-shot baseline (epochs=0), else max_epochs."""
+    best: BestWeights = callbacks["best_weights"]
+    guard: DivergenceGuard = callbacks["divergence"]
     if guard.diverged or best.stop_reason == "diverged":
         return "diverged"
+    pruning = callbacks.get("pruning")
+    if pruning is not None and pruning.pruned_at is not None:
+        return "pruned"
     if best.stop_reason:
         return best.stop_reason
     return "no_training" if cfg.epochs == 0 else "max_epochs"
@@ -267,10 +221,15 @@ def training_result(
     """The job's record once training ended (moirai_ft/result.py says what each field means)."""
     callbacks, trainer = attempts.fitted.callbacks, attempts.fitted.trainer
     best: BestWeights = callbacks["best_weights"]
-    reason = stop_reason(cfg, best, callbacks["divergence"])
-    diverged = reason == "diverged"
+    reason = stop_reason(cfg, callbacks)
+    status = {"diverged": Status.diverged, "pruned": Status.pruned}.get(reason, Status.completed)
+    outcome: dict[str, Any] = {}
+    if status == Status.diverged:
+        outcome["error"] = "training loss became NaN or infinite; the best weights before that are kept"
+    if status == Status.pruned:  # a result, not a failure: the best weights so far are the job's (search/prune.py)
+        outcome.update(pruned_at_check=callbacks["pruning"].pruned_at, pruned_reason=callbacks["pruning"].reason)
     return JobResult(
-        status=Status.diverged.value if diverged else Status.completed.value,
+        status=status.value,
         **identity(cfg),
         family=family_of(cfg.model).name,
         batch_size=cfg.batch_size,
@@ -292,16 +251,21 @@ def training_result(
         total_params=params[1],
         wall_s=round(time.time() - started, 3),
         train_samples_per_s=callbacks["throughput"].samples_per_s,
-        **({"error": "training loss became NaN or infinite; the best weights before that are kept"} if diverged else {}),
+        **outcome,
     )
 
 
 def evaluate(cfg: DictConfig, data: PreparedData, zero_shot: torch.nn.Module, job_dir: Path, best: BestWeights,
              metrics: dict[str, Any]) -> dict[str, Any]:
-    """The test evaluation's fields added to the metrics (rank 0 alone: it has no collectives)."""
+    """The metrics with the test evaluation's fields (rank 0 alone: the evaluation has no collectives)."""
     val_nll = (best.best_val_loss, best.zero_shot_val_loss)  # measured on the same validation windows
+    eval_cfg = cfg
+    if metrics["status"] == Status.pruned.value and cfg.prune.eval_max_windows is not None:  # a cheaper test
+        eval_cfg = copy.deepcopy(cfg)
+        with open_dict(eval_cfg):
+            eval_cfg.eval.max_windows = cfg.prune.eval_max_windows
     # the selected model is read back from checkpoints/best, as re-evaluation reads it
-    metrics = {**metrics, **evaluate_job(cfg, data, zero_shot, job_dir, val_nll)}
+    metrics = {**metrics, **evaluate_job(eval_cfg, data, zero_shot, job_dir, val_nll)}
     log.info(summary_line(metrics))
     return JobResult.from_dict(metrics).to_dict()  # a field evaluate_job added must be declared in result.py
 
@@ -311,6 +275,7 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     `extra_callbacks` join the job's own (the benchmark's step timer, the tests' sync counter)."""
     started = time.time()
     validate(cfg)
+    check_loggers(cfg.logger)  # a tracker that is not installed: one line, before any data or model
     family_of(cfg.model).check_compile(cfg.hardware.compile)
     rank, world = distributed.global_rank(), distributed.world_size(cfg)
     per_device = distributed.per_device_batch_size(cfg.batch_size, world)  # batch_size is the global batch
@@ -328,6 +293,9 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     if rank == 0:
         data.save_normalization(job_dir / "normalization.json")
 
+    # the job's trial in its sweep's Optuna study (prune=..., hydra/sweeper=optuna): rank 0 reports to it
+    trial = job_trial(cfg, job_dir) if rank == 0 else None
+    extra_callbacks = {**pruning_callbacks(cfg, trial), **(extra_callbacks or {})}
     attempts = fit_within_memory(cfg, job_dir, module, zero_shot, data, rank, world, per_device, plan, extra_callbacks)
     distributed.collectives_finished()  # rank 0 waits on no other rank from here
     best: BestWeights = attempts.fitted.callbacks["best_weights"]
@@ -337,10 +305,12 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     metrics = training_result(cfg, attempts, plan, world, params, started).to_dict()
     if rank == 0:  # test evaluation has no collectives: one rank does it and writes its files
         metrics = evaluate(cfg, data, zero_shot, job_dir, best, metrics)
+        log_job_result(attempts.fitted.trainer.loggers, metrics, job_dir)  # the trackers' test metrics and plots
+        finish_trial(trial, metrics["status"], objective(metrics))
     return metrics
 
 
-def run(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
+def run(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callback] | None = None) -> dict[str, Any]:
     """run_job, with every outcome recorded in metrics.json: a raising job is `failed` with its error,
     and never takes a sweep down with it."""
     job_dir = Path(job_dir)
@@ -355,7 +325,7 @@ def run(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
 
     try:
         with distributed.job_processes(cfg, job_dir, on_stuck=record_stuck):
-            metrics = run_job(cfg, job_dir)
+            metrics = run_job(cfg, job_dir, extra_callbacks)
     except UserError as e:
         metrics = JobResult.failed(base, str(e), "config").to_dict()
     except Exception as e:  # noqa: BLE001 - any crash becomes a recorded failure
@@ -374,4 +344,5 @@ def objective(metrics: dict[str, Any]) -> float:
     """What train.py returns to a sweeper: the best monitored validation value (the validation loss for
     monitor=val_nll and for jobs from before the monitor), +inf for a job with no result."""
     value = metrics.get("best_monitored", metrics.get("best_val_loss"))
-    return float(value) if value is not None and metrics.get("status") == "completed" and math.isfinite(value) else math.inf
+    ok = metrics.get("status") in ("completed", "pruned")  # a pruned job has a result: its best check
+    return float(value) if value is not None and ok and math.isfinite(value) else math.inf
