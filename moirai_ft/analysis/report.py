@@ -252,6 +252,8 @@ def printable(report: Report) -> pd.DataFrame:
             _fmt_cell(v) + (f" ({r:+.1%}{m})" if rel is not None and isinstance(r, float) and not math.isnan(r) else "")
             for v, r, m in zip(frame[col], rel if rel is not None else [None] * len(frame), marks)
         ]
+    if "test_without_covariates.mae" in frame.columns:  # jobs with covariates: did they help? (the rest in summary.csv)
+        out["mae_without_covariates"] = [_fmt_cell(v) for v in frame["test_without_covariates.mae"]]
     for col in ("wall_s", "train_samples_per_s", "job"):
         out[col] = frame[col].values
     return out.dropna(axis=1, how="all")
