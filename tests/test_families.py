@@ -214,3 +214,38 @@ def test_job_trains_and_its_test_forecast_is_the_uni2ts_forecast_class(tmp_path:
                                                                 seasonality(data.table.freq)))
     for key, value in scores.items():
         assert metrics["test"][key] == pytest.approx(value, rel=1e-5), key
+
+
+@pytest.mark.slow
+def test_a_sweep_over_families_and_patterns_is_ranked_and_plotted(tmp_path: Path) -> None:
+    import csv
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT, run_train
+
+    sweep = tmp_path / "sweep"
+    r = run_train(["-m", "model=tiny,tiny_moirai2,tiny_moe", "pattern=full,head_only,lora", "hardware=cpu",
+                   "data.num_columns=2", "data.num_days=20", "context_length=32", "prediction_length=16",
+                   "patch_size=16", "batch_size=8", "steps_per_epoch=2", "epochs=1", "warmup_steps=0",
+                   "val_max_windows=16", "eval.max_windows=8", "eval.num_samples=10", "lr=1e-3",
+                   "hardware.progress_bar_refresh=0", f"hydra.sweep.dir={sweep}"], cwd=tmp_path, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    metrics = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
+    assert len(metrics) == 9 and all(m["status"] == "completed" for m in metrics)
+    for m in metrics:
+        if m["pattern"] == "lora":  # trainable: rank x (in + out) per adapted attention projection
+            module = random_module(compose_cfg([f"model={m['model']}"]).model)
+            expected = sum(8 * (sub.in_features + sub.out_features) for name, sub in module.named_modules()
+                           if isinstance(sub, torch.nn.Linear) and ".self_attn." in f".{name}."
+                           and name.rsplit(".", 1)[-1] in ("q_proj", "k_proj", "v_proj", "out_proj"))
+            assert m["trainable_params"] == expected < m["total_params"]
+    a = subprocess.run([sys.executable, str(ROOT / "analyze.py"), str(sweep)], capture_output=True, text=True, timeout=300)
+    assert a.returncode == 0, a.stderr
+    with (sweep / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 9 and {row["family"] for row in rows} == {"moirai1", "moirai2", "moe"}
+    losses = [float(row["best_val_loss"]) for row in rows]
+    assert losses == sorted(losses)  # ranked
+    assert (sweep / "plots" / "params_vs_metric.png").stat().st_size > 0
