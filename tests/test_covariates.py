@@ -13,7 +13,7 @@ import torch
 from uni2ts.loss.packed import PackedNLLLoss
 from uni2ts.model.moirai import MoiraiForecast
 
-from conftest import compose_cfg
+from conftest import TINY, compose_cfg, run_train
 from moirai_ft.data.prepare import PreparedData, prepare
 from moirai_ft.data.roles import KNOWN, PAST, TARGET
 from moirai_ft.model.load import random_module
@@ -161,3 +161,50 @@ def test_normalization_records_roles(tmp_path: Path) -> None:
     # statistics per column from the train split, as without roles
     train = data.table.values[: data.val_start]
     assert np.allclose(stats["mean"], np.nanmean(train, axis=0), atol=1e-4)
+
+
+# --- bad roles: one line, exit 2, before any model loads ----------------------------------------------------------
+
+BUILDING = ["data=building", "data.num_days=30"]
+BAD_ROLES = {
+    "two_roles": (["data.past_covariates=[outdoor_temp]"], "is in both data.known_covariates and data.past_covariates"),
+    "names_no_column": (["data.known_covariates=[outdoor_tmp]"], "'outdoor_tmp', which matches no column"),
+    # tiny at context 256 / patch 16: 17 tokens a target or known covariate, 16 a past one; 64 leave room for 2
+    "over_max_seq_len": (["context_length=256", "model.max_seq_len=64"], "room for 2 known or 2 past covariates"),
+}
+
+
+def known_gap_csv(tmp: Path) -> list[str]:
+    path = building_csv(tmp / "building.csv")
+    frame = pd.read_csv(path, index_col=0)
+    frame.iloc[270, COLUMNS.index("outdoor_temp")] = np.nan  # in a test window's horizon
+    frame.to_csv(path)
+    return ["data=csv", f"data.path={path}", f"context_length={CTX}", f"prediction_length={PRED}",
+            f"patch_size={PATCH}", "data.train_ratio=0.6", "data.val_ratio=0.2", *ROLES]
+
+
+@pytest.mark.parametrize("case", [*BAD_ROLES, "known_missing_over_test_horizon"])
+def test_bad_roles_stop_before_any_model_loads(case: str, tmp_path: Path, monkeypatch) -> None:
+    from moirai_ft.train import job
+
+    if case in BAD_ROLES:
+        overrides, expected = BAD_ROLES[case]
+        cfg = compose_cfg([*BUILDING, *overrides])
+    else:
+        cfg, expected = compose_cfg(known_gap_csv(tmp_path)), "known covariate 'outdoor_temp' is missing over the horizon"
+
+    def no_model(*_a, **_k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(job, "load_module", no_model)
+    metrics = job.run(cfg, tmp_path / "job")
+    assert metrics["status"] == "failed" and metrics["error_type"] == "config", metrics
+    assert expected in metrics["error"] and "\n" not in metrics["error"]
+    assert not (tmp_path / "job" / "checkpoints").exists() and not (tmp_path / "job" / "normalization.json").exists()
+
+
+def test_bad_role_through_train_py_exits_2_with_one_line(tmp_path: Path) -> None:
+    proc = run_train([*TINY, *BUILDING, *BAD_ROLES["two_roles"][0]], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and BAD_ROLES["two_roles"][1] in errors[0] and "Traceback" not in proc.stderr

@@ -45,7 +45,7 @@ from torch import Tensor
 from moirai_ft.artifacts import BEST, CHECKPOINTS, METRICS, read_metrics, write_json_atomic
 from moirai_ft.config.schema import validate
 from moirai_ft.data.prepare import PreparedData, prepare
-from moirai_ft.errors import UserError
+from moirai_ft.errors import UserError, first_line
 from moirai_ft.model.families import family_of, family_of_module
 from moirai_ft.model.families.moirai1 import horizon_distribution, horizon_tokens  # noqa: F401  (re-exported)
 from moirai_ft.model.family import PROGRESS_MIN_BATCHES  # noqa: F401  (re-exported)
@@ -288,7 +288,7 @@ def evaluate_job(
         return evaluate_models(cfg, data, zero_shot, Path(job_dir), val_nll)
     except Exception as e:  # noqa: BLE001 - recorded, training result kept
         (Path(job_dir) / EVAL_ERROR_LOG).write_text(traceback.format_exc())
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        first = first_line(e)
         log.error("test evaluation failed (%s: %s); see %s", type(e).__name__, first, EVAL_ERROR_LOG)
         return {"test_error": f"{type(e).__name__}: {first}"}
 
@@ -332,7 +332,7 @@ def load_job_config(job_dir: Path, overrides: list[str] | None = None) -> DictCo
     try:
         return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides or [])))
     except ConfigKeyError as e:
-        raise UserError(f"unknown config key in {overrides}: {str(e).splitlines()[0]}; use keys of {path}") from e
+        raise UserError(f"unknown config key in {overrides}: {first_line(e)}; use keys of {path}") from e
 
 
 def reevaluate(job_dir: Path, overrides: list[str] | None = None) -> dict[str, Any]:
