@@ -13,6 +13,7 @@ from torch import Tensor
 
 from moirai_ft.data.windows import Batch, Windows
 from moirai_ft.errors import UserError
+from moirai_ft.model.compat import forecast_convert
 
 CONVERTED = ("target", "observed_mask", "sample_id", "time_id", "variate_id", "prediction_mask")
 
@@ -38,7 +39,7 @@ def forecast_inputs(windows: Windows, idx: Int[Tensor, "batch"]) -> dict[str, Te
 def convert(forecast: Any, windows: Windows, idx: Int[Tensor, "batch"]) -> Batch:
     """Context and horizon (the true values: teacher forcing) in the forecast class's layout."""
     inputs = forecast_inputs(windows, idx)
-    fields = forecast._convert(windows.spec.patch_size, **inputs)
+    fields = forecast_convert(forecast, windows.spec.patch_size, **inputs)
     return dict(zip(CONVERTED, fields))
 
 
