@@ -22,6 +22,7 @@ from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LAST, METRICS, identity, w
 from moirai_ft.train.callbacks import BestWeights, DivergenceGuard
 from moirai_ft.search.monitor import monitor_callbacks
 from moirai_ft.search.prune import finish_trial, job_trial, pruning_callbacks
+from moirai_ft.search.lr_find import run_lr_find
 from moirai_ft.config.schema import validate, warmup_step_count
 from moirai_ft.data.prepare import PreparedData, prepare
 from moirai_ft.train import distributed
@@ -281,7 +282,8 @@ def run(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callback] |
 
     try:
         with distributed.job_processes(cfg, job_dir, on_stuck=record_stuck):
-            metrics = run_job(cfg, job_dir, extra_callbacks)
+            # lr_find=true: the lr range test instead of a training (moirai_ft/search/lr_find.py)
+            metrics = run_lr_find(cfg, job_dir) if cfg.lr_find else run_job(cfg, job_dir, extra_callbacks)
     except UserError as e:
         metrics = {**base, "status": "failed", "error": str(e), "error_type": "config"}
     except Exception as e:  # noqa: BLE001 - any crash becomes a recorded failure
