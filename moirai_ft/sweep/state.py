@@ -41,10 +41,10 @@ LOCK = ".lock"  # flock-ed by the process running the job; the OS drops it when 
 PREVIOUS_SUFFIX = ".previous"  # a failed attempt's metrics.json / error.log, set aside on a rerun
 REFUSED = "refused.json"  # beside another config's job: why a job was refused there (that job stays whole)
 
-# settings that say how to run a sweep, not what a job computes: left out of the fingerprint
-NOT_IN_FINGERPRINT = ("resume", "sweep_root")
+# settings that say how to run a sweep or where it reports, not what a job computes: left out of the fingerprint
+NOT_IN_FINGERPRINT = ("resume", "sweep_root", "logger")
 # a rerun would reproduce them: never retrained (pruned: stopped by the sweep's pruner, a result kept)
-FINAL_STATUSES = ("completed", "diverged", "pruned")
+FINAL_STATUSES = ("completed", "diverged", "pruned", "lr_find")  # lr_find: a range test's result
 
 
 # ---------------------------------------------------------------------------------------------------
