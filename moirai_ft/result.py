@@ -30,11 +30,13 @@ class Status(str, Enum):
     completed = "completed"  # trained, selected the best weights, evaluated
     diverged = "diverged"  # the loss became NaN/inf; the best weights before that are kept and evaluated
     pruned = "pruned"  # stopped early by the sweep's pruner (moirai_ft/search/prune.py); its best weights kept
+    lr_find = "lr_find"  # an lr range test (lr_find=true, moirai_ft/search/lr_find.py): a suggestion, no model
     failed = "failed"  # stopped with `error`; `error_type` config (fix the command) or runtime
     running = "running"  # (the sweep's record for a skipped job) another process runs this config now
 
 
-FINAL = (Status.completed.value, Status.diverged.value, Status.pruned.value)  # a rerun never retrains them
+# results a rerun would reproduce: a sweep never retrains them
+FINAL = (Status.completed.value, Status.diverged.value, Status.pruned.value, Status.lr_find.value)
 
 
 def result_field(doc: str, *, trained: bool = False, nested: bool = False) -> Any:
@@ -43,7 +45,7 @@ def result_field(doc: str, *, trained: bool = False, nested: bool = False) -> An
 
 @dataclass
 class JobResult:
-    status: str = result_field("completed | diverged | pruned | failed | running (Status)", trained=True)
+    status: str = result_field("completed | diverged | pruned | lr_find | failed | running (Status)", trained=True)
     # --- identity: where the job sits in a table, whatever its outcome (artifacts.identity) ---
     model: Any = result_field("model.name", trained=True)
     pattern: Any = result_field("pattern.name: what trained", trained=True)
@@ -55,6 +57,9 @@ class JobResult:
     error_type: str = result_field("config: the user's input, fix it and rerun; runtime: a crash")
     pruned_at_check: int = result_field("(pruned) the validation check at which the pruner stopped the job")
     pruned_reason: str = result_field("(pruned) why the pruner stopped it")
+    lr_suggestion: float = result_field("(lr_find) the lr where the loss falls fastest; null when it never fell")
+    lr_sweep: list = result_field("(lr_find) lr values around the suggestion, for `-m lr=...`")
+    lr_find_steps: int = result_field("(lr_find) steps the range test ran")
     # --- how it trained ---
     batch_size: int = result_field("global batch size (windows per optimizer step)", trained=True)
     world_size: int = result_field("processes (devices) the global batch was split over", trained=True)
