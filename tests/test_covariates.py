@@ -216,7 +216,8 @@ def test_bad_role_through_train_py_exits_2_with_one_line(tmp_path: Path) -> None
 def test_sigkill_then_resume_with_covariates(tmp_path: Path) -> None:
     from test_reliability import RESUMABLE, assert_same_result
 
-    args = [*RESUMABLE, *BUILDING, "data.mode=M"]  # every role in each sample
+    # every role in each sample; a small evaluation: three models score the test windows
+    args = [*RESUMABLE, *BUILDING, "data.mode=M", "eval.num_samples=20", "eval.plot_windows=0"]
     clean, job = tmp_path / "clean", tmp_path / "job"
     r = run_train([*args, f"hydra.run.dir={clean}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
