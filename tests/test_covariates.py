@@ -213,6 +213,7 @@ def test_bad_role_through_train_py_exits_2_with_one_line(tmp_path: Path) -> None
 # --- a job with covariates resumes after a kill to the numbers of a clean run --------------------------------------
 
 
+@pytest.mark.slow  # three train.py processes: a clean run, a killed one, its resumption
 def test_sigkill_then_resume_with_covariates(tmp_path: Path) -> None:
     from test_reliability import RESUMABLE, assert_same_result
 
