@@ -208,3 +208,73 @@ def test_bad_role_through_train_py_exits_2_with_one_line(tmp_path: Path) -> None
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and BAD_ROLES["two_roles"][1] in errors[0] and "Traceback" not in proc.stderr
+
+
+# --- a job with covariates resumes after a kill to the numbers of a clean run --------------------------------------
+
+
+def test_sigkill_then_resume_with_covariates(tmp_path: Path) -> None:
+    from test_reliability import RESUMABLE, assert_same_result
+
+    args = [*RESUMABLE, *BUILDING, "data.mode=M"]  # every role in each sample
+    clean, job = tmp_path / "clean", tmp_path / "job"
+    r = run_train([*args, f"hydra.run.dir={clean}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "test_without_covariates" in json.loads((clean / "metrics.json").read_text())
+    killed = run_train([*args, f"hydra.run.dir={job}"], cwd=tmp_path, env={"MOIRAI_FT_INJECT_KILL_AT_STEP": "6"})
+    assert killed.returncode == -9 and (job / "checkpoints" / "last.ckpt").is_file()
+    resumed = run_train([*args, f"hydra.run.dir={job}"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stderr + resumed.stdout
+    assert_same_result(job, clean)
+
+
+# --- a known covariate that drives the target helps: real, not noise -----------------------------------------------
+
+# chiller_kw follows the outdoor temperature, whose fronts arrive within the 4-hour horizon, and occupancy, whose
+# hours change from day to day: known ahead, both are in the sample; without them the model can only extrapolate
+# the context. The tiny model reads 16-step patches only (model.patch_sizes=[16]: a small output head) and learns
+# fast (lr 5e-3, 200 steps). Seeds 0, 1, 2 gave intervals of [0.13, 0.27], [0.29, 0.43], [0.02, 0.24].
+DRIVEN = [
+    "data=building", "data.num_days=90", "data.targets=[chiller_kw]", "data.known_covariates=[outdoor_temp,occupied]",
+    "data.past_covariates=[]", "model.patch_sizes=[16]", "context_length=32", "prediction_length=16",
+    "patch_size=16", "lr=5e-3", "steps_per_epoch=200", "eval.max_windows=null", "eval.num_samples=20",
+    "eval.plot_windows=0", "hardware.progress_bar_refresh=0",
+]
+
+
+def test_known_covariate_beats_the_same_job_without_it(tmp_path: Path) -> None:
+    from uni2ts.model.moirai import MoiraiModule
+
+    from moirai_ft.evaluation.bootstrap import item_parts, relative_improvement_interval
+    from moirai_ft.evaluation.evaluate import eval_items, forecast_quantiles, selected_dir
+    from moirai_ft.train.job import run
+    from moirai_ft.data.windows import eval_batches
+
+    parts, maes = {}, {}
+    for label, extra in (("with", []), ("without", ["data.known_covariates=[]"])):
+        cfg = compose_cfg([*DRIVEN, *extra])
+        metrics = run(cfg, tmp_path / label)
+        assert metrics["status"] == "completed" and metrics["finetune_helped"]
+        maes[label] = metrics["test"]["mae"]
+        # the third row: the fine-tuned model asked without its covariates (only in the job that has them)
+        third = metrics.get("test_without_covariates")
+        assert (set(third) == set(metrics["test"]) - {"val_nll"}) if label == "with" else third is None
+        # the job's test forecasts again, window by window, for a paired bootstrap over the same test windows
+        data = prepare(cfg)
+        batches = eval_batches(len(data.test), cfg.eval.batch_size, cfg.eval.max_windows)
+        module = MoiraiModule.from_pretrained(str(selected_dir(tmp_path / label))).eval()
+        q = forecast_quantiles(module, data.test, batches, cfg.eval.num_samples, cfg.eval.seed, desc=label)
+        items = eval_items(data.test, torch.cat(batches))
+        rows, cols = items.starts[:, None] + np.arange(q.shape[-1]), items.columns[:, None]
+        to_orig = q * data.std[items.columns][:, None, None] + data.mean[items.columns][:, None, None]
+        parts[label] = item_parts(data.table.values[rows, cols], to_orig)
+        assert np.isclose(parts[label][:, 1].sum() / parts[label][:, 0].sum(), maes[label], rtol=1e-4)
+    assert maes["with"] < maes["without"]
+    low, high = relative_improvement_interval(parts["with"], parts["without"], names=("mae",), seed=0)["mae"]
+    assert low > 0, (maes, low, high)  # the 95% interval of the relative MAE improvement excludes 0
+
+    from moirai_ft.analysis.report import analyze, printable
+
+    shown = printable(analyze(tmp_path)).set_index("job")["mae_without_covariates"]
+    assert shown["with"] != "" and shown["without"] == ""

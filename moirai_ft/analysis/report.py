@@ -25,7 +25,8 @@ from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LOGS, METRICS, write_json_
 from moirai_ft.analysis.diagnose import PATTERN_LADDER, Finding, apply_overrides, diagnose
 from moirai_ft.errors import UserError
 from moirai_ft.evaluation.bootstrap import significant
-from moirai_ft.sweep.tracking import FINGERPRINT, LINK, is_running, read_link
+from moirai_ft.analysis.search import lr_find_note, search_lines
+from moirai_ft.sweep.state import FINGERPRINT, LINK, is_running, read_link
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 SUMMARY = "summary"  # summary.csv, summary.md, summary.json
@@ -41,6 +42,7 @@ class State(str, Enum):
     unfinished = "unfinished"  # no metrics.json and nobody running it: killed, or not started yet
     failed = "failed"
     unreadable = "unreadable"  # metrics.json exists but is not a JSON object (cut short, edited)
+    lr_find = "lr_find"  # an lr range test (lr_find=true): a suggestion, no trained model
 
 
 STATE_ORDER = list(State)  # table order after the metric: results first, then what needs attention
@@ -165,6 +167,8 @@ def read_job(job_dir: Path) -> Job:
         job.losses = [float(v) for v in history.sort_values("step", kind="stable")["val_loss"]]
     if state == State.pruned:
         job.note = f"pruned at check {metrics.get('pruned_at_check')} ({metrics.get('pruned_reason')})"
+    if state == State.lr_find:
+        job.note = lr_find_note(metrics)
     if state in (State.completed, State.diverged):
         try:
             job.findings = diagnose(job.losses, metrics, config)
@@ -252,6 +256,8 @@ def printable(report: Report) -> pd.DataFrame:
             _fmt_cell(v) + (f" ({r:+.1%}{m})" if rel is not None and isinstance(r, float) and not math.isnan(r) else "")
             for v, r, m in zip(frame[col], rel if rel is not None else [None] * len(frame), marks)
         ]
+    if "test_without_covariates.mae" in frame.columns:  # jobs with covariates: did they help? (the rest in summary.csv)
+        out["mae_without_covariates"] = [_fmt_cell(v) for v in frame["test_without_covariates.mae"]]
     for col in ("wall_s", "train_samples_per_s", "job"):
         out[col] = frame[col].values
     return out.dropna(axis=1, how="all")
@@ -402,6 +408,7 @@ def advice_lines(report: Report) -> list[str]:
         overall = next(j for j in report.jobs if any(j is b for b in report.best.values()))
         lines.append(f"- overall: model={overall.value('model')} pattern={overall.value('pattern')} "
                      f"lr={overall.value('lr')} ({_rel(overall.path, report.root)})")
+    lines += search_lines(report.jobs, report.metric)  # lr-finder suggestions, seed repeats
     command, why = report.next_stage
     lines += ["", f"Base stage (the seed's phase 3): {why}"]
     if command:

@@ -34,6 +34,15 @@ class EvalSchema:
 
 
 @dataclass
+class LrFinderSchema:
+    """The lr range test's ramp (moirai_ft/search/lr_find.py)."""
+
+    min_lr: float = 1e-8
+    max_lr: float = 1e-2
+    num_steps: int = 100
+
+
+@dataclass
 class RootSchema:
     # --- config groups: typed by their own options' schemas (config/schema.py) ---
     model: Any = MISSING
@@ -42,6 +51,8 @@ class RootSchema:
     hardware: Any = MISSING
     data: Any = MISSING
     prune: Any = MISSING  # conf/prune: none | asha | hyperband | median (moirai_ft/search/prune.py)
+    callbacks: Any = MISSING  # conf/callbacks: named Lightning callbacks (moirai_ft/train/from_config.py)
+    logger: Any = MISSING  # conf/logger: csv | tensorboard | mlflow | wandb | many (moirai_ft/train/from_config.py)
 
     # --- optimisation ---
     lr: float = MISSING
@@ -61,6 +72,10 @@ class RootSchema:
     smoothing: int = MISSING
     monitor: str = MISSING  # val_nll | val_crps | val_mae (checked in validate; moirai_ft/search/monitor.py)
     monitor_samples: int = MISSING
+
+    # --- lr range test ---
+    lr_find: bool = False
+    lr_finder: LrFinderSchema = field(default_factory=LrFinderSchema)
 
     # --- windows ---
     context_length: int = MISSING

@@ -193,6 +193,8 @@ register_schemas()
 
 
 def check_patch_size(patch_size: int, patch_sizes: list[int]) -> None:
+    """patch_size must be one the model has (here, not in data/preflight.py: config imports nothing of
+    the package's that imports it back)."""
     if patch_size not in patch_sizes:
         raise UserError(
             f"patch_size={patch_size} is not one of the model's patch sizes {list(patch_sizes)}; "
@@ -229,6 +231,9 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.prune.min_resource >= 1 and cfg.prune.reduction_factor >= 2,
          f"prune.min_resource must be >= 1 and prune.reduction_factor >= 2 (got {cfg.prune.min_resource}, "
          f"{cfg.prune.reduction_factor})")
+    lf = cfg.lr_finder
+    need(0 < lf.min_lr < lf.max_lr, f"lr_finder.min_lr must be > 0 and below lr_finder.max_lr (got {lf.min_lr}, {lf.max_lr})")
+    need(lf.num_steps >= 2, f"lr_finder.num_steps must be >= 2 (got {lf.num_steps})")
     monitors = ("val_nll", "val_crps", "val_mae")
     need(str(getattr(cfg.monitor, "value", cfg.monitor)) in monitors,
          f"monitor must be one of {', '.join(monitors)} (got {cfg.monitor!r})")

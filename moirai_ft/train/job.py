@@ -16,20 +16,22 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, open_dict
 
-from moirai_ft.artifacts import BEST, CHECKPOINTS, HISTORY, LAST, METRICS, identity, write_json_atomic
-from moirai_ft.train.callbacks import BestWeights, DivergenceGuard, History
-from moirai_ft.search.monitor import history_extra, metric_key, monitor_callbacks
+from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LAST, METRICS, identity, write_json_atomic
+from moirai_ft.train.callbacks import BestWeights, DivergenceGuard
+from moirai_ft.search.monitor import monitor_callbacks
 from moirai_ft.search.prune import finish_trial, job_trial, pruning_callbacks
+from moirai_ft.search.lr_find import run_lr_find
 from moirai_ft.config.schema import validate, warmup_step_count
 from moirai_ft.data.prepare import PreparedData, prepare
 from moirai_ft.train import distributed
 from moirai_ft.errors import UserError
 from moirai_ft.evaluation.evaluate import evaluate_job, save_config, summary_line
 from moirai_ft.model.fast_path import SparseProgressBar
-from moirai_ft.train.loggers import checkpoint_step, job_loggers
+from moirai_ft.train.from_config import build_callbacks, build_loggers, check_loggers
+from moirai_ft.train.loggers import checkpoint_step
+from moirai_ft.train.trackers import log_job_result
 from moirai_ft.train.finetuner import MoiraiFineTuner
 from moirai_ft.model.families import family_of
 from moirai_ft.model.load import apply_pattern, count_params, load_module
@@ -39,50 +41,6 @@ log = logging.getLogger(__name__)
 # checkpoints/ holds best/ (written at the zero-shot check, before Lightning's checkpoint callback sets up)
 # and last.ckpt on a resume: the directory is meant to be non-empty
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-
-
-class Throughput(L.Callback):
-    """Training samples per second, validation time excluded (synchronised at the boundaries only)."""
-
-    def __init__(self, batch_size: int):
-        self.batch_size = batch_size
-        self.train_s = 0.0
-        self.steps = 0
-        self._t0: float | None = None
-
-    def _sync(self, pl_module: L.LightningModule) -> None:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
-
-    def _start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._sync(pl_module)
-        self._t0, self._step0 = time.perf_counter(), trainer.global_step
-
-    def _stop(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._t0 is None:
-            return
-        self._sync(pl_module)
-        self.train_s += time.perf_counter() - self._t0
-        self.steps += trainer.global_step - self._step0
-        self._t0 = None
-
-    def on_train_start(self, trainer, pl_module):
-        self._start(trainer, pl_module)
-
-    def on_validation_start(self, trainer, pl_module):
-        if trainer.state.fn == "fit":
-            self._stop(trainer, pl_module)
-
-    def on_validation_end(self, trainer, pl_module):
-        if trainer.state.fn == "fit" and not trainer.should_stop:
-            self._start(trainer, pl_module)
-
-    def on_train_end(self, trainer, pl_module):
-        self._stop(trainer, pl_module)
-
-    @property
-    def samples_per_s(self) -> float:
-        return self.steps * self.batch_size / self.train_s if self.train_s > 0 else float("nan")
 
 
 def build_trainer(
@@ -112,7 +70,7 @@ def build_trainer(
         check_val_every_n_epoch=None if by_steps else 1,
         num_sanity_val_steps=0,
         callbacks=list(callbacks.values()) + progress_bar,
-        logger=job_loggers(job_dir, resume_step),
+        logger=list(build_loggers(cfg.logger, job_dir, resume_step).values()),  # conf/logger
         log_every_n_steps=max(1, min(cfg.hardware.log_every_n_steps, steps_per_epoch)),
         enable_progress_bar=bool(progress_bar),
         enable_model_summary=False,
@@ -150,16 +108,7 @@ def fit(
     # BestWeights read it (moirai_ft/search/monitor.py)
     callbacks: dict[str, L.Callback] = monitor_callbacks(
         cfg, data, eval_batches(len(data.val), cfg.batch_size, cfg.val_max_windows))  # every rank: all windows
-    callbacks.update({
-        "history": History(job_dir / HISTORY, history_extra(cfg)),
-        "best_weights": BestWeights(ckpt_dir / BEST, cfg.patience, cfg.min_delta, cfg.smoothing, metric_key(cfg.monitor)),
-        "divergence": DivergenceGuard(),
-        "throughput": Throughput(cfg.batch_size),
-        "last_checkpoint": ModelCheckpoint(
-            dirpath=ckpt_dir, filename=Path(LAST).stem, save_top_k=1, monitor=None,
-            save_on_train_epoch_end=False, enable_version_counter=False,
-        ),
-    })
+    callbacks.update(build_callbacks(cfg, job_dir))  # conf/callbacks, by name
     callbacks.update(extra_callbacks or {})
     last = ckpt_dir / LAST
     resume_step = checkpoint_step(last) if last.is_file() else None
@@ -190,6 +139,7 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     `extra_callbacks` join the job's own (the benchmark's step timer, the tests' sync counter)."""
     started = time.time()
     validate(cfg)
+    check_loggers(cfg.logger)  # a tracker that is not installed: one line, before any data or model
     family_of(cfg.model).check_compile(cfg.hardware.compile)
     rank, world = distributed.global_rank(), distributed.world_size(cfg)
     per_device = distributed.per_device_batch_size(cfg.batch_size, world)  # batch_size is the global batch
@@ -311,11 +261,12 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
                 eval_cfg.eval.max_windows = cfg.prune.eval_max_windows
         metrics.update(evaluate_job(eval_cfg, data, zero_shot, job_dir, val_nll))
         log.info(summary_line(metrics))
+        log_job_result(fitted.trainer.loggers, metrics, job_dir)  # the trackers' test metrics and plots
         finish_trial(trial, metrics["status"], objective(metrics))
     return metrics
 
 
-def run(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
+def run(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callback] | None = None) -> dict[str, Any]:
     """run_job, with every outcome recorded in metrics.json: a raising job is `failed` with its error,
     and never takes a sweep down with it."""
     job_dir = Path(job_dir)
@@ -330,7 +281,8 @@ def run(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
 
     try:
         with distributed.job_processes(cfg, job_dir, on_stuck=record_stuck):
-            metrics = run_job(cfg, job_dir)
+            # lr_find=true: the lr range test instead of a training (moirai_ft/search/lr_find.py)
+            metrics = run_lr_find(cfg, job_dir) if cfg.lr_find else run_job(cfg, job_dir, extra_callbacks)
     except UserError as e:
         metrics = {**base, "status": "failed", "error": str(e), "error_type": "config"}
     except Exception as e:  # noqa: BLE001 - any crash becomes a recorded failure
