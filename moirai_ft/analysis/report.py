@@ -47,7 +47,7 @@ class State(str, Enum):
 
 STATE_ORDER = list(State)  # table order after the metric: results first, then what needs attention
 ROW_COLUMNS = (
-    "job", "model", "pattern", "lr", "scheduler", "state", "best_val_loss", "best_epoch", "epochs_run",
+    "job", "model", "family", "pattern", "lr", "scheduler", "state", "best_val_loss", "best_epoch", "epochs_run",
     "stop_reason", "zero_shot_val_loss",
 )
 TAIL_COLUMNS = ("wall_s", "train_samples_per_s", "error")
@@ -75,7 +75,9 @@ class Job:
             return nested.get(name) if isinstance(nested, dict) else None
         if key in self.metrics:
             return self.metrics[key]
-        return {"model": _get(self.config, "model.name"), "pattern": _get(self.config, "pattern.name"),
+        # family: jobs from before the families existed ran Moirai 1.x
+        family = _get(self.config, "model.family") or ("moirai1" if self.config else None)
+        return {"model": _get(self.config, "model.name"), "family": family, "pattern": _get(self.config, "pattern.name"),
                 "lr": self.config.get("lr"), "scheduler": _get(self.config, "scheduler.name")}.get(key)
 
     def command(self, changes: dict[str, str] | None = None) -> str:

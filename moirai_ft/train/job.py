@@ -35,6 +35,7 @@ from moirai_ft.train.trackers import log_job_result
 from moirai_ft.train.finetuner import MoiraiFineTuner
 from moirai_ft.model.families import family_of
 from moirai_ft.model.load import apply_pattern, count_params, load_module
+from moirai_ft.model.lora import load_plain
 from moirai_ft.data.windows import IndexBatches, eval_batches, index_loader
 
 log = logging.getLogger(__name__)
@@ -198,7 +199,7 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            module.load_state_dict(zero_shot.state_dict())  # from scratch: the failed attempt may have taken steps
+            load_plain(module, zero_shot.state_dict())  # from scratch: the failed attempt may have taken steps
             for stale in (ckpt_dir / LAST, job_dir / HISTORY):
                 stale.unlink(missing_ok=True)
     trainer, finetuner, callbacks = fitted.trainer, fitted.finetuner, fitted.callbacks
