@@ -21,9 +21,10 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
-from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LOGS, METRICS, write_json_atomic
+from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LOGS, METRICS, read_json, write_json_atomic
 from moirai_ft.analysis.diagnose import PATTERN_LADDER, Finding, apply_overrides, diagnose
 from moirai_ft.errors import UserError
+from moirai_ft.result import NESTED_FIELDS
 from moirai_ft.evaluation.bootstrap import significant
 from moirai_ft.analysis.search import lr_find_note, search_lines
 from moirai_ft.sweep.state import FINGERPRINT, LINK, is_running, read_link
@@ -47,12 +48,13 @@ class State(str, Enum):
 
 STATE_ORDER = list(State)  # table order after the metric: results first, then what needs attention
 ROW_COLUMNS = (
-    "job", "model", "pattern", "lr", "scheduler", "state", "best_val_loss", "best_epoch", "epochs_run",
+    "job", "model", "family", "pattern", "lr", "scheduler", "state", "best_val_loss", "best_epoch", "epochs_run",
     "stop_reason", "zero_shot_val_loss",
 )
 TAIL_COLUMNS = ("wall_s", "train_samples_per_s", "error")
-# name -> value dicts, flattened as test.mase; test_without_covariates only in jobs with covariates (data roles)
-NESTED_METRICS = ("test", "zero_shot_test", "rel_improvement", "test_without_covariates")
+# name -> value dicts, flattened as test.mase (moirai_ft/result.py); test_without_covariates only in jobs with
+# covariates (data roles)
+NESTED_METRICS = NESTED_FIELDS
 
 
 @dataclass
@@ -75,7 +77,9 @@ class Job:
             return nested.get(name) if isinstance(nested, dict) else None
         if key in self.metrics:
             return self.metrics[key]
-        return {"model": _get(self.config, "model.name"), "pattern": _get(self.config, "pattern.name"),
+        # family: jobs from before the families existed ran Moirai 1.x
+        family = _get(self.config, "model.family") or ("moirai1" if self.config else None)
+        return {"model": _get(self.config, "model.name"), "family": family, "pattern": _get(self.config, "pattern.name"),
                 "lr": self.config.get("lr"), "scheduler": _get(self.config, "scheduler.name")}.get(key)
 
     def command(self, changes: dict[str, str] | None = None) -> str:
@@ -111,10 +115,9 @@ def find_job_dirs(root: Path) -> list[Path]:
 
 def _read_config(job_dir: Path) -> tuple[dict[str, Any], list[str]]:
     """The resolved config (fingerprint.json's, else .hydra/config.yaml's) and the overrides."""
-    config: dict[str, Any] = {}
-    try:
-        config = json.loads((job_dir / FINGERPRINT).read_text())["config"]
-    except (OSError, ValueError, KeyError, TypeError):
+    fingerprint = read_json(job_dir / FINGERPRINT)
+    config = fingerprint.get("config") if isinstance(fingerprint, dict) else None
+    if config is None:
         try:
             loaded = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
             config = OmegaConf.to_container(loaded, resolve=True, throw_on_missing=False)  # type: ignore[assignment]
@@ -256,6 +259,8 @@ def printable(report: Report) -> pd.DataFrame:
             _fmt_cell(v) + (f" ({r:+.1%}{m})" if rel is not None and isinstance(r, float) and not math.isnan(r) else "")
             for v, r, m in zip(frame[col], rel if rel is not None else [None] * len(frame), marks)
         ]
+    if "test_without_covariates.mae" in frame.columns:  # jobs with covariates: did they help? (the rest in summary.csv)
+        out["mae_without_covariates"] = [_fmt_cell(v) for v in frame["test_without_covariates.mae"]]
     for col in ("wall_s", "train_samples_per_s", "job"):
         out[col] = frame[col].values
     return out.dropna(axis=1, how="all")

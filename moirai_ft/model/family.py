@@ -38,6 +38,8 @@ class ModelFamily(ABC):
 
     name: ClassVar[str]  # metrics.json `family`
     title: ClassVar[str]  # for messages: "Moirai 2.0"
+    # trains and forecasts with known/past covariates (data roles, moirai_ft/data/covariate_windows.py)
+    supports_covariates: ClassVar[bool] = False
     module_class: ClassVar[type[nn.Module]]
     head: ClassVar[tuple[str, ...]]  # parameter-name prefixes of the output head (pattern=head_only)
     config_keys: ClassVar[frozenset[str]]  # config.json keys that together mark this family's save_pretrained
@@ -120,6 +122,18 @@ class ModelFamily(ABC):
     # --- preflight ---------------------------------------------------------------------------
     def preflight(self, spec: WindowSpec, num_variates: int, model_cfg: DictConfig) -> None:
         """Family limits beyond tokens vs max_seq_len and the patch size (data/preflight.check_model_fits)."""
+
+    def check_loaded(self, module: nn.Module, model_cfg: DictConfig) -> None:
+        """Loaded weights whose patch sizes or max_seq_len differ from conf/model's (which the preflight
+        checked the windows against) are one line saying what to set."""
+        sizes = list(getattr(module, "patch_sizes", None) or (module.patch_size,))
+        if sizes != list(model_cfg.patch_sizes) or module.max_seq_len != model_cfg.max_seq_len:
+            raise UserError(
+                f"model.checkpoint={model_cfg.checkpoint} has patch sizes {sizes} and max_seq_len "
+                f"{module.max_seq_len}, but model={model_cfg.name} says {list(model_cfg.patch_sizes)} and "
+                f"{model_cfg.max_seq_len}; set model.patch_sizes=[{','.join(map(str, sizes))}] "
+                f"model.max_seq_len={module.max_seq_len}"
+            )
 
     def check_compile(self, compile_mode: CompileMode | str) -> None:
         if CompileMode(getattr(compile_mode, "value", compile_mode)) != CompileMode.off:

@@ -12,6 +12,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from moirai_ft.artifacts import atomic_write
+from moirai_ft.model.lora import load_plain, save_plain
 from moirai_ft.train.finetuner import MoiraiFineTuner
 
 HISTORY_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr")
@@ -51,12 +53,10 @@ class History(L.Callback):
             self.write()
 
     def write(self) -> None:
-        tmp = self.path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
+        with atomic_write(self.path, newline="") as f:
             w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS + tuple(self.extra))
             w.writeheader()
             w.writerows(self.rows)
-        tmp.replace(self.path)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}
@@ -137,7 +137,7 @@ class BestWeights(L.Callback):
         # write next to the target, then swap: a kill mid-write never leaves a half checkpoint as "best"
         tmp = self.best_dir.with_name(self.best_dir.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        pl_module.module.save_pretrained(tmp)
+        save_plain(pl_module.module, tmp)  # LoRA: merged, a plain directory the forecast class loads
         old = self.best_dir.with_name(self.best_dir.name + ".old")
         if self.best_dir.exists():
             self.best_dir.rename(old)
@@ -149,7 +149,7 @@ class BestWeights(L.Callback):
         from safetensors.torch import load_file
 
         state = load_file(str(self.best_dir / "model.safetensors"), device=str(pl_module.device))
-        pl_module.module.load_state_dict(state)
+        load_plain(pl_module.module, state)
 
     def state_dict(self) -> dict[str, Any]:
         keys = ("losses", "best_score", "best_val_loss", "best_epoch", "best_step", "wait", "stop_reason",
