@@ -112,13 +112,15 @@ def test_the_pruner_decides_across_processes_under_the_local_launcher(tmp_path: 
 
 @pytest.mark.parametrize("prune", ["asha", "median", "hyperband"])
 def test_optunas_pruner_stops_a_job_worse_than_the_study_on_the_monitored_value(tmp_path: Path, prune: str):
-    """Three finished jobs at 0.1 at every check; this one's monitored CRPS stays near 0.4: ASHA (first rung
+    """Six finished jobs at 0.1 at every check; this one's monitored CRPS stays near 0.4: ASHA (first rung
     at check 1) and the median rule prune it at check 1, Hyperband at its bracket's first rung."""
     from conftest import compose_cfg
     from moirai_ft.search.prune import JobTrial, build_pruner
 
-    study = optuna.create_study(direction="minimize", pruner=build_pruner(compose_cfg([f"prune={prune}"]).prune))
-    for _ in range(3):
+    # a fixed name: Hyperband puts a trial in a bracket by a hash of the study's name and the trial's number
+    study = optuna.create_study(direction="minimize", pruner=build_pruner(compose_cfg([f"prune={prune}"]).prune),
+                                study_name="constructed")
+    for _ in range(6):  # enough finished jobs for each of Hyperband's brackets to hold some
         study.add_trial(optuna.trial.create_trial(
             value=0.1, intermediate_values={s: 0.1 for s in range(1, 6)}, state=optuna.trial.TrialState.COMPLETE,
             system_attrs={f"completed_rung_{r}": 0.1 for r in range(3)}, distributions={}, params={}))
