@@ -171,6 +171,22 @@ def test_save_pretrained_round_trip_and_a_checkpoint_of_another_family(tmp_path:
     assert "\n" not in str(e.value)
 
 
+def test_family_preflight_is_one_line_each(tmp_path: Path) -> None:
+    from moirai_ft.config.schema import validate
+
+    with pytest.raises(UserError, match=r"patch_size=32 is not one of the model's patch sizes \[16\]"):
+        validate(compose_cfg(["model=tiny_moirai2", "patch_size=32"]))
+    with pytest.raises(UserError, match="over the model's max_seq_len 4"):
+        prepare(compose_cfg(["model=tiny_moe", "model.max_seq_len=4"]))
+    with pytest.raises(UserError, match="hardware.compile=off"):
+        family_of(compose_cfg(["model=tiny_moirai2"]).model).check_compile("default")
+    random_module(compose_cfg(["model=tiny_moirai2"]).model).save_pretrained(tmp_path / "m2")
+    with pytest.raises(UserError, match="model.max_seq_len=512") as e:  # weights unlike the model option
+        load_module(compose_cfg(["model=tiny_moirai2", "model.init=pretrained", f"model.checkpoint={tmp_path / 'm2'}",
+                                 "model.max_seq_len=256"]).model)
+    assert "\n" not in str(e.value)
+
+
 def _their_forecast(model: str, module: torch.nn.Module, data, ids: torch.Tensor, num_samples: int, seed: int, batch_size: int):
     """The uni2ts forecast class on the same windows, read from the normalised table (not our Windows)."""
     s = data.spec
