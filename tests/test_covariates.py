@@ -171,6 +171,7 @@ BAD_ROLES = {
     "names_no_column": (["data.known_covariates=[outdoor_tmp]"], "'outdoor_tmp', which matches no column"),
     # tiny at context 256 / patch 16: 17 tokens a target or known covariate, 16 a past one; 64 leave room for 2
     "over_max_seq_len": (["context_length=256", "model.max_seq_len=64"], "room for 2 known or 2 past covariates"),
+    "family_without_covariates": (["model=tiny_moirai2"], "Moirai 2.0 is not trained with covariates here"),
 }
 
 
@@ -213,10 +214,12 @@ def test_bad_role_through_train_py_exits_2_with_one_line(tmp_path: Path) -> None
 # --- a job with covariates resumes after a kill to the numbers of a clean run --------------------------------------
 
 
+@pytest.mark.slow  # three train.py processes: a clean run, a killed one, its resumption
 def test_sigkill_then_resume_with_covariates(tmp_path: Path) -> None:
     from test_reliability import RESUMABLE, assert_same_result
 
-    args = [*RESUMABLE, *BUILDING, "data.mode=M"]  # every role in each sample
+    # every role in each sample; a small evaluation: three models score the test windows
+    args = [*RESUMABLE, *BUILDING, "data.mode=M", "eval.num_samples=20", "eval.plot_windows=0"]
     clean, job = tmp_path / "clean", tmp_path / "job"
     r = run_train([*args, f"hydra.run.dir={clean}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
