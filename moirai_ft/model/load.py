@@ -24,6 +24,7 @@ from uni2ts.module.ts_embed import MultiInSizeLinear, MultiOutSizeLinear
 
 from moirai_ft.config.schema import ModelInit, PatternName
 from moirai_ft.errors import UserError
+from moirai_ft.weights import resolve_checkpoint
 
 
 def random_module(model_cfg: DictConfig) -> MoiraiModule:
@@ -62,7 +63,7 @@ def load_module(model_cfg: DictConfig) -> MoiraiModule:
         )
     checkpoint = os.path.expanduser(str(checkpoint))
     if _looks_local(checkpoint):
-        path = Path(checkpoint)
+        path = resolve_checkpoint(Path(checkpoint))  # a job directory: its checkpoints/best
         if not path.is_dir():
             raise UserError(
                 f"model.checkpoint={checkpoint} is not a directory; point it at a directory written by "

@@ -36,6 +36,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from moirai_ft import weights
 from moirai_ft.artifacts import CHECKPOINTS, LAST, LOGS, METRICS, identity, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -228,7 +229,8 @@ def plan_job(fp: str, job_dir: Path, root: Path) -> Plan:
     twins = [d for d in job_dirs_below(root) if read_fingerprint(d) == fp]
     if read_fingerprint(job_dir) == fp and job_dir.resolve() not in {t.resolve() for t in twins}:
         twins.append(job_dir)  # a sweep dir outside sweep_root, rerun in place
-    done = [d for d in twins if read_status(d) in FINAL_STATUSES]
+    # a finished twin whose weights were damaged since is retrained, not skipped
+    done = [d for d in twins if read_status(d) in FINAL_STATUSES and weights.damage(d) is None]
     if done:
         return Plan(Action.skip_done, _newest(done, METRICS))
     others = [d for d in twins if d.resolve() != job_dir.resolve()]
@@ -255,6 +257,16 @@ def read_link(job_dir: Path) -> Path | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return (Path(job_dir) / rel).resolve()
+
+
+def went_on(job_dir: Path) -> str | None:
+    """"continued" or "rerun" when the job's result_in.json says it trained on in its twin's directory
+    (from the twin's last checkpoint, or afresh), None for a skip."""
+    try:
+        reason = str(json.loads((Path(job_dir) / LINK).read_text())["reason"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return "continued" if reason.startswith("continued") else "rerun" if reason == "rerun" else None
 
 
 def _set_aside_failure(target: Path) -> None:
@@ -302,6 +314,7 @@ def run_tracked(cfg: DictConfig, mode: RunMode, job_dir: Path, launch_dir: Path,
     if plan.action == Action.continue_twin:
         try:
             with JobLock(plan.target):
+                weights.discard_damaged(plan.target)  # damaged weights: retrained from the start, not resumed
                 resumed = (plan.target / CHECKPOINTS / LAST).is_file()
                 _write_link(job_dir, plan.target, "continued from its last checkpoint" if resumed else "rerun", fp)
                 log.info("continuing the unfinished twin in %s%s", plan.target, " from its last checkpoint" if resumed else "")
@@ -315,6 +328,7 @@ def run_tracked(cfg: DictConfig, mode: RunMode, job_dir: Path, launch_dir: Path,
         return {**identity(cfg), "status": "running", "error": f"running in another process in {plan.target}"}
 
     with JobLock(job_dir):
+        weights.discard_damaged(job_dir)
         _set_aside_failure(job_dir)
         write_json_atomic(job_dir / FINGERPRINT, {"fingerprint": fp, "config": config})
         return run(cfg, job_dir)
@@ -338,6 +352,7 @@ class Outcome:
     status: str  # metrics.json's status; "running" (elsewhere); "missing" when there is no result
     error: str | None
     skipped: bool
+    continued: str | None = None  # "continued" (from the twin's last checkpoint) or "rerun" in the twin's directory
 
 
 def sweep_outcomes(sweep_dir: Path, since: float | None = None) -> list[Outcome]:
@@ -356,7 +371,9 @@ def sweep_outcomes(sweep_dir: Path, since: float | None = None) -> list[Outcome]
         except (OSError, ValueError, AttributeError):
             running = is_running(result_dir)
             status, error = ("running", None) if running else ("missing", "the job left no metrics.json")
-        outcomes.append(Outcome(job_dir, result_dir, status, error, skipped=linked is not None))
+        how = went_on(job_dir) if linked is not None else None
+        outcomes.append(Outcome(job_dir, result_dir, status, error, skipped=linked is not None and how is None,
+                                continued=how))
     return outcomes
 
 
@@ -381,8 +398,8 @@ class SweepStatus(Callback):
             counts[o.status] = counts.get(o.status, 0) + 1
         print(f"sweep {sweep_dir}: {len(outcomes)} job(s): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
         for o in outcomes:
-            if o.skipped:
-                print(f"  skipped {o.job_dir.name}: {o.status} in {o.result_dir}")
+            if o.skipped or o.continued:
+                print(f"  {o.continued or 'skipped'} {o.job_dir.name}: {o.status} in {o.result_dir}")
         bad = [o for o in outcomes if o.status not in FINAL_STATUSES + ("running",)]
         for o in bad:
             print(f"  {o.status.upper()} {o.job_dir.name}: {o.error}")

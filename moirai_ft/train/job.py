@@ -26,6 +26,7 @@ from moirai_ft.config.schema import validate
 from moirai_ft.data.prepare import PreparedData, prepare
 from moirai_ft.train import distributed
 from moirai_ft.errors import UserError
+from moirai_ft.weights import CHECKSUM, best_dir, checksum
 from moirai_ft.evaluation.evaluate import evaluate_job, save_config, summary_line
 from moirai_ft.model.fast_path import SparseProgressBar
 from moirai_ft.train.loggers import checkpoint_step, job_loggers
@@ -283,6 +284,7 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
         "wall_s": round(time.time() - started, 3),
         "train_samples_per_s": callbacks["throughput"].samples_per_s,
     }
+    metrics[CHECKSUM] = checksum(best_dir(job_dir))  # later readers tell damaged weights (moirai_ft/weights.py)
     if diverged:
         metrics["error"] = "training loss became NaN or infinite; the best weights before that are kept"
     if rank == 0:  # test evaluation has no collectives: one rank does it and writes its files
