@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from moirai_ft.errors import UserError
+from moirai_ft.model.families import family_of
 from moirai_ft.data.windows import WindowSpec
 
 
@@ -82,6 +83,7 @@ def check_model_fits(spec: WindowSpec, num_variates: int, model_cfg: DictConfig)
             f"{num_variates} variates in one sample exceed the model's max_dim {model_cfg.max_dim}; "
             "use data.mode=S or select fewer columns (data.columns / data.exclude)"
         )
+    family_of(model_cfg).preflight(spec, num_variates, model_cfg)  # the family's own limits
 
 
 def check_windows(

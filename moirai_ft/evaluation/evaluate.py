@@ -32,7 +32,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import lightning as L
 import numpy as np
@@ -41,23 +41,20 @@ from jaxtyping import Float, Int
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError
 from torch import Tensor
-from torch.distributions import Distribution
-from tqdm import tqdm
-from uni2ts.loss.packed import PackedNLLLoss
-from uni2ts.model.moirai import MoiraiModule
 
 from moirai_ft.artifacts import BEST, CHECKPOINTS, METRICS, read_metrics, write_json_atomic
 from moirai_ft.config.schema import validate
 from moirai_ft.data.prepare import PreparedData, prepare
 from moirai_ft import weights
 from moirai_ft.errors import UserError
-from moirai_ft.model.fast_path import distribution_validation
-from moirai_ft.train.finetuner import LOSS_FIELDS, MODEL_FIELDS
+from moirai_ft.model.families import family_of, family_of_module
+from moirai_ft.model.families.moirai1 import horizon_distribution, horizon_tokens  # noqa: F401  (re-exported)
+from moirai_ft.model.family import PROGRESS_MIN_BATCHES  # noqa: F401  (re-exported)
 from moirai_ft.evaluation.plot import Panel, plot_forecasts
 from moirai_ft.evaluation.bootstrap import item_parts, relative_improvement_interval
-from moirai_ft.evaluation.metrics import QUANTILE_LEVELS, forecast_metrics, rel_improvement, sample_quantiles, seasonal_errors, seasonality
+from moirai_ft.evaluation.metrics import forecast_metrics, rel_improvement, seasonal_errors, seasonality
 from moirai_ft.model.load import load_module
-from moirai_ft.data.windows import Batch, Windows, eval_batches
+from moirai_ft.data.windows import Windows, eval_batches
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +63,6 @@ HYDRA_CONFIG = Path(".hydra") / "config.yaml"
 FORECAST_PNG = "forecast.png"
 EVAL_ERROR_LOG = "eval_error.log"
 SUMMARY_METRICS = ("mase", "wql", "mse_norm")  # the summary line's choice: scale-free, probabilistic, LSF
-PROGRESS_MIN_BATCHES = 20  # show a progress bar from this many batches on
 
 
 @dataclass
@@ -80,93 +76,26 @@ class EvalItems:
 # --- forecasting -------------------------------------------------------------------------------
 
 
-def _map_tensors(fn: Callable[[Tensor], Tensor], tree: Any) -> Any:
-    if isinstance(tree, dict):
-        return {k: _map_tensors(fn, v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_map_tensors(fn, v) for v in tree)
-    return fn(tree)
-
-
-def horizon_tokens(windows: Windows, device: torch.device) -> Int[Tensor, "horizon_tokens"]:
-    """Sequence positions of the forecast variates' prediction tokens, in the windows' own layout."""
-    return windows.horizon_positions(device)
-
-
-def horizon_distribution(module: MoiraiModule, batch: Batch, tokens: Int[Tensor, "t"], patch_size: int) -> Distribution:
-    """The distribution MoiraiModule returns, restricted to the horizon patches' first `patch_size`
-    values. Sampling the whole sequence at max_patch_size would draw about 25x more values (19 tokens
-    x 128 for 3 x 32 wanted at the defaults). The parameters and the scaler's loc/scale are captured
-    from the module's own forward pass with hooks, so the forward pass is uni2ts's, unchanged."""
-    captured: dict[str, Any] = {}
-    hooks = [
-        module.scaler.register_forward_hook(lambda _m, _i, out: captured.__setitem__("loc_scale", out)),
-        module.param_proj.register_forward_hook(lambda _m, _i, out: captured.__setitem__("params", out)),
-    ]
-    try:
-        module(**{k: batch[k] for k in MODEL_FIELDS})
-    finally:
-        for h in hooks:
-            h.remove()
-    loc, scale = captured["loc_scale"]
-    b, seq = batch["target"].shape[:2]
-
-    def cut(t: Tensor) -> Tensor:  # (batch, seq, max_patch, ...) leaves; scalars (fixed scales) broadcast
-        return t[:, tokens, :patch_size] if t.dim() >= 3 and t.shape[:2] == (b, seq) else t
-
-    params = _map_tensors(cut, captured["params"])
-    return module.distr_output.distribution(params, loc=loc[:, tokens], scale=scale[:, tokens])
-
-
 def forecast_quantiles(
-    module: MoiraiModule,
+    module: torch.nn.Module,
     windows: Windows,
     batches: list[Int[Tensor, "batch"]],
     num_samples: int,
     seed: int,
     desc: str,
 ) -> Float[np.ndarray, "item level pred"]:
-    """Quantiles (metrics.QUANTILE_LEVELS) of `num_samples` sampled paths per item, normalised scale.
-
-    Runs on the module's device; only the quantiles come back to the host, once per batch."""
-    device = next(module.parameters()).device
-    windows = windows.to(device)
-    s = windows.spec
-    tokens = horizon_tokens(windows, device)
-    out: list[Tensor] = []
-    cuda = [device] if device.type == "cuda" else []
-    # argument checks on the model's own outputs cost host synchronisations and never fail
-    with torch.random.fork_rng(devices=cuda), torch.inference_mode(), distribution_validation(False):
-        torch.manual_seed(seed)  # same draws for every model evaluated with this seed
-        for idx in tqdm(batches, desc=desc, disable=len(batches) < PROGRESS_MIN_BATCHES, leave=False):
-            batch = windows.batch(idx.to(device))
-            samples = horizon_distribution(module, batch, tokens, s.patch_size).sample(torch.Size((num_samples,)))
-            b = samples.shape[1]
-            # (sample, batch, var * pred_tokens, patch) -> (sample, batch, var, pred) without the pad
-            paths = samples.reshape(num_samples, b, windows.num_variates, -1)[..., : s.prediction_length]
-            q = sample_quantiles(paths)  # (level, batch, var, pred)
-            out.append(q.permute(1, 2, 0, 3).reshape(-1, len(QUANTILE_LEVELS), s.prediction_length).float().cpu())
-    return torch.cat(out).numpy()
+    """Quantiles (metrics.QUANTILE_LEVELS) per item, normalised scale: the module's family's forecast
+    (for Moirai 1.x `num_samples` sampled paths). Runs on the module's device."""
+    return family_of_module(module).forecast_quantiles(module, windows, batches, num_samples, seed, desc)
 
 
-def validation_nll(module: MoiraiModule, windows: Windows, batches: list[Int[Tensor, "batch"]]) -> float:
-    """Mean packed NLL over the validation windows, weighted as MoiraiFineTuner.validation_step."""
-    device = next(module.parameters()).device
-    windows = windows.to(device)
-    loss_func = PackedNLLLoss()
-    total = torch.zeros((), device=device, dtype=torch.float64)
-    count = 0
-    with torch.inference_mode(), distribution_validation(False):
-        for idx in batches:
-            batch = windows.batch(idx.to(device))
-            loss = loss_func(pred=module(**{k: batch[k] for k in MODEL_FIELDS}), **{k: batch[k] for k in LOSS_FIELDS})
-            total += loss.double() * len(idx)
-            count += len(idx)
-    return float(total / max(count, 1))
+def validation_nll(module: torch.nn.Module, windows: Windows, batches: list[Int[Tensor, "batch"]]) -> float:
+    """Mean validation loss of the module's family (Moirai 1.x: packed NLL), weighted as the fine-tuner's."""
+    return family_of_module(module).validation_loss(module, windows, batches)
 
 
 @contextlib.contextmanager
-def evaluating_on(module: MoiraiModule, device: torch.device) -> Iterator[MoiraiModule]:
+def evaluating_on(module: torch.nn.Module, device: torch.device) -> Iterator[torch.nn.Module]:
     """The module in eval mode on `device`; its device and mode are restored afterwards."""
     before, training = next(module.parameters()).device, module.training
     module.to(device).eval()
@@ -281,7 +210,7 @@ def selected_dir(job_dir: Path) -> Path:
 def evaluate_models(
     cfg: DictConfig,
     data: PreparedData,
-    zero_shot: MoiraiModule,
+    zero_shot: torch.nn.Module,
     job_dir: Path,
     val_nll: tuple[float | None, float | None] = (None, None),
 ) -> dict[str, Any]:
@@ -293,7 +222,7 @@ def evaluate_models(
     same windows; a None is measured here (re-evaluation, where the test checks both agree)."""
     started = time.perf_counter()
     try:
-        selected = MoiraiModule.from_pretrained(str(selected_dir(job_dir)))
+        selected = family_of(cfg.model).from_pretrained(selected_dir(job_dir))
     except Exception as e:  # noqa: BLE001 - a file cut short or overwritten: one line, not a traceback
         raise UserError(
             f"{selected_dir(job_dir)} could not be loaded ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}); "
@@ -355,7 +284,7 @@ def evaluate_models(
 def evaluate_job(
     cfg: DictConfig,
     data: PreparedData,
-    zero_shot: MoiraiModule,
+    zero_shot: torch.nn.Module,
     job_dir: Path,
     val_nll: tuple[float | None, float | None] = (None, None),
 ) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Building or loading a MoiraiModule, fine-tuning patterns, and AdamW parameter groups."""
+"""Building or loading a family's module (moirai_ft/model/families), fine-tuning patterns, and AdamW
+parameter groups."""
 
 from __future__ import annotations
 
@@ -10,51 +11,36 @@ from urllib.parse import urlparse
 import torch
 from omegaconf import DictConfig
 from torch import nn
-from uni2ts.distribution import (
-    LogNormalOutput,
-    MixtureOutput,
-    NegativeBinomialOutput,
-    NormalFixedScaleOutput,
-    StudentTOutput,
-)
-from uni2ts.model.moirai import MoiraiModule
 from uni2ts.module.norm import RMSNorm
 from uni2ts.module.position import BinaryAttentionBias, LearnedEmbedding, LearnedProjection
-from uni2ts.module.ts_embed import MultiInSizeLinear, MultiOutSizeLinear
+from uni2ts.module.ts_embed import FeatLinear, MultiInSizeLinear, MultiOutSizeLinear
 
 from moirai_ft.config.schema import ModelInit, PatternName
 from moirai_ft.errors import UserError
 from moirai_ft.weights import resolve_checkpoint
+from moirai_ft.model.families import checkpoint_family, family_of, family_of_module
+from moirai_ft.model.family import ModelFamily
 
 
-def random_module(model_cfg: DictConfig) -> MoiraiModule:
-    """A randomly initialised MoiraiModule with the architecture of Moirai 1.1-R (mixture output)."""
-    return MoiraiModule(
-        distr_output=MixtureOutput(
-            [StudentTOutput(), NormalFixedScaleOutput(), NegativeBinomialOutput(), LogNormalOutput()]
-        ),
-        d_model=model_cfg.d_model,
-        num_layers=model_cfg.num_layers,
-        patch_sizes=tuple(model_cfg.patch_sizes),
-        max_seq_len=model_cfg.max_seq_len,
-        attn_dropout_p=model_cfg.attn_dropout_p,
-        dropout_p=model_cfg.dropout_p,
-        scaling=True,
-    )
+def random_module(model_cfg: DictConfig) -> nn.Module:
+    """A randomly initialised module of the configured family and size."""
+    return family_of(model_cfg).random_module(model_cfg)
 
 
 def _looks_local(checkpoint: str) -> bool:
     return checkpoint.startswith((".", "/", "~")) or os.path.exists(checkpoint) or checkpoint.count("/") != 1
 
 
-def load_module(model_cfg: DictConfig) -> MoiraiModule:
+def load_module(model_cfg: DictConfig) -> nn.Module:
     """The model the job starts from: `model.init=random`, or pretrained weights from
-    `model.checkpoint` (a hub id such as Salesforce/moirai-1.1-R-small, or a local directory).
+    `model.checkpoint` (a hub id such as Salesforce/moirai-1.1-R-small, or a local directory), as the
+    module of the config's family.
 
     Never falls back to random weights: an unreachable hub is a UserError naming the two ways out.
     """
+    family = family_of(model_cfg)
     if model_cfg.init == ModelInit.random:
-        return random_module(model_cfg)
+        return family.random_module(model_cfg)
     checkpoint = model_cfg.checkpoint
     if not checkpoint:
         raise UserError(
@@ -76,15 +62,16 @@ def load_module(model_cfg: DictConfig) -> MoiraiModule:
                 f"model.checkpoint={checkpoint} is not a Moirai checkpoint (needs config.json and "
                 "model.safetensors, as written by MoiraiModule.save_pretrained)"
             )
+        _check_family(family, path, model_cfg.name)
         try:
-            return MoiraiModule.from_pretrained(str(path))
+            return family.from_pretrained(path)
         except Exception as e:  # corrupted weights, wrong architecture: one line, not a traceback
             raise UserError(
                 f"model.checkpoint={checkpoint} could not be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                 "re-download or re-save it"
             ) from e
     try:  # the local hub cache first: no network needed for weights fetched before
-        return MoiraiModule.from_pretrained(checkpoint, local_files_only=True)
+        return family.from_pretrained(checkpoint, local_files_only=True)
     except Exception:
         pass
     if not _hub_reachable():
@@ -93,12 +80,22 @@ def load_module(model_cfg: DictConfig) -> MoiraiModule:
             "model.checkpoint=<local dir>, or train from scratch with model.init=random"
         )
     try:
-        return MoiraiModule.from_pretrained(checkpoint)
+        return family.from_pretrained(checkpoint)
     except Exception as e:
         raise UserError(
             f"cannot fetch {checkpoint} from the Hugging Face hub ({type(e).__name__}); check the id, or "
             "pass model.checkpoint=<local dir>, or train from scratch with model.init=random"
         ) from e
+
+
+def _check_family(family: ModelFamily, path: Path, model_name: str) -> None:
+    """A directory written by another family's save_pretrained: one line naming both families."""
+    found = checkpoint_family(path)
+    if found is not None and found is not family:
+        raise UserError(
+            f"model.checkpoint={path} is a {found.title} checkpoint, but model={model_name} is {family.title}; "
+            f"use a {found.title} model option ({', '.join(found.model_options)}) for it, or a {family.title} checkpoint"
+        )
 
 
 def _hub_reachable(timeout_s: float = 3.0) -> bool:
@@ -116,23 +113,23 @@ def _hub_reachable(timeout_s: float = 3.0) -> bool:
         return False
 
 
-def apply_pattern(module: nn.Module, pattern: str) -> None:
-    """Freeze parameters by fine-tuning pattern, with uni2ts's semantics:
-    full trains everything, freeze_ffn freezes every parameter with `ffn` in its name,
-    head_only trains only `param_proj` (the distribution head)."""
-    pattern = PatternName(pattern) if pattern in PatternName._value2member_map_ else pattern
-    if pattern not in PatternName._value2member_map_:
-        raise UserError(f"unknown pattern {pattern!r}; choose one of {[p.value for p in PatternName]}")
-    for name, p in module.named_parameters():
-        if pattern == PatternName.full:
-            p.requires_grad_(True)
-        elif pattern == PatternName.freeze_ffn:
-            p.requires_grad_("ffn" not in name)
-        else:
-            p.requires_grad_("param_proj" in name)
+def apply_pattern(module: nn.Module, pattern: str | DictConfig, family: ModelFamily | None = None) -> nn.Module:
+    """Freeze parameters by fine-tuning pattern, as the module's family defines them (uni2ts's semantics
+    for Moirai 1.x): full trains everything, freeze_ffn freezes every feed-forward parameter, head_only
+    trains only the output head. `pattern` is conf/pattern's node (or its name for those three); the
+    returned module is the one to train (the same object)."""
+    name = pattern.name if isinstance(pattern, DictConfig) else pattern
+    name = str(getattr(name, "value", name))  # the config's PatternName member, or a plain name
+    if name not in PatternName._value2member_map_ or name == "lora":
+        allowed = [p.value for p in PatternName if p.value != "lora"]
+        raise UserError(f"unknown pattern {name!r}; choose one of {allowed}")
+    family = family or family_of_module(module)
+    for pname, p in module.named_parameters():
+        p.requires_grad_(family.trains(name, pname))
+    return module
 
 
-_DECAY = (LearnedProjection, MultiInSizeLinear, MultiOutSizeLinear, nn.Linear)
+_DECAY = (LearnedProjection, MultiInSizeLinear, MultiOutSizeLinear, FeatLinear, nn.Linear)
 _NO_DECAY = (BinaryAttentionBias, LearnedEmbedding, RMSNorm, nn.Embedding, nn.LayerNorm)
 
 

@@ -1,5 +1,6 @@
-"""The LightningModule: uni2ts's fine-tuning objective (packed NLL of the Moirai mixture on the
-forecast horizon) over windows built on the training device."""
+"""The LightningModule: the model family's fine-tuning objective (for Moirai 1.x uni2ts's packed NLL of
+the mixture on the forecast horizon; see moirai_ft/model/families) over windows built on the training
+device."""
 
 from __future__ import annotations
 
@@ -7,31 +8,24 @@ import lightning as L
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from torch import nn
 from torch.distributions import Distribution
-from uni2ts.loss.packed import PackedNLLLoss
-from uni2ts.model.moirai import MoiraiModule
 
 from moirai_ft.config.schema import CompileMode
-from moirai_ft.model.fast_path import (
-    TRAIN_LOSS,
-    adamw_options,
-    compile_forward,
-    distribution_validation,
-    use_fast_path,
-)
+from moirai_ft.model.families import family_of_module
+from moirai_ft.model.families.moirai1 import LOSS_FIELDS, MODEL_FIELDS  # noqa: F401  (their historical home)
+from moirai_ft.model.family import ModelFamily
+from moirai_ft.model.fast_path import TRAIN_LOSS, adamw_options
 from moirai_ft.model.load import param_groups
 from moirai_ft.train.schedulers import build_scheduler
 from moirai_ft.instrument import faults
 from moirai_ft.data.windows import Batch, IndexBatches, Windows
 
-MODEL_FIELDS = ("target", "observed_mask", "sample_id", "time_id", "variate_id", "prediction_mask", "patch_size")
-LOSS_FIELDS = ("target", "prediction_mask", "observed_mask", "sample_id", "variate_id")
-
 
 class MoiraiFineTuner(L.LightningModule):
     def __init__(
         self,
-        module: MoiraiModule,
+        module: nn.Module,
         train_windows: Windows,
         val_windows: Windows,
         train_order: IndexBatches,
@@ -42,12 +36,15 @@ class MoiraiFineTuner(L.LightningModule):
         total_steps: int,
         min_lr_ratio: float,
         compile: CompileMode | str = CompileMode.off,
+        family: ModelFamily | None = None,
     ):
         super().__init__()
-        self.module = use_fast_path(module)  # same values; no host sync in the step; fp32 head under bf16
+        self.family = family or family_of_module(module)  # the objective and the batch layout
+        # same values; no host sync in the step; fp32 head under bf16
+        self.module = self.family.prepare_module(module)
         self.compile_mode = CompileMode(getattr(compile, "value", compile))
         # training only: validation runs eager (other shapes, inference mode), so one graph serves the run
-        self._train_forward = compile_forward(self.module, self.compile_mode) or self.forward
+        self._train_loss = self.family.train_loss(self.module, self.compile_mode)
         self.train_windows = train_windows
         self.val_windows = val_windows
         self.train_order = train_order
@@ -57,7 +54,6 @@ class MoiraiFineTuner(L.LightningModule):
         self.warmup_steps = warmup_steps
         self.total_steps = total_steps
         self.min_lr_ratio = min_lr_ratio
-        self.loss_func = PackedNLLLoss()
         # running sums kept on the device: read only at validation checks (no per-step host sync). Plain
         # tensors, not buffers: DDP copies rank 0's buffers to every rank before a forward pass, which would
         # overwrite the other ranks' sums. _place_windows moves them to the training device.
@@ -79,25 +75,19 @@ class MoiraiFineTuner(L.LightningModule):
     def on_validation_start(self) -> None:
         self._place_windows()
 
-    def forward(self, batch: Batch) -> Distribution:
+    def forward(self, batch: Batch) -> Distribution | Tensor:
         return self.module(**{k: batch[k] for k in MODEL_FIELDS})
 
-    def _nll(self, pred: Distribution, batch: Batch) -> Tensor:
-        return self.loss_func(pred=pred, **{k: batch[k] for k in LOSS_FIELDS})
-
     def loss(self, batch: Batch) -> Tensor:
-        # argument checks on the model's own outputs never fail and each costs a host synchronisation
-        with distribution_validation(False):
-            return self._nll(self(batch), batch)
+        """The family's objective on a batch laid out by `self.family.batch`."""
+        return self.family.loss(self.module, batch)
 
     def training_step(self, step: Tensor, batch_idx: int) -> Tensor:
         # the ids come from (epoch, batch_idx), which Lightning restores on resume; the loader's item
         # (the step number it paced) restarts from 0 after a resume and is not used
         idx = self.train_order.batch(self.current_epoch, batch_idx, self.device)
         faults.maybe_inject(len(idx), self.global_step)
-        batch = self.train_windows.batch(idx)
-        with distribution_validation(False):
-            loss = self._nll(self._train_forward(batch), batch)
+        loss = self._train_loss(self.family.batch(self.train_windows, idx))
         self._train_sum += loss.detach()
         self._train_count += 1
         self._nonfinite |= ~torch.isfinite(loss.detach())
@@ -106,7 +96,7 @@ class MoiraiFineTuner(L.LightningModule):
         return loss
 
     def validation_step(self, idx: Tensor, batch_idx: int) -> None:
-        loss = self.loss(self.val_windows.batch(idx))
+        loss = self.loss(self.family.batch(self.val_windows, idx))
         # the packed loss is a mean over the batch's samples: weight by size for an exact mean over windows
         self._val_sum += loss.detach() * len(idx)
         self._val_count += len(idx)

@@ -31,6 +31,7 @@ from moirai_ft.evaluation.evaluate import evaluate_job, save_config, summary_lin
 from moirai_ft.model.fast_path import SparseProgressBar
 from moirai_ft.train.loggers import checkpoint_step, job_loggers
 from moirai_ft.train.finetuner import MoiraiFineTuner
+from moirai_ft.model.families import family_of
 from moirai_ft.model.load import apply_pattern, count_params, load_module
 from moirai_ft.data.windows import IndexBatches, eval_batches, index_loader
 
@@ -188,6 +189,7 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     `extra_callbacks` join the job's own (the benchmark's step timer, the tests' sync counter)."""
     started = time.time()
     validate(cfg)
+    family_of(cfg.model).check_compile(cfg.hardware.compile)
     rank, world = distributed.global_rank(), distributed.world_size(cfg)
     per_device = distributed.per_device_batch_size(cfg.batch_size, world)  # batch_size is the global batch
     if rank == 0:
@@ -197,7 +199,7 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     module = load_module(cfg.model)
     # the starting model, compared with the selected one on the test split (by rank 0, which alone evaluates)
     zero_shot = copy.deepcopy(module)  # on every rank: an out-of-memory restart starts again from it
-    apply_pattern(module, cfg.pattern.name)
+    module = apply_pattern(module, cfg.pattern)  # the family's parameters per pattern (LoRA: adapters injected)
     trainable, total = count_params(module)
 
     # optimizer steps per epoch, at the full per-device batch (a smaller micro-batch after an OOM keeps them)
@@ -264,6 +266,7 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     metrics: dict[str, Any] = {
         "status": "diverged" if diverged else "completed",
         **identity(cfg),
+        "family": family_of(cfg.model).name,
         "batch_size": cfg.batch_size,
         "world_size": world,  # processes (devices) the global batch was split over
         "accumulate_grad_batches": accumulate,  # > 1 after running out of GPU memory

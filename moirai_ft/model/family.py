@@ -1,0 +1,126 @@
+"""The model-family boundary: everything the job, the evaluation and the patterns need from a Moirai family.
+
+A family (moirai_ft/model/families/*) says how to build or load its uni2ts module, how its training
+windows are laid out, its training objective, its test forecast (equal to its uni2ts forecast class),
+which parameters its patterns train, and its preflight limits. The rest of the package asks the family
+(`family_of(cfg.model)` / `family_of_module(module)` in moirai_ft/model/families) and never the class.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import ClassVar
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from omegaconf import DictConfig
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from moirai_ft.config.schema import CompileMode
+from moirai_ft.data.windows import Batch, Windows, WindowSpec
+from moirai_ft.errors import UserError
+from moirai_ft.evaluation.metrics import QUANTILE_LEVELS
+from moirai_ft.model.fast_path import distribution_validation, use_fast_path
+
+PROGRESS_MIN_BATCHES = 20  # show a forecast progress bar from this many batches on
+HEAD_ONLY, FREEZE_FFN, FULL = "head_only", "freeze_ffn", "full"
+
+# per batch: (batch, variate, level, pred) quantiles on the normalised scale
+QuantileFn = Callable[[Windows, Int[Tensor, "batch"]], Float[Tensor, "batch var level pred"]]
+
+
+class ModelFamily(ABC):
+    """One Moirai family. Stateless: one instance per family serves every job."""
+
+    name: ClassVar[str]  # metrics.json `family`
+    title: ClassVar[str]  # for messages: "Moirai 2.0"
+    module_class: ClassVar[type[nn.Module]]
+    head: ClassVar[tuple[str, ...]]  # parameter-name prefixes of the output head (pattern=head_only)
+    config_keys: ClassVar[frozenset[str]]  # config.json keys that together mark this family's save_pretrained
+
+    # --- module ------------------------------------------------------------------------------
+    @abstractmethod
+    def random_module(self, model_cfg: DictConfig) -> nn.Module:
+        """A randomly initialised module of the configured size."""
+
+    def from_pretrained(self, path: str | os.PathLike, **kwargs) -> nn.Module:
+        return self.module_class.from_pretrained(str(path), **kwargs)
+
+    model_options: ClassVar[tuple[str, ...]] = ()  # conf/model options of this family (for messages)
+
+    def prepare_module(self, module: nn.Module) -> nn.Module:
+        """The module as the fine-tuner trains it: uni2ts's classes swapped for sync-free ones (same values)."""
+        return use_fast_path(module)
+
+    # --- training ----------------------------------------------------------------------------
+    def batch(self, windows: Windows, idx: Int[Tensor, "batch"]) -> Batch:
+        """The module's inputs (and the loss's targets) for these windows."""
+        return windows.batch(idx)
+
+    @abstractmethod
+    def loss(self, module: nn.Module, batch: Batch) -> Float[Tensor, ""]:
+        """The family's training objective on a batch: a mean over the batch's series."""
+
+    def train_loss(self, module: nn.Module, compile_mode: CompileMode | str) -> Callable[[Batch], Tensor]:
+        """The loss as the training step computes it (Moirai 1.x can compile it)."""
+        return lambda batch: self.loss(module, batch)
+
+    def validation_loss(self, module: nn.Module, windows: Windows, batches: list[Int[Tensor, "batch"]]) -> float:
+        """Mean loss over the windows, weighted by batch size (as the fine-tuner's validation)."""
+        device = next(module.parameters()).device
+        windows = windows.to(device)
+        total = torch.zeros((), device=device, dtype=torch.float64)
+        count = 0
+        with torch.inference_mode(), distribution_validation(False):
+            for idx in batches:
+                total += self.loss(module, self.batch(windows, idx.to(device))).double() * len(idx)
+                count += len(idx)
+        return float(total / max(count, 1))
+
+    # --- forecasting -------------------------------------------------------------------------
+    @abstractmethod
+    def batch_quantiles(self, module: nn.Module, windows: Windows, idx: Int[Tensor, "batch"], num_samples: int) -> Tensor:
+        """(batch, variate, level, pred) forecast quantiles (QUANTILE_LEVELS) for these windows,
+        normalised scale; random draws come from torch's global generator (seeded by the caller)."""
+
+    def forecast_quantiles(
+        self, module: nn.Module, windows: Windows, batches: list[Int[Tensor, "batch"]], num_samples: int,
+        seed: int, desc: str,
+    ) -> Float[np.ndarray, "item level pred"]:
+        """Quantiles per item (window, variate) for every batch, in the module's device. Both models of a
+        job draw the same random numbers (the seed is set once, before the first batch)."""
+        device = next(module.parameters()).device
+        windows = windows.to(device)
+        out: list[Tensor] = []
+        cuda = [device] if device.type == "cuda" else []
+        # argument checks on the model's own outputs cost host synchronisations and never fail
+        with torch.random.fork_rng(devices=cuda), torch.inference_mode(), distribution_validation(False):
+            torch.manual_seed(seed)
+            for idx in tqdm(batches, desc=desc, disable=len(batches) < PROGRESS_MIN_BATCHES, leave=False):
+                q = self.batch_quantiles(module, windows, idx.to(device), num_samples)
+                out.append(q.reshape(-1, len(QUANTILE_LEVELS), q.shape[-1]).float().cpu())
+        return torch.cat(out).numpy()
+
+    # --- patterns ----------------------------------------------------------------------------
+    def trains(self, pattern: str, name: str) -> bool:
+        """Whether `pattern` trains the parameter `name`: full everything, head_only the head,
+        freeze_ffn everything but the feed-forward blocks (MoE experts included: they live under `ffn`)."""
+        if pattern == FULL:
+            return True
+        if pattern == HEAD_ONLY:
+            return name.startswith(tuple(f"{h}." for h in self.head))
+        if pattern == FREEZE_FFN:
+            return ".ffn." not in f".{name}"
+        raise UserError(f"pattern={pattern} does not apply to {self.title}; choose one of full, freeze_ffn, head_only, lora")
+
+    # --- preflight ---------------------------------------------------------------------------
+    def preflight(self, spec: WindowSpec, num_variates: int, model_cfg: DictConfig) -> None:
+        """Family limits beyond tokens vs max_seq_len and the patch size (data/preflight.check_model_fits)."""
+
+    def check_compile(self, compile_mode: CompileMode | str) -> None:
+        if CompileMode(getattr(compile_mode, "value", compile_mode)) != CompileMode.off:
+            raise UserError(f"hardware.compile is implemented for Moirai 1.x only; set hardware.compile=off for {self.title}")
