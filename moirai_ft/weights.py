@@ -53,16 +53,14 @@ def _recorded(job_dir: Path) -> str | None:
 
 
 def damage(job_dir: Path, metrics: dict[str, Any] | None = None) -> str | None:
-    """Why the job's checkpoints/best is not what it recorded, or None when it matches (or the job
-    recorded no checksum: an older job, or one that never wrote its best weights)."""
+    """Why the job's checkpoints/best is not what it recorded, or None when it matches. Also None when
+    there is nothing to compare: no checksum recorded (an older job) or no checkpoints/ directory at all
+    (results copied without their weights, to analyze elsewhere)."""
     expected = (metrics or {}).get(CHECKSUM) if metrics is not None else _recorded(job_dir)
-    if not expected:
+    if not expected or not (Path(job_dir) / CHECKPOINTS).is_dir():
         return None
     directory = best_dir(job_dir)
-    actual = checksum(directory)
-    if actual is None:
-        return f"{directory} is missing"
-    if actual != expected:
+    if checksum(directory) != expected:
         return f"{directory} no longer matches the checksum recorded in {METRICS}"
     return None
 

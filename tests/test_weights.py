@@ -67,8 +67,8 @@ def _edit_config(best: Path) -> None:
     f.write_text(f.read_text().replace("{", "{\"edited\": 1, ", 1))
 
 
-def _delete(best: Path) -> None:
-    shutil.rmtree(best)
+def _delete(best: Path) -> None:  # the weights file gone, the rest of checkpoints/best still there
+    (best / "model.safetensors").unlink()
 
 
 DAMAGE: dict[str, Callable[[Path], None]] = {

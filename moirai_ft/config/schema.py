@@ -161,12 +161,29 @@ def register_schemas() -> None:
 register_schemas()
 
 
+def check_accelerator(cfg: DictConfig) -> None:
+    """A CUDA accelerator asked for on a machine without one: one line before any data loads, not
+    Lightning's runtime error after it."""
+    accelerator = str(OmegaConf.select(cfg, "hardware.accelerator"))
+    if accelerator not in ("gpu", "cuda"):
+        return
+    import torch  # here: keeps the schema module free of torch for analyze.py
+
+    if not torch.cuda.is_available():
+        raise UserError(
+            f"hardware={OmegaConf.select(cfg, 'hardware.name')} needs a CUDA GPU and this machine has none; "
+            "use hardware=auto (the GPU when there is one) or hardware=cpu (hardware.accelerator=cpu)"
+        )
+
+
 def validate(cfg: DictConfig) -> None:
     """Value checks that a schema cannot express. Raises UserError naming the key to change."""
 
     def need(ok: bool, msg: str) -> None:
         if not ok:
             raise UserError(msg)
+
+    check_accelerator(cfg)
 
     need(cfg.lr > 0, f"lr must be > 0 (got {cfg.lr}); e.g. lr=1e-5")
     need(cfg.weight_decay >= 0, f"weight_decay must be >= 0 (got {cfg.weight_decay})")

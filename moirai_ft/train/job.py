@@ -127,6 +127,21 @@ class Fitted:
     callbacks: dict[str, L.Callback]
 
 
+def validate_last_steps(
+    trainer: L.Trainer, finetuner: MoiraiFineTuner, val_loader: Any, callbacks: dict[str, L.Callback]
+) -> None:
+    """A closing validation check when training ended after its last check: a val_check_interval longer
+    than the run, or one that does not divide it, would otherwise throw the last steps away (with no
+    check at all, the job's result would be the zero-shot model)."""
+    history, best = callbacks["history"], callbacks["best_weights"]
+    last_checked = history.rows[-1]["step"] if history.rows else -1
+    stopped = best.stop_reason is not None or callbacks["divergence"].diverged or finetuner.diverged()
+    if trainer.global_step > last_checked and not stopped and not trainer.interrupted:
+        log.info("validating the last %d training steps (no check since step %d)",
+                 trainer.global_step - max(last_checked, 0), max(last_checked, 0))
+        trainer.validate(finetuner, val_loader, verbose=False)
+
+
 def fit(
     cfg: DictConfig, job_dir: Path, module: torch.nn.Module, data: PreparedData, rank: int, world: int,
     per_device: int, accumulate: int, steps_per_epoch: int, total_steps: int,
@@ -172,6 +187,7 @@ def fit(
         else:
             trainer.validate(finetuner, val_loader, verbose=False)  # the zero-shot model: history row epoch -1
             trainer.fit(finetuner, index_loader(order), val_loader)
+        validate_last_steps(trainer, finetuner, val_loader, callbacks)
     except torch.cuda.OutOfMemoryError:
         raise
     except Exception:
