@@ -16,14 +16,15 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import re
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from conftest import compose_cfg
 from moirai_ft.data.prepare import prepare
@@ -39,9 +40,14 @@ PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "suite")
 WINDOWS = ["context_length=8", "prediction_length=4", "patch_size=8", "data.eval_stride=4"]
 
 NAMES = st.one_of(
-    st.sampled_from(["sensor", "timestamp", "value", " padded ", "a,b", "a;b", "ü-zone", "", "0", "nan", "item_id"]),
+    st.sampled_from(["sensor", "value", " padded ", "a,b", "a;b", "ü-zone", "", "0", "nan", "item_id", "timestamp"]),
     st.text(min_size=0, max_size=6),
 )
+
+
+def sometimes(p: float = 0.25):
+    """True with probability about p: each spoiling is rarer than a clean table, so some tables pass."""
+    return st.integers(0, 99).map(lambda x: x < p * 100)
 CELLS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True, width=64),
     st.integers(-10**12, 10**12),
@@ -55,13 +61,13 @@ def stamps(draw, rows: int) -> list:
     """A timestamp column: a regular grid spoiled one or more ways, in one of several notations."""
     freq = draw(st.sampled_from(["15min", "1h", "1D"]))
     index = pd.date_range("2024-03-30", periods=rows, freq=freq)
-    if rows and draw(st.booleans()):  # gaps
+    if rows and draw(sometimes()):  # gaps
         keep = draw(st.lists(st.booleans(), min_size=rows, max_size=rows))
         index = index[np.array(keep, dtype=bool)] if any(keep) else index
     values = list(index)
-    if values and draw(st.booleans()):  # duplicates
+    if values and draw(sometimes()):  # duplicates
         values += draw(st.lists(st.sampled_from(values), max_size=3))
-    if draw(st.booleans()):
+    if draw(sometimes()):
         values = draw(st.permutations(values))
     notation = draw(st.sampled_from(["iso", "tz", "mixed_tz", "epoch_s", "epoch_ms", "day_first", "datetime"]))
     out: list = []
@@ -80,7 +86,7 @@ def stamps(draw, rows: int) -> list:
             out.append(t.strftime("%d.%m.%Y %H:%M"))
         else:
             out.append(t)
-    if out and draw(st.booleans()):  # a few cells no parser can read
+    if out and draw(sometimes(0.15)):  # a few cells no parser can read
         for i in draw(st.lists(st.integers(0, len(out) - 1), max_size=2)):
             out[i] = draw(st.sampled_from(["", "n/a", "2024-13-45", "yesterday", None]))
     return out
@@ -88,12 +94,12 @@ def stamps(draw, rows: int) -> list:
 
 @st.composite
 def tables(draw) -> pd.DataFrame:
-    rows = draw(st.integers(0, 80))
+    rows = draw(st.one_of(st.integers(0, 5), st.integers(40, 120)))  # tiny, or enough for every split
     time = draw(stamps(rows))
     n = len(time)
     frame = pd.DataFrame({"timestamp": pd.Series(time, dtype=object)}) if n else pd.DataFrame({"timestamp": []})
-    for _ in range(draw(st.integers(0, 3))):
-        kind = draw(st.sampled_from(["float", "int", "cells", "constant", "inf"]))
+    for _ in range(draw(st.sampled_from([0, 1, 1, 2, 2, 3]))):
+        kind = draw(st.sampled_from(["float", "float", "int", "cells", "constant", "inf"]))
         if kind == "float":
             column = np.random.default_rng(draw(st.integers(0, 99))).standard_normal(n)
         elif kind == "int":
@@ -105,7 +111,7 @@ def tables(draw) -> pd.DataFrame:
         else:
             column = pd.Series(draw(st.lists(CELLS, min_size=n, max_size=n)), dtype=object)
         frame[draw(NAMES)] = list(column) if kind == "cells" else column
-    if draw(st.booleans()):  # the timestamps elsewhere than in the first column
+    if draw(sometimes(0.15)):  # the timestamps elsewhere than in the first column
         frame = frame[list(frame.columns[1:]) + [frame.columns[0]]]
     return frame
 
@@ -156,20 +162,24 @@ def test_loader_returns_a_valid_table_or_one_line(frame: pd.DataFrame, fmt: str,
         try:
             path = write(frame, fmt, Path(tmp))
         except (ValueError, TypeError, OverflowError, UnicodeEncodeError, ImportError):
+            event("not writable")
             return  # pandas/Arrow cannot write this frame: no file a user could hand over
         except Exception as e:  # noqa: BLE001 - pyarrow's own error types
             if type(e).__module__.startswith("pyarrow"):
+                event("not writable")
                 return
             raise
         cfg.data.path = str(path)
         for key, value in opts.items():
-            cfg.data[key] = value
+            OmegaConf.update(cfg, f"data.{key}", value)
         try:
             data = prepare(cfg)
         except UserError as e:
             message = str(e)
             assert message and "\n" not in message, message
+            event("refused: " + re.sub(r"data.path=\S+ ", "", message)[:40])  # --hypothesis-show-statistics: what refused it
             return
+    event("valid table")
     table = data.table
     assert table.values.dtype == np.float32 and table.values.shape == (len(table.index), len(table.columns))
     assert not np.isinf(table.values).any()
