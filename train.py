@@ -7,6 +7,7 @@ loss, the value a sweeper minimises.
 from __future__ import annotations
 
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -21,23 +22,32 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import moirai_ft.config.schema  # noqa: F401  (registers the group schemas before composing)
-from moirai_ft.sweep import tracking as sweep
-from moirai_ft.train.job import objective
+from moirai_ft.config.precheck import check_command_line
+from moirai_ft.errors import UserError
+from moirai_ft.sweep.hydra_callbacks import exit_code
+# torch-free at import; referenced in main, so a launcher's job process imports it (and naming.py's
+# hydra.sweep.subdir resolver) before Hydra resolves the job's directory
+from moirai_ft.sweep.runner import run_tracked
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
+    # here: torch loads only once the command line is checked
+    from moirai_ft.instrument import faults
+    from moirai_ft.train.job import objective
+
     hc = HydraConfig.get()
-    # lock + fingerprint; in a sweep, skips a completed twin or continues an unfinished one (moirai_ft/sweep/tracking.py)
+    # lock + fingerprint; in a sweep, skips a completed twin or continues an unfinished one (moirai_ft/sweep/runner.py)
     try:
-        metrics = sweep.run_tracked(
-            cfg, hc.mode, Path(hc.runtime.output_dir), Path(hc.runtime.cwd), hc.runtime.choices.get("sweep")
+        metrics = run_tracked(
+            cfg, hc.mode, Path(hc.runtime.output_dir), Path(hc.runtime.cwd), hc.runtime.choices.get("sweep"),
+            extra_callbacks=faults.from_environment(),  # none, unless a reliability test armed one
         )
     except OSError as e:  # the disk filled or the directory went away: not even metrics.json could be written
         print(f"error: cannot write the job's files in {hc.runtime.output_dir} ({e.strerror or e}); "
               "free disk space or pass another hydra.run.dir / hydra.sweep.dir", file=sys.stderr)
         sys.exit(1)
-    if metrics["status"] != "completed":
+    if metrics["status"] not in ("completed", "pruned"):  # pruned: a result (moirai_ft/search/prune.py)
         print(f"error: {metrics.get('error', metrics['status'])}", file=sys.stderr)
         if hc.mode != RunMode.MULTIRUN:  # in a sweep the other jobs go on
             sys.exit(2 if metrics.get("error_type") == "config" else 1)
@@ -45,8 +55,20 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    if message := moirai_ft.config.schema.unknown_choice(sys.argv[1:], Path(__file__).parent / "conf"):
+    # a wrong key, type or value: one line before any directory, data or model (moirai_ft/config/precheck.py)
+    if message := check_command_line(sys.argv[1:], Path(__file__).parent / "conf"):
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
-    main()
-    sys.exit(sweep.exit_code())  # a sweep with a failed job ends non-zero, after all its jobs ran
+    try:  # the uni2ts and Lightning versions moirai-ft was written for: one line if another is installed
+        from moirai_ft.model import compat  # noqa: F401
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    # a sweep with a failed job ends non-zero, after all its jobs ran: the SweepStatus callback
+    # (moirai_ft/sweep/hydra_callbacks.py) writes the sweep's exit status into the file named here
+    with tempfile.TemporaryDirectory(prefix="moirai_ft_sweep_") as tmp:
+        status_file = Path(tmp) / "sweep_status.json"
+        sys.argv.append(f"hydra.callbacks.sweep_status.status_file={status_file}")
+        main()
+        code = exit_code(status_file)
+    sys.exit(code)

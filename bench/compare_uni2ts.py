@@ -449,6 +449,13 @@ def print_table(runs: list[Run], summary: list[dict[str, Any]]) -> None:
         print(json.dumps(s))
 
 
+def _steps(text: str) -> Steps:
+    warmup, timed = (int(x) for x in text.split(","))
+    if warmup < 1 or timed < 1:
+        raise argparse.ArgumentTypeError("WARMUP and TIMED must be at least 1")
+    return Steps(warmup=warmup, timed=timed)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="CPU smoke run: tiny model, a few steps, small data")
@@ -461,6 +468,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "reduce_overhead, max_autotune)")
     parser.add_argument("--sweep-compile", default=None,
                         help="hardware.compile for the batch sweep (default: the last variant's)")
+    parser.add_argument("--steps", type=_steps, default=None, metavar="WARMUP,TIMED",
+                        help="steps at the seed settings (default GPU 20,150; smoke 2,2)")
+    parser.add_argument("--sweep-steps", type=_steps, default=None, metavar="WARMUP,TIMED",
+                        help="steps at the swept batch sizes (default GPU 10,40; smoke 2,2)")
+    parser.add_argument("--batches", default=None, metavar="B1,B2",
+                        help="the batch sizes of the sweep (--part best) for every model run")
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
                         help="run the last STEPS warm-up steps of each run under torch.profiler")
     parser.add_argument("--out", type=Path, default=None, help="the results as JSON, rewritten after every run")
@@ -469,6 +482,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     scale = SMOKE if args.smoke else GPU
     if args.models:
         scale = replace(scale, models=tuple(args.models.split(",")))
+    if args.steps:
+        scale = replace(scale, steps=args.steps)
+    if args.sweep_steps:
+        scale = replace(scale, sweep_steps=args.sweep_steps)
+    if args.batches:
+        batches = tuple(int(b) for b in args.batches.split(","))
+        scale = replace(scale, sweep_batch={m: batches for m in scale.models})
     if args.profile:
         scale = replace(scale, steps=scale.steps.with_profile(args.profile),
                         sweep_steps=scale.sweep_steps.with_profile(args.profile))

@@ -138,7 +138,8 @@ def markdown(results: list[Result]) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--jobs", default="1,2,4,8", help="comma-separated numbers of concurrent jobs; include 1")
+    p.add_argument("--jobs", default=None, help="comma-separated numbers of concurrent jobs; include 1 "
+                                                 "(default 1,2,4,8; smoke 1,2)")
     p.add_argument("--model", default="small", help="model group option (small, base, ...)")
     p.add_argument("--steps", type=int, default=300, help="training steps per job")
     p.add_argument("--columns", type=int, default=20, help="synthetic data columns")
@@ -148,19 +149,24 @@ def main() -> int:
     p.add_argument("extra", nargs="*", help="more train.py overrides, e.g. batch_size=128 hardware.compile=default")
     args = p.parse_args()
 
+    counts = [int(n) for n in (args.jobs or ("1,2" if args.smoke else "1,2,4,8")).split(",")]
     if args.smoke:
-        counts, steps, overrides = [1, 2], 6, SMOKE
+        steps, overrides = 6, SMOKE
     else:
-        counts, steps = [int(n) for n in args.jobs.split(",")], args.steps
+        steps = args.steps
         overrides = [f"model={args.model}", "model.init=random", "hardware=gpu",
                      f"data.num_columns={args.columns}", f"data.num_days={args.days}"]
     out = (args.out or Path(tempfile.mkdtemp(prefix="concurrent_jobs_"))).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    results = [run_sweep(n, overrides + args.extra, out, steps) for n in counts]
-
-    report = {"command": shlex.join([sys.executable, *sys.argv]), "overrides": overrides + args.extra,
-              "steps": steps, "results": [asdict(r) for r in results]}
-    (out / "concurrent_jobs.json").write_text(json.dumps(report, indent=2))
+    results: list[Result] = []
+    for n in counts:
+        results.append(run_sweep(n, overrides + args.extra, out, steps))
+        # after every sweep: a run cut off at its time limit still leaves what it measured
+        report = {"command": shlex.join([sys.executable, *sys.argv]), "overrides": overrides + args.extra,
+                  "steps": steps, "results": [asdict(r) for r in results]}
+        tmp = out / "concurrent_jobs.json.tmp"
+        tmp.write_text(json.dumps(report, indent=2))
+        tmp.replace(out / "concurrent_jobs.json")
     print("\n" + markdown(results))
     print(f"\ncommand: {report['command']}\nresults: {out / 'concurrent_jobs.json'}")
     failed = [s for r in results for s in r.statuses if s != "completed"]

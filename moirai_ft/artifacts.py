@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 METRICS = "metrics.json"
@@ -75,20 +73,3 @@ def unwritable(directory: Path) -> str | None:
         return e.strerror or type(e).__name__
     return None
 
-
-class OutputDirCheck(Callback):
-    """Hydra callback: refuse an output directory that cannot be written, in one line and before any
-    job starts (Hydra's own failure is a traceback from inside its mkdir)."""
-
-    @staticmethod
-    def _check(directory: str, key: str) -> None:
-        if reason := unwritable(Path(directory)):
-            print(f"error: cannot write to the output directory {directory} ({reason}); "
-                  f"pass a writable {key}=<dir>", file=sys.stderr)
-            sys.exit(2)
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config.hydra.run.dir, "hydra.run.dir")
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config.hydra.sweep.dir, "hydra.sweep.dir")

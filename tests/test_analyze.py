@@ -14,7 +14,7 @@ import pytest
 
 from conftest import ROOT, TINY, run_train
 from moirai_ft.analysis.diagnose import Rule, Thresholds, apply_overrides, diagnose, is_flat, is_oscillating
-from moirai_ft.sweep.tracking import JobLock
+from moirai_ft.sweep.state import JobLock
 
 EVAL_TINY = ["eval.num_samples=4", "eval.max_windows=8", "eval.plot_windows=0"]
 # one intra-op thread per job process: with the other tests' processes on the same 2 cores, torch's

@@ -13,7 +13,7 @@ import torch
 from uni2ts.loss.packed import PackedNLLLoss
 from uni2ts.model.moirai import MoiraiForecast
 
-from conftest import compose_cfg
+from conftest import TINY, compose_cfg, run_train
 from moirai_ft.data.prepare import PreparedData, prepare
 from moirai_ft.data.roles import KNOWN, PAST, TARGET
 from moirai_ft.model.load import random_module
@@ -161,3 +161,112 @@ def test_normalization_records_roles(tmp_path: Path) -> None:
     # statistics per column from the train split, as without roles
     train = data.table.values[: data.val_start]
     assert np.allclose(stats["mean"], np.nanmean(train, axis=0), atol=1e-4)
+
+
+# --- bad roles: one line, exit 2, before any model loads ----------------------------------------------------------
+
+BUILDING = ["data=building", "data.num_days=30"]
+BAD_ROLES = {
+    "two_roles": (["data.past_covariates=[outdoor_temp]"], "is in both data.known_covariates and data.past_covariates"),
+    "names_no_column": (["data.known_covariates=[outdoor_tmp]"], "'outdoor_tmp', which matches no column"),
+    # tiny at context 256 / patch 16: 17 tokens a target or known covariate, 16 a past one; 64 leave room for 2
+    "over_max_seq_len": (["context_length=256", "model.max_seq_len=64"], "room for 2 known or 2 past covariates"),
+}
+
+
+def known_gap_csv(tmp: Path) -> list[str]:
+    path = building_csv(tmp / "building.csv")
+    frame = pd.read_csv(path, index_col=0)
+    frame.iloc[270, COLUMNS.index("outdoor_temp")] = np.nan  # in a test window's horizon
+    frame.to_csv(path)
+    return ["data=csv", f"data.path={path}", f"context_length={CTX}", f"prediction_length={PRED}",
+            f"patch_size={PATCH}", "data.train_ratio=0.6", "data.val_ratio=0.2", *ROLES]
+
+
+@pytest.mark.parametrize("case", [*BAD_ROLES, "known_missing_over_test_horizon"])
+def test_bad_roles_stop_before_any_model_loads(case: str, tmp_path: Path, monkeypatch) -> None:
+    from moirai_ft.train import job
+
+    if case in BAD_ROLES:
+        overrides, expected = BAD_ROLES[case]
+        cfg = compose_cfg([*BUILDING, *overrides])
+    else:
+        cfg, expected = compose_cfg(known_gap_csv(tmp_path)), "known covariate 'outdoor_temp' is missing over the horizon"
+
+    def no_model(*_a, **_k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(job, "load_module", no_model)
+    metrics = job.run(cfg, tmp_path / "job")
+    assert metrics["status"] == "failed" and metrics["error_type"] == "config", metrics
+    assert expected in metrics["error"] and "\n" not in metrics["error"]
+    assert not (tmp_path / "job" / "checkpoints").exists() and not (tmp_path / "job" / "normalization.json").exists()
+
+
+def test_bad_role_through_train_py_exits_2_with_one_line(tmp_path: Path) -> None:
+    proc = run_train([*TINY, *BUILDING, *BAD_ROLES["two_roles"][0]], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and BAD_ROLES["two_roles"][1] in errors[0] and "Traceback" not in proc.stderr
+
+
+# --- a job with covariates resumes after a kill to the numbers of a clean run --------------------------------------
+
+
+def test_sigkill_then_resume_with_covariates(tmp_path: Path) -> None:
+    from test_reliability import RESUMABLE, assert_same_result
+
+    args = [*RESUMABLE, *BUILDING, "data.mode=M"]  # every role in each sample
+    clean, job = tmp_path / "clean", tmp_path / "job"
+    r = run_train([*args, f"hydra.run.dir={clean}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "test_without_covariates" in json.loads((clean / "metrics.json").read_text())
+    killed = run_train([*args, f"hydra.run.dir={job}"], cwd=tmp_path, env={"MOIRAI_FT_INJECT_KILL_AT_STEP": "6"})
+    assert killed.returncode == -9 and (job / "checkpoints" / "last.ckpt").is_file()
+    resumed = run_train([*args, f"hydra.run.dir={job}"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stderr + resumed.stdout
+    assert_same_result(job, clean)
+
+
+# --- a known covariate that drives the target helps: real, not noise -----------------------------------------------
+
+# chiller_kw follows the outdoor temperature, whose fronts arrive within the 4-hour horizon, and occupancy, whose
+# hours change from day to day: known ahead, both are in the sample; without them the model can only extrapolate
+# the context. The tiny model reads 16-step patches only (model.patch_sizes=[16]: a small output head) and learns
+# fast (lr 5e-3, 200 steps). Seeds 0, 1, 2 gave intervals of [0.13, 0.27], [0.29, 0.43], [0.02, 0.24].
+DRIVEN = [
+    "data=building", "data.num_days=90", "data.targets=[chiller_kw]", "data.known_covariates=[outdoor_temp,occupied]",
+    "data.past_covariates=[]", "model.patch_sizes=[16]", "context_length=32", "prediction_length=16",
+    "patch_size=16", "lr=5e-3", "steps_per_epoch=200", "eval.max_windows=null", "eval.num_samples=20",
+    "eval.plot_windows=0", "hardware.progress_bar_refresh=0",
+]
+
+
+def test_known_covariate_beats_the_same_job_without_it(tmp_path: Path) -> None:
+    from uni2ts.model.moirai import MoiraiModule
+
+    from moirai_ft.evaluation.bootstrap import item_parts, relative_improvement_interval
+    from moirai_ft.evaluation.evaluate import eval_items, forecast_quantiles, selected_dir
+    from moirai_ft.train.job import run_job
+    from moirai_ft.data.windows import eval_batches
+
+    parts, maes = {}, {}
+    for label, extra in (("with", []), ("without", ["data.known_covariates=[]"])):
+        cfg = compose_cfg([*DRIVEN, *extra])
+        metrics = run_job(cfg, tmp_path / label)
+        assert metrics["status"] == "completed" and metrics["finetune_helped"]
+        maes[label] = metrics["test"]["mae"]
+        # the job's test forecasts again, window by window, for a paired bootstrap over the same test windows
+        data = prepare(cfg)
+        batches = eval_batches(len(data.test), cfg.eval.batch_size, cfg.eval.max_windows)
+        module = MoiraiModule.from_pretrained(str(selected_dir(tmp_path / label))).eval()
+        q = forecast_quantiles(module, data.test, batches, cfg.eval.num_samples, cfg.eval.seed, desc=label)
+        items = eval_items(data.test, torch.cat(batches))
+        rows, cols = items.starts[:, None] + np.arange(q.shape[-1]), items.columns[:, None]
+        to_orig = q * data.std[items.columns][:, None, None] + data.mean[items.columns][:, None, None]
+        parts[label] = item_parts(data.table.values[rows, cols], to_orig)
+        assert np.isclose(parts[label][:, 1].sum() / parts[label][:, 0].sum(), maes[label], rtol=1e-4)
+    assert maes["with"] < maes["without"]
+    low, high = relative_improvement_interval(parts["with"], parts["without"], names=("mae",), seed=0)["mae"]
+    assert low > 0, (maes, low, high)  # the 95% interval of the relative MAE improvement excludes 0

@@ -25,9 +25,10 @@ CRPS = [0.5, 0.4, 0.45, 0.5, 0.55, 0.6]
 class Scripted(L.LightningModule):
     """A real Lightning module whose validation checks report scripted values."""
 
-    def __init__(self, module: torch.nn.Module):
+    def __init__(self, module: torch.nn.Module, nll: list[float] = NLL, crps: list[float] = CRPS):
         super().__init__()
         self.module = module
+        self.nll, self.crps = nll, crps
         self.check = 0
 
     def training_step(self, batch, batch_idx):
@@ -37,19 +38,21 @@ class Scripted(L.LightningModule):
         pass
 
     def on_validation_epoch_end(self):
-        i = min(self.check, len(NLL) - 1)
-        self.log("val/loss", NLL[i])
-        self.log("val/crps", CRPS[i])
+        i = min(self.check, len(self.nll) - 1)
+        self.log("val/loss", self.nll[i])
+        self.log("val/crps", self.crps[i])
         self.check += 1
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.module.parameters(), lr=0.0)
 
 
-def select(tmp_path: Path, key: str) -> BestWeights:
-    module = Scripted(load_module(compose_cfg().model))
-    best = BestWeights(tmp_path / key.replace("/", "_"), patience=2, monitor_key=key)
-    trainer = L.Trainer(max_epochs=len(NLL) - 1, callbacks=[best], logger=False, enable_checkpointing=False,
+def select(tmp_path: Path, key: str, nll: list[float] = NLL, crps: list[float] = CRPS, patience: int = 2,
+           more: list[L.Callback] = ()) -> BestWeights:
+    """Runs the scripted checks (zero-shot first) through a real Trainer with BestWeights on `key`."""
+    module = Scripted(load_module(compose_cfg().model), nll, crps)
+    best = BestWeights(tmp_path / key.replace("/", "_"), patience=patience, monitor_key=key)
+    trainer = L.Trainer(max_epochs=len(nll) - 1, callbacks=[best, *more], logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                         accelerator="cpu", limit_train_batches=1)
     data = torch.utils.data.DataLoader(torch.zeros(1, 1))

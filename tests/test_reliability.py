@@ -212,13 +212,13 @@ def test_nan_loss_is_diverged_and_keeps_the_last_good_weights(tmp_path: Path) ->
 
 # --- out of GPU memory --------------------------------------------------------------------------------------------
 
-def test_oom_retries_with_half_the_micro_batch_and_the_same_effective_batch(tmp_path: Path, monkeypatch) -> None:
-    from moirai_ft.instrument import faults
+def test_oom_retries_with_half_the_micro_batch_and_the_same_effective_batch(tmp_path: Path) -> None:
+    from moirai_ft.instrument.faults import InjectFaults
 
     cfg = ["steps_per_epoch=6", "val_check_interval=3"]
     clean = run(compose_cfg(cfg), tmp_path / "clean")
-    monkeypatch.setattr(faults, "OOM_ABOVE", 8)  # TINY's batch of 16 "does not fit"; 8 does
-    retried = run(compose_cfg(cfg), tmp_path / "oom")
+    oom = {"faults": InjectFaults(oom_above=8)}  # TINY's batch of 16 "does not fit"; 8 does
+    retried = run(compose_cfg(cfg), tmp_path / "oom", oom)
     assert retried["status"] == "completed"
     assert retried["oom_micro_batches"] == [16] and retried["accumulate_grad_batches"] == 2
     assert clean["accumulate_grad_batches"] == 1 and clean["oom_micro_batches"] == []
@@ -231,11 +231,11 @@ def test_oom_retries_with_half_the_micro_batch_and_the_same_effective_batch(tmp_
     assert b.val_loss.to_numpy() == pytest.approx(a.val_loss.to_numpy(), rel=1e-5)
 
 
-def test_oom_below_the_floor_fails_with_a_clear_error(tmp_path: Path, monkeypatch) -> None:
-    from moirai_ft.instrument import faults
+def test_oom_below_the_floor_fails_with_a_clear_error(tmp_path: Path) -> None:
+    from moirai_ft.instrument.faults import InjectFaults
 
-    monkeypatch.setattr(faults, "OOM_ABOVE", 1)  # nothing fits
-    metrics = run(compose_cfg(["oom_min_batch_size=4"]), tmp_path)
+    nothing_fits = {"faults": InjectFaults(oom_above=1)}
+    metrics = run(compose_cfg(["oom_min_batch_size=4"]), tmp_path, nothing_fits)
     assert metrics["status"] == "failed"
     assert "out of GPU memory at a micro-batch of 4 windows" in metrics["error"]
     assert "smaller model" in metrics["error"]

@@ -18,7 +18,8 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from conftest import CONF, ROOT, TINY, compose_cfg, run_train
-from moirai_ft.sweep.tracking import FINGERPRINT, LINK, Action, JobLock, fingerprint, plan_job, read_link, run_tracked
+from moirai_ft.sweep.runner import run_tracked
+from moirai_ft.sweep.state import FINGERPRINT, LINK, Action, JobLock, fingerprint, plan_job, read_link
 
 # the job's test evaluation shrunk like the training: a few windows, a few samples, no picture
 EVAL_TINY = ["eval.num_samples=4", "eval.max_windows=8", "eval.plot_windows=0"]

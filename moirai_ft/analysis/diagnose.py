@@ -88,8 +88,11 @@ def _as_float(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
-def _calmer(lr: float, warmup: int, total_steps: int | None) -> dict[str, str]:
-    """7.1: halve lr, double warmup; from no warmup, 5% of the run (the seed's 5-10%)."""
+def _calmer(lr: float, warmup: int | float, total_steps: int | None) -> dict[str, str]:
+    """7.1: halve lr, double warmup; from no warmup, 5% of the run (the seed's 5-10%). A warmup given as a
+    fraction of the run (warmup_steps=0.05) doubles as a fraction, up to half the run."""
+    if isinstance(warmup, float):
+        return {"lr": _fmt(lr / 2), "warmup_steps": f"{min(2 * warmup, 0.5):g}"}
     new_warmup = 2 * warmup if warmup > 0 else max(1, round(0.05 * total_steps)) if total_steps else 50
     if total_steps:
         new_warmup = min(new_warmup, max(1, total_steps // 2))  # job.run_job refuses warmup > the run
@@ -107,7 +110,8 @@ def diagnose(
     val_check_interval, pattern.name). Only the rules whose inputs are present are tried."""
     findings: list[Finding] = []
     lr = _as_float(config.get("lr", metrics.get("lr")))
-    warmup = int(config.get("warmup_steps") or 0)
+    warmup = config.get("warmup_steps") or 0
+    warmup = warmup if isinstance(warmup, float) and 0 < warmup < 1 else int(warmup)  # a fraction or steps
     epochs = int(config.get("epochs") or 0)
     patience = int(config.get("patience") or 1)
     pattern = str((config.get("pattern") or {}).get("name", metrics.get("pattern", "")))

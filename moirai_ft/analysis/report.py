@@ -26,7 +26,7 @@ from moirai_ft.analysis.diagnose import PATTERN_LADDER, Finding, apply_overrides
 from moirai_ft import weights
 from moirai_ft.errors import UserError
 from moirai_ft.evaluation.bootstrap import significant
-from moirai_ft.sweep.tracking import FINGERPRINT, LINK, is_running, read_link
+from moirai_ft.sweep.state import FINGERPRINT, LINK, is_running, read_link
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 SUMMARY = "summary"  # summary.csv, summary.md, summary.json
@@ -36,6 +36,7 @@ NESTED = (CHECKPOINTS, LOGS, ".hydra", "plots")  # inside a job directory: never
 
 class State(str, Enum):
     completed = "completed"
+    pruned = "pruned"  # stopped early by the sweep's pruner or the zero-shot rule; its best weights are its result
     diverged = "diverged"
     running = "running"  # a process holds the job's lock now
     unfinished = "unfinished"  # no metrics.json and nobody running it: killed, or not started yet
@@ -50,7 +51,8 @@ ROW_COLUMNS = (
     "stop_reason", "zero_shot_val_loss",
 )
 TAIL_COLUMNS = ("wall_s", "train_samples_per_s", "error")
-NESTED_METRICS = ("test", "zero_shot_test", "rel_improvement")  # name -> value dicts, flattened as test.mase
+# name -> value dicts, flattened as test.mase; test_without_covariates only in jobs with covariates (data roles)
+NESTED_METRICS = ("test", "zero_shot_test", "rel_improvement", "test_without_covariates")
 
 
 @dataclass
@@ -165,6 +167,8 @@ def read_job(job_dir: Path) -> Job:
     job = Job(job_dir, state, metrics, config, overrides, history=history, note=note)
     if history is not None:
         job.losses = [float(v) for v in history.sort_values("step", kind="stable")["val_loss"]]
+    if state == State.pruned:
+        job.note = f"pruned at check {metrics.get('pruned_at_check')} ({metrics.get('pruned_reason')})"
     if state in (State.completed, State.diverged):
         try:
             job.findings = diagnose(job.losses, metrics, config)
@@ -200,7 +204,7 @@ def sort_jobs(jobs: list[Job], metric: str) -> list[Job]:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         return sign * float(value) if ok else math.inf
 
-    results = [j for j in jobs if j.state in (State.completed, State.diverged)]
+    results = [j for j in jobs if j.state in (State.completed, State.pruned, State.diverged)]
     rest = [j for j in jobs if j not in results]
     return (sorted(results, key=lambda j: (number(j), str(j.path)))
             + sorted(rest, key=lambda j: (STATE_ORDER.index(j.state), str(j.path))))

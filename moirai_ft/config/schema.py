@@ -15,6 +15,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from moirai_ft.config.root import RootSchema
 from moirai_ft.errors import UserError
 
 
@@ -116,7 +117,7 @@ class TimestampUnit(str, Enum):
 
 @dataclass
 class DataSchema:
-    name: str = "synthetic"  # "synthetic" generates the embedded data; any other name reads `path`
+    name: str = "synthetic"  # "synthetic" and "building" generate the embedded data; any other name reads `path`
     path: Optional[str] = None  # CSV or Parquet
     num_columns: Optional[int] = None
     num_days: Optional[int] = None
@@ -149,6 +150,34 @@ class DataSchema:
     eval_stride: int = 96
 
 
+class PrunerName(str, Enum):
+    none = "none"
+    asha = "asha"  # optuna.pruners.SuccessiveHalvingPruner
+    hyperband = "hyperband"  # optuna.pruners.HyperbandPruner
+    median = "median"  # optuna.pruners.MedianPruner
+
+
+@dataclass
+class PruneSchema:
+    """conf/prune: stop jobs of a sweep early on their monitored validation value (moirai_ft/search/prune.py)."""
+
+    name: PrunerName = PrunerName.none
+    # where the study every job of the sweep shares lives: null = Optuna's journal file
+    # <sweep_root>/optuna_journal.log (safe under concurrent processes); a path = a journal file there;
+    # a URL (postgresql://, mysql://, sqlite:///) = Optuna's RDB storage
+    storage: Optional[str] = None
+    study_name: Optional[str] = None  # null: derived from the sweep's command line
+    # a job whose monitored value is still above its zero-shot value after this many checks stops as
+    # pruned (reason worse_than_zero_shot), whatever the pruner; null = off
+    zero_shot_checks: Optional[int] = None
+    eval_max_windows: Optional[int] = None  # test windows for a pruned job (null: eval.max_windows)
+    min_resource: int = 1  # asha, hyperband: validation checks before the first rung
+    reduction_factor: int = 3  # asha, hyperband
+    max_resource: Any = "auto"  # hyperband: checks of a full job, or "auto"
+    n_startup_trials: int = 2  # median: finished jobs before it prunes
+    n_warmup_steps: int = 0  # median: checks before it prunes a job
+
+
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(group="schema", name="model", node=ModelSchema)
@@ -156,6 +185,8 @@ def register_schemas() -> None:
     cs.store(group="schema", name="scheduler", node=SchedulerSchema)
     cs.store(group="schema", name="hardware", node=HardwareSchema)
     cs.store(group="schema", name="data", node=DataSchema)
+    cs.store(group="schema", name="prune", node=PruneSchema)
+    cs.store(name="root_schema", node=RootSchema)  # conf/train.yaml's first default (moirai_ft/config/root.py)
 
 
 register_schemas()
@@ -176,6 +207,24 @@ def check_accelerator(cfg: DictConfig) -> None:
         )
 
 
+def check_patch_size(patch_size: int, patch_sizes: list[int]) -> None:
+    """patch_size must be one the model has (here, not in data/preflight.py: config imports nothing of
+    the package's that imports it back)."""
+    if patch_size not in patch_sizes:
+        raise UserError(
+            f"patch_size={patch_size} is not one of the model's patch sizes {list(patch_sizes)}; "
+            "set patch_size to one of them"
+        )
+
+
+def warmup_step_count(warmup: int | float, total_steps: int) -> int:
+    """warmup_steps as optimizer steps: an int is steps; a float in (0, 1) is that fraction of the run's
+    total_steps (the seed's table gives warmup as 5-10% of the steps), at least one step of a run that has any."""
+    if isinstance(warmup, float):
+        return max(1, round(warmup * total_steps)) if total_steps > 0 else 0
+    return int(warmup)
+
+
 def validate(cfg: DictConfig) -> None:
     """Value checks that a schema cannot express. Raises UserError naming the key to change."""
 
@@ -193,25 +242,37 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.epochs >= 0, f"epochs must be >= 0 (got {cfg.epochs}); 0 evaluates the zero-shot model alone")
     need(cfg.patience >= 1, f"patience must be >= 1 validation check (got {cfg.patience})")
     need(cfg.smoothing >= 1, f"smoothing must be >= 1 check (got {cfg.smoothing})")
+    for key in ("zero_shot_checks", "eval_max_windows"):
+        v = cfg.prune[key]
+        need(v is None or (isinstance(v, int) and v >= 1), f"prune.{key} must be an integer >= 1 or null (got {v!r})")
+    need(cfg.prune.min_resource >= 1 and cfg.prune.reduction_factor >= 2,
+         f"prune.min_resource must be >= 1 and prune.reduction_factor >= 2 (got {cfg.prune.min_resource}, "
+         f"{cfg.prune.reduction_factor})")
     monitors = ("val_nll", "val_crps", "val_mae")
     need(str(getattr(cfg.monitor, "value", cfg.monitor)) in monitors,
          f"monitor must be one of {', '.join(monitors)} (got {cfg.monitor!r})")
     need(isinstance(cfg.monitor_samples, int) and cfg.monitor_samples >= 1,
          f"monitor_samples must be an integer >= 1 (got {cfg.monitor_samples!r})")
-    need(cfg.warmup_steps >= 0, f"warmup_steps must be >= 0 (got {cfg.warmup_steps})")
+    warmup = cfg.warmup_steps
+    need(
+        (isinstance(warmup, float) and 0 < warmup < 1) or (isinstance(warmup, int) and warmup >= 0),
+        f"warmup_steps must be a number of steps >= 0 or a fraction of the run in (0, 1) (got {warmup})",
+    )
     need(
         cfg.steps_per_epoch is None or cfg.steps_per_epoch >= 1,
         f"steps_per_epoch must be >= 1 or null (got {cfg.steps_per_epoch})",
     )
     for key in ("context_length", "prediction_length", "patch_size"):
         need(cfg[key] >= 1, f"{key} must be a positive number of time steps (got {cfg[key]})")
-    from moirai_ft.data.preflight import check_patch_size  # imported here: keeps the schema module free of torch
-
     check_patch_size(cfg.patch_size, list(cfg.model.patch_sizes))
     vci = cfg.val_check_interval
     need(
         (isinstance(vci, float) and 0 < vci <= 1) or (isinstance(vci, int) and vci >= 1),
         f"val_check_interval must be a fraction of an epoch in (0, 1] or a number of steps >= 1 (got {vci})",
+    )
+    need(
+        cfg.val_max_windows is None or cfg.val_max_windows >= 1,
+        f"val_max_windows must be >= 1 validation window or null for all (got {cfg.val_max_windows})",
     )
     need(cfg.gradient_clip > 0, f"gradient_clip must be > 0 (got {cfg.gradient_clip})")
     need(

@@ -22,7 +22,7 @@ from pandas.tseries.frequencies import to_offset
 from moirai_ft.config.schema import DataFormat, Duplicates, NonNumeric
 from moirai_ft.errors import UserError
 from moirai_ft.data.reading import read_file
-from moirai_ft.data.synthetic import building_telemetry
+from moirai_ft.data.synthetic import building_plant, building_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,11 @@ def load_table(data_cfg: DictConfig, seed: int) -> Table:
     """The selected columns of the configured data on a regular grid."""
     notes: list[str] = []
     non_finite: dict[str, int] = {}
-    if data_cfg.name == "synthetic":
-        frame = building_telemetry(data_cfg.num_columns, data_cfg.num_days, seed=seed)
+    if data_cfg.name in ("synthetic", "building"):  # embedded (moirai_ft/data/synthetic.py)
+        if data_cfg.name == "building":
+            frame = building_plant(data_cfg.num_days, seed=seed, num_sensors=data_cfg.num_columns or 0)
+        else:
+            frame = building_telemetry(data_cfg.num_columns, data_cfg.num_days, seed=seed)
         frame = frame[select_columns(list(frame.columns), data_cfg.columns, data_cfg.exclude)]
     else:
         raw = read_file(data_cfg, notes)

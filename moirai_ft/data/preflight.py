@@ -8,6 +8,7 @@ from jaxtyping import Float, Int
 from omegaconf import DictConfig
 from torch import Tensor
 
+from moirai_ft.config.schema import check_patch_size  # torch-free: validate() runs it before any import of torch
 from moirai_ft.errors import UserError
 from moirai_ft.model.families import family_of
 from moirai_ft.data.windows import WindowSpec
@@ -57,14 +58,6 @@ def column_problems(
     if bad and len(bad) == len(columns):
         raise UserError("every selected column was dropped as empty, mostly missing or constant; select other columns")
     return [c for c in columns if c in bad], notes
-
-
-def check_patch_size(patch_size: int, patch_sizes: list[int]) -> None:
-    if patch_size not in patch_sizes:
-        raise UserError(
-            f"patch_size={patch_size} is not one of the model's patch sizes {list(patch_sizes)}; "
-            "set patch_size to one of them"
-        )
 
 
 def check_model_fits(spec: WindowSpec, num_variates: int, model_cfg: DictConfig) -> None:

@@ -16,18 +16,13 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from moirai_ft.errors import UserError
+from moirai_ft.errors import UserError, first_line
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 SEPARATORS = (",", ";", "\t", "|")
 SNIFF_BYTES = 64 * 1024  # enough lines to count fields in, little enough to read twice
 DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+,\d+(?:[eE][-+]?\d+)?\s*$")
 DECIMAL_POINT = re.compile(r"^\s*[-+]?\d+\.\d+(?:[eE][-+]?\d+)?\s*$")
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _sample_lines(path: Path) -> list[str]:
@@ -139,7 +134,7 @@ def read_file(data_cfg: DictConfig, notes: list[str]) -> pd.DataFrame:
         raise
     except Exception as e:  # noqa: BLE001 - pandas/pyarrow raise many types for a damaged or foreign file
         raise UserError(
-            f"data.path={path} could not be read ({type(e).__name__}: {_first_line(e)[:200]}); "
+            f"data.path={path} could not be read ({type(e).__name__}: {first_line(e, 200) or type(e).__name__}); "
             "save it as CSV or Parquet"
         ) from None
     if raw.shape[1] == 0:

@@ -58,3 +58,56 @@ def building_telemetry(num_columns: int, num_days: int, seed: int = 0, start: st
     index = pd.date_range(start, periods=n, freq="15min", name="timestamp")
     columns = [f"sensor_{i:03d}" for i in range(num_columns)]
     return pd.DataFrame(values, index=index, columns=columns)
+
+
+def building_plant(num_days: int, seed: int = 0, start: str = "2024-01-01", num_sensors: int = 0) -> pd.DataFrame:
+    """The embedded building with named plant columns whose loads are driven by covariates (`data=building`):
+
+    - `outdoor_temp` (deg C): seasonal and daily swings plus weather fronts (a new level every 4-12 hours,
+      reached within an hour), so the next hours are not in the recent past; a forecast knows them ahead;
+    - `occupied` (0/1): the schedule, known ahead: weekdays from 6-9h to 16-20h (a different hour every
+      day), one working day in ten off, the odd weekend event;
+    - `ahu_{1,2}_setpoint` (deg C): supply-air setpoints an operator resets now and then (known up to now);
+    - `ahu_{1,2}_supply_temp` (deg C): at the setpoint while the fans run (occupied), drifting to the
+      mixed air temperature when they stop; `chiller_kw`: a standby draw plus a cooling load that rises
+      with the outdoor temperature above 8 deg C, half again as much while occupied.
+
+    `num_sensors` generic columns of `building_telemetry` come first when asked (the same values it gives).
+    """
+    rng = np.random.default_rng([seed, 15])  # its own stream: building_telemetry's columns are unchanged
+    n = num_days * STEPS_PER_DAY
+    t = np.arange(n)
+    day = t // STEPS_PER_DAY
+    hour = (t % STEPS_PER_DAY) / 4.0
+
+    # weather fronts: a new level every 4 to 12 hours, reached within about an hour, so the next hours are
+    # not in the recent past (a forecast knows them)
+    held = rng.integers(16, 49, n // 16 + 2)
+    fronts = np.repeat(rng.normal(0.0, 4.0, len(held)), held)[:n]
+    fronts = np.convolve(np.pad(fronts, (2, 1), mode="edge"), np.ones(4) / 4, mode="valid")
+    outdoor = (
+        18 + 6 * np.sin(2 * np.pi * (t / STEPS_PER_DAY - 100) / 365) + 3 * np.sin(2 * np.pi * (hour - 9) / 24)
+        + fronts + 0.2 * rng.standard_normal(n)
+    )
+
+    working = (day % 7 < 5) & (rng.random(num_days) >= 0.1)[day]
+    event = (day % 7 >= 5) & (rng.random(num_days) < 0.15)[day]
+    opens, closes = rng.integers(24, 37, num_days)[day] / 4, rng.integers(64, 81, num_days)[day] / 4  # 6-9h, 16-20h
+    occupied = ((working | event) & (hour >= opens) & (hour < closes)).astype(np.float32)
+
+    columns: dict[str, np.ndarray] = {"outdoor_temp": outdoor, "occupied": occupied}
+    mixed = 0.7 * 22.0 + 0.3 * outdoor  # return air mixed with outdoor air, what the coils see with fans off
+    for k in (1, 2):
+        resets = np.repeat(rng.choice([12.0, 13.0, 14.0, 15.0], num_days // 2 + 2), 2 * STEPS_PER_DAY)[:n]
+        columns[f"ahu_{k}_setpoint"] = resets
+        follow = np.convolve(np.pad(occupied, (3, 0), mode="edge"), np.ones(4) / 4, mode="valid")  # fans spin up
+        columns[f"ahu_{k}_supply_temp"] = follow * resets + (1 - follow) * mixed + 0.15 * rng.standard_normal(n)
+    # cooling load: outdoor heat gains, more with people and lights in; a standby draw
+    cooling = 1.5 * np.maximum(outdoor - 8, 0) * (0.5 + 0.5 * occupied)
+    columns["chiller_kw"] = 3 + cooling + 0.3 * rng.standard_normal(n)
+
+    index = pd.date_range(start, periods=n, freq="15min", name="timestamp")
+    plant = pd.DataFrame({k: v.astype(np.float32) for k, v in columns.items()}, index=index)
+    if num_sensors:
+        plant = pd.concat([building_telemetry(num_sensors, num_days, seed, start), plant], axis=1)
+    return plant

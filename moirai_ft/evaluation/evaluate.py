@@ -46,7 +46,7 @@ from moirai_ft.artifacts import BEST, CHECKPOINTS, METRICS, read_metrics, write_
 from moirai_ft.config.schema import validate
 from moirai_ft.data.prepare import PreparedData, prepare
 from moirai_ft import weights
-from moirai_ft.errors import UserError
+from moirai_ft.errors import UserError, first_line
 from moirai_ft.model.families import family_of, family_of_module
 from moirai_ft.model.families.moirai1 import horizon_distribution, horizon_tokens  # noqa: F401  (re-exported)
 from moirai_ft.model.family import PROGRESS_MIN_BATCHES  # noqa: F401  (re-exported)
@@ -225,7 +225,7 @@ def evaluate_models(
         selected = family_of(cfg.model).from_pretrained(selected_dir(job_dir))
     except Exception as e:  # noqa: BLE001 - a file cut short or overwritten: one line, not a traceback
         raise UserError(
-            f"{selected_dir(job_dir)} could not be loaded ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}); "
+            f"{selected_dir(job_dir)} could not be loaded ({type(e).__name__}: {first_line(e, 200)}); "
             "the weights are damaged: retrain the job"
         ) from e
     device = eval_device(cfg.hardware.accelerator)
@@ -295,7 +295,7 @@ def evaluate_job(
         return evaluate_models(cfg, data, zero_shot, Path(job_dir), val_nll)
     except Exception as e:  # noqa: BLE001 - recorded, training result kept
         (Path(job_dir) / EVAL_ERROR_LOG).write_text(traceback.format_exc())
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        first = first_line(e)
         log.error("test evaluation failed (%s: %s); see %s", type(e).__name__, first, EVAL_ERROR_LOG)
         return {"test_error": f"{type(e).__name__}: {first}"}
 
@@ -339,7 +339,7 @@ def load_job_config(job_dir: Path, overrides: list[str] | None = None) -> DictCo
     try:
         return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides or [])))
     except ConfigKeyError as e:
-        raise UserError(f"unknown config key in {overrides}: {str(e).splitlines()[0]}; use keys of {path}") from e
+        raise UserError(f"unknown config key in {overrides}: {first_line(e)}; use keys of {path}") from e
 
 
 def reevaluate(job_dir: Path, overrides: list[str] | None = None) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Fault injection for the reliability tests: faults a CPU test machine cannot produce for real.
 
-Read from the environment, so a test can arm them in a `train.py` subprocess; unset, they cost one
-comparison per step. Never set them outside tests.
+`InjectFaults` is a Lightning callback handed to a job explicitly (`run(cfg, job_dir, {"faults": ...})`);
+the training code knows nothing of it. For a `train.py` subprocess the entry points build it from the
+environment (`from_environment`), the one channel into a process a test starts. Never set these
+variables outside tests:
 - MOIRAI_FT_INJECT_OOM_ABOVE=N: a training micro-batch of more than N windows raises CUDA's
   out-of-memory error, as a GPU too small for that batch would.
 - MOIRAI_FT_INJECT_KILL_AT_STEP=N: the process SIGKILLs itself when optimizer step N begins, as a
@@ -12,21 +14,34 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Any, Mapping
 
+import lightning as L
 import torch
 
-
-def _int_env(name: str) -> int | None:
-    value = os.environ.get(name)
-    return int(value) if value else None
+OOM_ABOVE = "MOIRAI_FT_INJECT_OOM_ABOVE"
+KILL_AT_STEP = "MOIRAI_FT_INJECT_KILL_AT_STEP"
 
 
-OOM_ABOVE = _int_env("MOIRAI_FT_INJECT_OOM_ABOVE")
-KILL_AT_STEP = _int_env("MOIRAI_FT_INJECT_KILL_AT_STEP")
+class InjectFaults(L.Callback):
+    """Before each training micro-batch: out of memory above `oom_above` windows, SIGKILL at optimizer
+    step `kill_at_step` (None: that fault is off)."""
+
+    def __init__(self, oom_above: int | None = None, kill_at_step: int | None = None):
+        self.oom_above = oom_above
+        self.kill_at_step = kill_at_step
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        micro_batch = pl_module.train_order.batch_size  # every training batch is full (IndexBatches)
+        if self.oom_above is not None and micro_batch > self.oom_above:
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected: micro-batch {micro_batch} > {self.oom_above})")
+        if self.kill_at_step is not None and trainer.global_step == self.kill_at_step:
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
-def maybe_inject(micro_batch: int, global_step: int) -> None:
-    if OOM_ABOVE is not None and micro_batch > OOM_ABOVE:
-        raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected: micro-batch {micro_batch} > {OOM_ABOVE})")
-    if KILL_AT_STEP is not None and global_step == KILL_AT_STEP:
-        os.kill(os.getpid(), signal.SIGKILL)
+def from_environment(environ: Mapping[str, str] = os.environ) -> dict[str, L.Callback]:
+    """The faults the environment arms, as extra callbacks for a job ({} when none is set)."""
+    oom_above, kill_at_step = (int(environ[k]) if environ.get(k) else None for k in (OOM_ABOVE, KILL_AT_STEP))
+    if oom_above is None and kill_at_step is None:
+        return {}
+    return {"faults": InjectFaults(oom_above, kill_at_step)}

@@ -16,7 +16,7 @@ from uni2ts.module.position import BinaryAttentionBias, LearnedEmbedding, Learne
 from uni2ts.module.ts_embed import FeatLinear, MultiInSizeLinear, MultiOutSizeLinear
 
 from moirai_ft.config.schema import ModelInit, PatternName
-from moirai_ft.errors import UserError
+from moirai_ft.errors import UserError, first_line
 from moirai_ft.weights import resolve_checkpoint
 from moirai_ft.model.families import checkpoint_family, family_of, family_of_module
 from moirai_ft.model.family import ModelFamily
@@ -67,7 +67,7 @@ def load_module(model_cfg: DictConfig) -> nn.Module:
             return family.from_pretrained(path)
         except Exception as e:  # corrupted weights, wrong architecture: one line, not a traceback
             raise UserError(
-                f"model.checkpoint={checkpoint} could not be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                f"model.checkpoint={checkpoint} could not be loaded ({type(e).__name__}: {first_line(e, 200)}); "
                 "re-download or re-save it"
             ) from e
     try:  # the local hub cache first: no network needed for weights fetched before

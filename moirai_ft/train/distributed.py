@@ -9,7 +9,7 @@ reads the ranks, also inside a SLURM allocation, where it takes precedence over 
 Lightning's own launcher is not used because it re-runs `sys.argv`: in a Hydra sweep that re-runs the
 whole sweep (`-m` and every swept value), and under submitit it re-runs submitit's entry point. Ranks
 started by srun or torchrun would each run train.py: each its own `${now:}` run directory and each
-taking the job's lock (moirai_ft/sweep/tracking.py). A handed-over config is the same job, in the same
+taking the job's lock (moirai_ft/sweep/runner.py). A handed-over config is the same job, in the same
 directory, whatever launched rank 0: a plain run, a sweep, submitit_local or one SLURM task
 (hydra/launcher=slurm asks for one task with hardware.devices GPUs).
 

@@ -18,7 +18,6 @@ from moirai_ft.model.family import ModelFamily
 from moirai_ft.model.fast_path import TRAIN_LOSS, adamw_options
 from moirai_ft.model.load import param_groups
 from moirai_ft.train.schedulers import build_scheduler
-from moirai_ft.instrument import faults
 from moirai_ft.data.windows import Batch, IndexBatches, Windows
 
 
@@ -86,7 +85,6 @@ class MoiraiFineTuner(L.LightningModule):
         # the ids come from (epoch, batch_idx), which Lightning restores on resume; the loader's item
         # (the step number it paced) restarts from 0 after a resume and is not used
         idx = self.train_order.batch(self.current_epoch, batch_idx, self.device)
-        faults.maybe_inject(len(idx), self.global_step)
         loss = self._train_loss(self.family.batch(self.train_windows, idx))
         self._train_sum += loss.detach()
         self._train_count += 1

@@ -16,20 +16,22 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
-from moirai_ft.artifacts import BEST, CHECKPOINTS, HISTORY, LAST, METRICS, identity, write_json_atomic
-from moirai_ft.train.callbacks import BestWeights, DivergenceGuard, History
-from moirai_ft.search.monitor import history_extra, metric_key, monitor_callbacks
-from moirai_ft.config.schema import validate
+from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LAST, METRICS, identity, write_json_atomic
+from moirai_ft.train.callbacks import BestWeights, DivergenceGuard
+from moirai_ft.search.monitor import monitor_callbacks
+from moirai_ft.search.prune import finish_trial, job_trial, pruning_callbacks
+from moirai_ft.config.schema import validate, warmup_step_count
 from moirai_ft.data.prepare import PreparedData, prepare
 from moirai_ft.train import distributed
 from moirai_ft.errors import UserError
 from moirai_ft.weights import CHECKSUM, best_dir, checksum
 from moirai_ft.evaluation.evaluate import evaluate_job, save_config, summary_line
 from moirai_ft.model.fast_path import SparseProgressBar
-from moirai_ft.train.loggers import checkpoint_step, job_loggers
+from moirai_ft.train.from_config import build_callbacks, build_loggers, check_loggers
+from moirai_ft.train.loggers import checkpoint_step
+from moirai_ft.train.trackers import log_job_result
 from moirai_ft.train.finetuner import MoiraiFineTuner
 from moirai_ft.model.families import family_of
 from moirai_ft.model.load import apply_pattern, count_params, load_module
@@ -39,50 +41,6 @@ log = logging.getLogger(__name__)
 # checkpoints/ holds best/ (written at the zero-shot check, before Lightning's checkpoint callback sets up)
 # and last.ckpt on a resume: the directory is meant to be non-empty
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-
-
-class Throughput(L.Callback):
-    """Training samples per second, validation time excluded (synchronised at the boundaries only)."""
-
-    def __init__(self, batch_size: int):
-        self.batch_size = batch_size
-        self.train_s = 0.0
-        self.steps = 0
-        self._t0: float | None = None
-
-    def _sync(self, pl_module: L.LightningModule) -> None:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
-
-    def _start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._sync(pl_module)
-        self._t0, self._step0 = time.perf_counter(), trainer.global_step
-
-    def _stop(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._t0 is None:
-            return
-        self._sync(pl_module)
-        self.train_s += time.perf_counter() - self._t0
-        self.steps += trainer.global_step - self._step0
-        self._t0 = None
-
-    def on_train_start(self, trainer, pl_module):
-        self._start(trainer, pl_module)
-
-    def on_validation_start(self, trainer, pl_module):
-        if trainer.state.fn == "fit":
-            self._stop(trainer, pl_module)
-
-    def on_validation_end(self, trainer, pl_module):
-        if trainer.state.fn == "fit" and not trainer.should_stop:
-            self._start(trainer, pl_module)
-
-    def on_train_end(self, trainer, pl_module):
-        self._stop(trainer, pl_module)
-
-    @property
-    def samples_per_s(self) -> float:
-        return self.steps * self.batch_size / self.train_s if self.train_s > 0 else float("nan")
 
 
 def build_trainer(
@@ -112,7 +70,7 @@ def build_trainer(
         check_val_every_n_epoch=None if by_steps else 1,
         num_sanity_val_steps=0,
         callbacks=list(callbacks.values()) + progress_bar,
-        logger=job_loggers(job_dir, resume_step),
+        logger=list(build_loggers(cfg.logger, job_dir, resume_step).values()),  # conf/logger
         log_every_n_steps=max(1, min(cfg.hardware.log_every_n_steps, steps_per_epoch)),
         enable_progress_bar=bool(progress_bar),
         enable_model_summary=False,
@@ -157,23 +115,15 @@ def fit(
     ckpt_dir = job_dir / CHECKPOINTS
     finetuner = MoiraiFineTuner(
         module, data.train, data.val, order, lr=cfg.lr, weight_decay=cfg.weight_decay,
-        scheduler=cfg.scheduler.name, warmup_steps=cfg.warmup_steps, total_steps=total_steps,
+        scheduler=cfg.scheduler.name, warmup_steps=warmup_step_count(cfg.warmup_steps, total_steps),
+        total_steps=total_steps,
         min_lr_ratio=cfg.scheduler.min_lr_ratio, compile=cfg.hardware.compile,
     )
     # monitor=val_crps|val_mae: a forecast of the validation windows at every check, before History and
     # BestWeights read it (moirai_ft/search/monitor.py)
     callbacks: dict[str, L.Callback] = monitor_callbacks(
         cfg, data, eval_batches(len(data.val), cfg.batch_size, cfg.val_max_windows))  # every rank: all windows
-    callbacks.update({
-        "history": History(job_dir / HISTORY, history_extra(cfg)),
-        "best_weights": BestWeights(ckpt_dir / BEST, cfg.patience, cfg.min_delta, cfg.smoothing, metric_key(cfg.monitor)),
-        "divergence": DivergenceGuard(),
-        "throughput": Throughput(cfg.batch_size),
-        "last_checkpoint": ModelCheckpoint(
-            dirpath=ckpt_dir, filename=Path(LAST).stem, save_top_k=1, monitor=None,
-            save_on_train_epoch_end=False, enable_version_counter=False,
-        ),
-    })
+    callbacks.update(build_callbacks(cfg, job_dir))  # conf/callbacks, by name
     callbacks.update(extra_callbacks or {})
     last = ckpt_dir / LAST
     resume_step = checkpoint_step(last) if last.is_file() else None
@@ -205,6 +155,7 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     `extra_callbacks` join the job's own (the benchmark's step timer, the tests' sync counter)."""
     started = time.time()
     validate(cfg)
+    check_loggers(cfg.logger)  # a tracker that is not installed: one line, before any data or model
     family_of(cfg.model).check_compile(cfg.hardware.compile)
     rank, world = distributed.global_rank(), distributed.world_size(cfg)
     per_device = distributed.per_device_batch_size(cfg.batch_size, world)  # batch_size is the global batch
@@ -226,10 +177,12 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
             "lower batch_size or data.window_stride"
         )
     total_steps = steps_per_epoch * cfg.epochs
-    if cfg.epochs > 0 and cfg.warmup_steps > total_steps:
+    warmup_steps = warmup_step_count(cfg.warmup_steps, total_steps)
+    if cfg.epochs > 0 and warmup_steps > total_steps:
         raise UserError(
             f"warmup_steps={cfg.warmup_steps} is longer than the whole run ({cfg.epochs} epochs x "
-            f"{steps_per_epoch} steps = {total_steps}); lower warmup_steps or raise epochs/steps_per_epoch"
+            f"{steps_per_epoch} steps = {total_steps}); lower warmup_steps, give a fraction of the run "
+            "(warmup_steps=0.05) or raise epochs/steps_per_epoch"
         )
     ckpt_dir = job_dir / CHECKPOINTS
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -239,6 +192,9 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     # out of GPU memory: start again with half the micro-batch and twice the gradient accumulation, so
     # the effective batch, the schedule and the data order stay those of the config
     accumulate, oom_micro_batches = 1, []
+    # the job's trial in its sweep's Optuna study (prune=..., hydra/sweeper=optuna): rank 0 reports to it
+    trial = job_trial(cfg, job_dir) if rank == 0 else None
+    extra_callbacks = {**pruning_callbacks(cfg, trial), **(extra_callbacks or {})}
     while True:
         try:
             fitted = fit(cfg, job_dir, module, data, rank, world, per_device, accumulate, steps_per_epoch,
@@ -267,8 +223,12 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     best: BestWeights = callbacks["best_weights"]
     guard: DivergenceGuard = callbacks["divergence"]
     diverged = guard.diverged or best.stop_reason == "diverged"
+    pruning = callbacks.get("pruning")
+    pruned = not diverged and pruning is not None and pruning.pruned_at is not None
     if diverged:
         stop_reason = "diverged"
+    elif pruned:
+        stop_reason = "pruned"
     elif best.stop_reason:
         stop_reason = best.stop_reason
     elif cfg.epochs == 0:
@@ -280,7 +240,7 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
         log.warning("no validation check beat the zero-shot model: the job's result is the starting model")
 
     metrics: dict[str, Any] = {
-        "status": "diverged" if diverged else "completed",
+        "status": "diverged" if diverged else "pruned" if pruned else "completed",
         **identity(cfg),
         "family": family_of(cfg.model).name,
         "batch_size": cfg.batch_size,
@@ -306,15 +266,24 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     metrics[CHECKSUM] = checksum(best_dir(job_dir))  # later readers tell damaged weights (moirai_ft/weights.py)
     if diverged:
         metrics["error"] = "training loss became NaN or infinite; the best weights before that are kept"
+    if pruned:  # a result, not a failure: the best weights so far are the job's (moirai_ft/search/prune.py)
+        metrics.update(pruned_at_check=pruning.pruned_at, pruned_reason=pruning.reason)
     if rank == 0:  # test evaluation has no collectives: one rank does it and writes its files
         val_nll = (best.best_val_loss, best.zero_shot_val_loss)  # measured on the same validation windows
         # the selected model is read back from checkpoints/best, as re-evaluation reads it
-        metrics.update(evaluate_job(cfg, data, zero_shot, job_dir, val_nll))
+        eval_cfg = cfg
+        if pruned and cfg.prune.eval_max_windows is not None:  # a cheaper test for a pruned job
+            eval_cfg = copy.deepcopy(cfg)
+            with open_dict(eval_cfg):
+                eval_cfg.eval.max_windows = cfg.prune.eval_max_windows
+        metrics.update(evaluate_job(eval_cfg, data, zero_shot, job_dir, val_nll))
         log.info(summary_line(metrics))
+        log_job_result(fitted.trainer.loggers, metrics, job_dir)  # the trackers' test metrics and plots
+        finish_trial(trial, metrics["status"], objective(metrics))
     return metrics
 
 
-def run(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
+def run(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callback] | None = None) -> dict[str, Any]:
     """run_job, with every outcome recorded in metrics.json: a raising job is `failed` with its error,
     and never takes a sweep down with it."""
     job_dir = Path(job_dir)
@@ -329,7 +298,7 @@ def run(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
 
     try:
         with distributed.job_processes(cfg, job_dir, on_stuck=record_stuck):
-            metrics = run_job(cfg, job_dir)
+            metrics = run_job(cfg, job_dir, extra_callbacks)
     except UserError as e:
         metrics = {**base, "status": "failed", "error": str(e), "error_type": "config"}
     except Exception as e:  # noqa: BLE001 - any crash becomes a recorded failure
@@ -349,4 +318,5 @@ def objective(metrics: dict[str, Any]) -> float:
     """What train.py returns to a sweeper: the best monitored validation value (the validation loss for
     monitor=val_nll and for jobs from before the monitor), +inf for a job with no result."""
     value = metrics.get("best_monitored", metrics.get("best_val_loss"))
-    return float(value) if value is not None and metrics.get("status") == "completed" and math.isfinite(value) else math.inf
+    ok = metrics.get("status") in ("completed", "pruned")  # a pruned job has a result: its best check
+    return float(value) if value is not None and ok and math.isfinite(value) else math.inf

@@ -1,4 +1,4 @@
-"""The job's Lightning loggers (logs/metrics.csv and TensorBoard), exact across a resume.
+"""The job's file loggers (logs/metrics.csv and TensorBoard: logger=csv|tensorboard|many), exact across a resume.
 
 Lightning's CSVLogger deletes metrics.csv whenever its directory is not empty, so a job resumed from
 last.ckpt would keep only the rows logged after the restart. Here a resumed job keeps the rows logged
@@ -15,11 +15,10 @@ import os
 from pathlib import Path
 
 import torch
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from moirai_ft.artifacts import LOGS
+from moirai_ft.model.compat import ExperimentWriter, rank_zero_experiment
 
 
 def checkpoint_step(path: Path) -> int:
@@ -74,9 +73,14 @@ class ResumableCSVLogger(CSVLogger):
         return self._experiment
 
 
-def job_loggers(job_dir: Path, resume_step: int | None) -> list[Logger]:
-    return [
-        ResumableCSVLogger(job_dir, resume_step),
-        # TensorBoard hides the earlier files' events from purge_step on (a fresh start: all of them)
-        TensorBoardLogger(job_dir, name=LOGS, version="", default_hp_metric=False, purge_step=resume_step or 0),
-    ]
+# conf/logger's factories (moirai_ft/train/from_config.py build_loggers passes the job's runtime arguments)
+
+
+def csv_logger(job_dir: Path, resume_step: int | None) -> CSVLogger:
+    """logs/metrics.csv, its rows before `resume_step` kept on a resume."""
+    return ResumableCSVLogger(job_dir, resume_step)
+
+
+def tensorboard_logger(job_dir: Path, resume_step: int | None) -> TensorBoardLogger:
+    # TensorBoard hides the earlier files' events from purge_step on (a fresh start: all of them)
+    return TensorBoardLogger(job_dir, name=LOGS, version="", default_hp_metric=False, purge_step=resume_step or 0)

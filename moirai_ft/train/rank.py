@@ -9,6 +9,7 @@ import pickle
 import sys
 from pathlib import Path
 
+from moirai_ft.instrument import faults
 from moirai_ft.train.distributed import global_rank
 from moirai_ft.train.job import run
 
@@ -19,7 +20,7 @@ def main(argv: list[str]) -> int:
     rank = global_rank()
     logging.basicConfig(level=logging.WARNING, format=f"[rank {rank}][%(name)s][%(levelname)s] %(message)s")
     cfg = pickle.load(sys.stdin.buffer)
-    metrics = run(cfg, Path(job_dir))
+    metrics = run(cfg, Path(job_dir), faults.from_environment())  # armed by a test: as rank 0's
     # a config error is the same on every rank and rank 0 records it; anything else is this rank's failure
     return 1 if metrics["status"] == "failed" and metrics.get("error_type") != "config" else 0
 

@@ -25,6 +25,7 @@ from uni2ts.model.moirai import MoiraiModule
 from moirai_ft.config.schema import CompileMode
 from moirai_ft.data.windows import Batch, Windows
 from moirai_ft.evaluation.metrics import sample_quantiles
+from moirai_ft.model.compat import forward_parts
 from moirai_ft.model.family import ModelFamily
 from moirai_ft.model.fast_path import compile_forward, distribution_validation
 
@@ -50,23 +51,13 @@ def horizon_distribution(module: MoiraiModule, batch: Batch, tokens: Int[Tensor,
     values. Sampling the whole sequence at max_patch_size would draw about 25x more values (19 tokens
     x 128 for 3 x 32 wanted at the defaults). The parameters and the scaler's loc/scale are captured
     from the module's own forward pass with hooks, so the forward pass is uni2ts's, unchanged."""
-    captured: dict[str, Any] = {}
-    hooks = [
-        module.scaler.register_forward_hook(lambda _m, _i, out: captured.__setitem__("loc_scale", out)),
-        module.param_proj.register_forward_hook(lambda _m, _i, out: captured.__setitem__("params", out)),
-    ]
-    try:
-        module(**{k: batch[k] for k in MODEL_FIELDS})
-    finally:
-        for h in hooks:
-            h.remove()
-    loc, scale = captured["loc_scale"]
+    params, loc, scale = forward_parts(module, **{k: batch[k] for k in MODEL_FIELDS})  # hooks: model/compat.py
     b, seq = batch["target"].shape[:2]
 
     def cut(t: Tensor) -> Tensor:  # (batch, seq, max_patch, ...) leaves; scalars (fixed scales) broadcast
         return t[:, tokens, :patch_size] if t.dim() >= 3 and t.shape[:2] == (b, seq) else t
 
-    params = _map_tensors(cut, captured["params"])
+    params = _map_tensors(cut, params)
     return module.distr_output.distribution(params, loc=loc[:, tokens], scale=scale[:, tokens])
 
 

@@ -1,4 +1,5 @@
-"""Sweeps that survive: readable job directories, resume across reruns, and the sweep's exit status.
+"""What a job directory says about its job, torch-free (analyze.py reads it): fingerprints, locks,
+links to a twin's result, and the plan a sweep job follows.
 
 Hydra has no resume (facebookresearch/hydra #1407, #3328): every `-m` run makes a new
 `multirun/<date>/<time>/` and trains every job again. Here each job stores a fingerprint of its composed
@@ -8,12 +9,13 @@ job starts it looks under `sweep_root` for a twin, a job directory with the same
 - a completed (or diverged: a final, reproducible result) twin: the job is skipped;
 - a twin that another process is running (it holds the twin's lock): skipped, it will finish there;
 - a failed or unfinished twin: the job continues in the twin's directory, from its
-  `checkpoints/last.ckpt` where one exists (job.run_job resumes from it);
+  `checkpoints/last.ckpt` where one exists (the job resumes from it);
 - no twin: the job trains in its own directory.
 
 A skipped or continued job leaves `result_in.json` in its own directory, pointing at where its result
 lives, so each configuration keeps one directory with its whole history, nothing is copied, and
 `analyze.py` follows the pointer instead of counting a job twice. `resume=false` turns the lookup off.
+sweep/runner.py carries the plan out; sweep/hydra_callbacks.py reports the sweep's outcomes.
 """
 
 from __future__ import annotations
@@ -21,9 +23,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
-import inspect
 import json
-import logging
 import os
 import time
 from dataclasses import dataclass
@@ -31,15 +31,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Iterator
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.experimental.callback import Callback
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from moirai_ft import weights
-from moirai_ft.artifacts import CHECKPOINTS, LAST, LOGS, METRICS, identity, write_json_atomic
-
-log = logging.getLogger(__name__)
+from moirai_ft.artifacts import CHECKPOINTS, LAST, LOGS, METRICS, write_json_atomic
 
 FINGERPRINT = "fingerprint.json"  # {"fingerprint": hex, "config": the resolved config it was taken from}
 LINK = "result_in.json"  # in a skipped/continued job's own directory: where its result lives
@@ -47,71 +42,10 @@ LOCK = ".lock"  # flock-ed by the process running the job; the OS drops it when 
 PREVIOUS_SUFFIX = ".previous"  # a failed attempt's metrics.json / error.log, set aside on a rerun
 REFUSED = "refused.json"  # beside another config's job: why a job was refused there (that job stays whole)
 
-# settings that say how to run a sweep, not what a job computes: left out of the fingerprint
-NOT_IN_FINGERPRINT = ("resume", "sweep_root")
-# keys that name the job first in its directory, then every other override but these
-DIRNAME_HEAD = ("model", "pattern", "lr")
-NOT_IN_DIRNAME = ("sweep",) + NOT_IN_FINGERPRINT
-MAX_DIRNAME = 240  # bytes; file systems allow 255 per name
-FINAL_STATUSES = ("completed", "diverged")  # a rerun would reproduce them: never retrained
-
-
-# ---------------------------------------------------------------------------------------------------
-# readable job directory names
-
-
-def format_value(value: Any) -> str:
-    """1e-05 for a float (repr: exact, so two lrs never share a name), the enum's value, else str."""
-    if isinstance(value, Enum):
-        return str(value.value)
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def override_key(override: str) -> str:
-    """`+data.path=x` -> `data.path`."""
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def swept_keys(sweep_dir: Path) -> set[str] | None:
-    """The keys a sweep varies: sweep syntax on its command line (lr=1e-5,2e-5, range(...)) and
-    hydra.sweeper.params (the conf/sweep presets), read from the multirun.yaml the sweeper saved
-    before launching. None when there is no such file (another sweeper plugin)."""
-    try:
-        master = OmegaConf.load(Path(sweep_dir) / "multirun.yaml")
-        task = list(master.hydra.overrides.task)
-        params = dict(master.hydra.sweeper.get("params") or {})
-    except Exception:  # noqa: BLE001 - naming falls back to every override
-        return None
-    parsed = OverridesParser.create().parse_overrides(task)
-    return {o.key_or_group for o in parsed if o.is_sweep_override()} | {override_key(k) for k in params}
-
-
-def job_dirname(*, _root_: DictConfig) -> str:
-    """hydra.sweep.subdir: `model=small,pattern=full,lr=1e-05`, then the job's other swept overrides
-    (experiment=..., seed=...), so that two jobs of one sweep never share a directory while the
-    settings common to the whole sweep stay out of every name (they are in .hydra/overrides.yaml)."""
-    head = [f"{key}={format_value(value)}" for key, value in (
-        ("model", _root_.model.name), ("pattern", _root_.pattern.name), ("lr", _root_.lr),
-    )]
-    varied = swept_keys(Path(str(_root_.hydra.sweep.dir)))
-    skip = set(DIRNAME_HEAD) | set(NOT_IN_DIRNAME)
-    tail = [o for o in _root_.hydra.overrides.task
-            if override_key(o) not in skip and (varied is None or override_key(o) in varied)]
-    name = ",".join(head + tail).replace(os.sep, "_")  # a path value must not nest directories
-    if len(name.encode()) > MAX_DIRNAME:
-        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-        name = name.encode()[: MAX_DIRNAME - 9].decode(errors="ignore") + "," + digest
-    return name
-
-
-# OmegaConf 2.4 gave register_new_resolver's semantics to register_resolver (and deprecated the former);
-# in 2.3 register_resolver is the old string-only API, which knows no `_root_`. Tell them by `replace`.
-_register = (OmegaConf.register_resolver if "replace" in inspect.signature(OmegaConf.register_resolver).parameters
-             else OmegaConf.register_new_resolver)
-if not OmegaConf.has_resolver("moirai_job_dirname"):
-    _register("moirai_job_dirname", job_dirname)
+# settings that say how to run a sweep or where it reports, not what a job computes: left out of the fingerprint
+NOT_IN_FINGERPRINT = ("resume", "sweep_root", "logger")
+# a rerun would reproduce them: never retrained (pruned: stopped by the sweep's pruner, a result kept)
+FINAL_STATUSES = ("completed", "diverged", "pruned")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -244,7 +178,11 @@ def plan_job(fp: str, job_dir: Path, root: Path) -> Plan:
     return Plan(Action.run_here if target.resolve() == job_dir.resolve() else Action.continue_twin, target)
 
 
-def _write_link(job_dir: Path, target: Path, reason: str, fp: str) -> None:
+# ---------------------------------------------------------------------------------------------------
+# links and set-aside attempts
+
+
+def write_link(job_dir: Path, target: Path, reason: str, fp: str) -> None:
     write_json_atomic(job_dir / LINK, {
         "result_in": os.path.relpath(target, job_dir), "reason": reason, "fingerprint": fp,
     })
@@ -269,7 +207,7 @@ def went_on(job_dir: Path) -> str | None:
     return "continued" if reason.startswith("continued") else "rerun" if reason == "rerun" else None
 
 
-def _set_aside_failure(target: Path) -> None:
+def set_aside_failure(target: Path) -> None:
     """A rerun of a failed job: keep the old error, but not where readers take it for this attempt's."""
     for name in (METRICS, "error.log"):
         path = target / name
@@ -277,72 +215,8 @@ def _set_aside_failure(target: Path) -> None:
             path.replace(path.with_name(path.stem + PREVIOUS_SUFFIX + path.suffix))
 
 
-def _refused(job_dir: Path, message: str, cfg: DictConfig) -> dict[str, Any]:
-    """A job refused before it started. Its metrics.json says why, unless the directory already holds a
-    job: that job's result stays whole, and the refusal goes to refused.json, where the sweep's summary
-    reads it."""
-    metrics = {**identity(cfg), "status": "failed", "error": message, "error_type": "config"}
-    write_json_atomic(job_dir / (REFUSED if read_fingerprint(job_dir) else METRICS), metrics)
-    return metrics
-
-
-def run_tracked(cfg: DictConfig, mode: RunMode, job_dir: Path, launch_dir: Path, sweep_preset: str | None) -> dict[str, Any]:
-    """One job as train.py runs it: under its lock and with its fingerprint, and in a sweep first
-    looking for a twin (module doc). Returns the job's metrics (a skipped job: its twin's)."""
-    from moirai_ft.train.job import run  # here: analyze.py imports this module and needs no torch
-
-    job_dir = Path(job_dir)
-    if mode != RunMode.MULTIRUN and sweep_preset:
-        return _refused(job_dir, f"sweep={sweep_preset} is a sweep preset: run it with -m, "
-                        f"as `python train.py -m sweep={sweep_preset}`", cfg)
-    fp, config = fingerprint(cfg)
-    own = read_fingerprint(job_dir)
-    if own is not None and own != fp:
-        which = "sweep its own hydra.sweep.dir" if mode == RunMode.MULTIRUN else "run its own hydra.run.dir"
-        return _refused(job_dir, f"{job_dir} already holds a job with another config; give this {which}", cfg)
-    (job_dir / REFUSED).unlink(missing_ok=True)  # an earlier attempt's: this one is the directory's own
-    plan = Plan(Action.run_here, job_dir)
-    if mode == RunMode.MULTIRUN and cfg.resume:
-        root = Path(cfg.sweep_root)
-        plan = plan_job(fp, job_dir, root if root.is_absolute() else launch_dir / root)
-
-    if plan.action == Action.skip_done:
-        metrics = json.loads((plan.target / METRICS).read_text())
-        _write_link(job_dir, plan.target, f"{metrics['status']} earlier", fp)
-        log.info("skipped: %s earlier in %s (best_val_loss %s)", metrics["status"], plan.target, metrics.get("best_val_loss"))
-        return metrics
-    if plan.action == Action.continue_twin:
-        try:
-            with JobLock(plan.target):
-                weights.discard_damaged(plan.target)  # damaged weights: retrained from the start, not resumed
-                resumed = (plan.target / CHECKPOINTS / LAST).is_file()
-                _write_link(job_dir, plan.target, "continued from its last checkpoint" if resumed else "rerun", fp)
-                log.info("continuing the unfinished twin in %s%s", plan.target, " from its last checkpoint" if resumed else "")
-                _set_aside_failure(plan.target)
-                return run(cfg, plan.target)
-        except JobBusy:
-            plan = Plan(Action.skip_running, plan.target)
-    if plan.action == Action.skip_running:
-        _write_link(job_dir, plan.target, "running in another process", fp)
-        log.info("skipped: another process is running this config in %s", plan.target)
-        return {**identity(cfg), "status": "running", "error": f"running in another process in {plan.target}"}
-
-    with JobLock(job_dir):
-        weights.discard_damaged(job_dir)
-        _set_aside_failure(job_dir)
-        write_json_atomic(job_dir / FINGERPRINT, {"fingerprint": fp, "config": config})
-        return run(cfg, job_dir)
-
-
 # ---------------------------------------------------------------------------------------------------
-# the end of a sweep
-
-_exit_code = 0
-
-
-def exit_code() -> int:
-    """1 when the last sweep of this process had a failed job (or one that left no result), else 0."""
-    return _exit_code
+# what each job of a finished sweep left
 
 
 @dataclass(frozen=True)
@@ -375,33 +249,3 @@ def sweep_outcomes(sweep_dir: Path, since: float | None = None) -> list[Outcome]
         outcomes.append(Outcome(job_dir, result_dir, status, error, skipped=linked is not None and how is None,
                                 continued=how))
     return outcomes
-
-
-class SweepStatus(Callback):
-    """Hydra callback: after every job of a sweep ran, says what ran, what was skipped and what failed,
-    and sets the exit status train.py ends with (non-zero if any job failed)."""
-
-    def __init__(self) -> None:
-        self.started: float | None = None
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.started = time.time()
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        global _exit_code
-        sweep_dir = Path(config.hydra.sweep.dir)
-        if not sweep_dir.is_dir():
-            return
-        outcomes = sweep_outcomes(sweep_dir, self.started)
-        counts: dict[str, int] = {}
-        for o in outcomes:
-            counts[o.status] = counts.get(o.status, 0) + 1
-        print(f"sweep {sweep_dir}: {len(outcomes)} job(s): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-        for o in outcomes:
-            if o.skipped or o.continued:
-                print(f"  {o.continued or 'skipped'} {o.job_dir.name}: {o.status} in {o.result_dir}")
-        bad = [o for o in outcomes if o.status not in FINAL_STATUSES + ("running",)]
-        for o in bad:
-            print(f"  {o.status.upper()} {o.job_dir.name}: {o.error}")
-        print(f"next: python analyze.py {sweep_dir}")
-        _exit_code = 1 if bad else 0

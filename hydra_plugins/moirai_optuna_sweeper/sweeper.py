@@ -1,0 +1,179 @@
+"""`python train.py -m hydra/sweeper=optuna hydra.sweeper.n_trials=12 'lr=tag(log,interval(1e-7,1e-3))'
+'pattern=choice(full,freeze_ffn,head_only)'`: an Optuna study proposes the jobs.
+
+- The search space is Hydra's sweep syntax: `interval(a,b)` (float; `tag(int, ...)` for integers,
+  `tag(log, ...)` for a log scale), `choice(...)`, plain lists `a,b,c` and `range(...)` (categorical).
+  Overrides that are not sweeps go to every trial unchanged.
+- `n_trials` trials in all, `n_jobs` at a time through whichever hydra/launcher is chosen.
+- `sampler`: tpe (default), random or grid (choices and ranges only), seeded by `seed`.
+- The study lives where the jobs' pruner keeps its own (moirai_ft/search/study.py: prune.storage,
+  default Optuna's journal file <sweep_root>/optuna_journal.log), named after the command line, so
+  `prune=asha` sees every trial, and rerunning the same command continues the study up to n_trials.
+  A trial left running by a killed sweep is asked again; its job then continues or is skipped by the
+  sweep's fingerprint resume (moirai_ft/sweep/tracking.py), so a completed job is never retrained.
+- The objective is train.py's return value: the job's best monitored value (`monitor=`). A job that
+  fails is a FAIL trial with its error as a user attribute, and the study goes on. A pruned job has
+  told the study itself (moirai_ft/search/prune.py).
+
+Written for Optuna >= 4 after reading hydra-optuna-sweeper's design (which pins optuna < 3 and cannot
+prune); nothing is copied from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobStatus
+from hydra.errors import HydraException
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from moirai_ft.search import study as studies
+
+log = logging.getLogger(__name__)
+INTERRUPTED = "interrupted"  # user attribute of a trial a killed sweep left running (not counted, asked again)
+RESULTS = "optuna_results.yaml"
+
+
+def distribution(override: Override) -> optuna.distributions.BaseDistribution:
+    """The Optuna distribution of one sweep override (module doc)."""
+    value = override.value()
+    if isinstance(value, IntervalSweep):
+        log_scale = "log" in value.tags
+        if "int" in value.tags:  # Hydra reads interval ends as floats: tag(int, ...) asks for integers
+            return optuna.distributions.IntDistribution(int(value.start), int(value.end), log=log_scale)
+        return optuna.distributions.FloatDistribution(float(value.start), float(value.end), log=log_scale)
+    if isinstance(value, (ChoiceSweep, RangeSweep)):
+        return optuna.distributions.CategoricalDistribution(list(override.sweep_iterator()))
+    raise HydraException(f"hydra/sweeper=optuna cannot search {override.input_line}: use interval(), choice(), range() or a list")
+
+
+def make_sampler(name: str, seed: Optional[int], space: dict[str, Any]) -> optuna.samplers.BaseSampler:
+    name = str(getattr(name, "value", name))
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        not_discrete = [k for k, d in space.items() if not isinstance(d, optuna.distributions.CategoricalDistribution)]
+        if not_discrete:
+            raise HydraException(f"hydra.sweeper.sampler=grid needs choice()/range()/lists; {', '.join(not_discrete)} "
+                                 "is an interval: list its values or use sampler=tpe")
+        return optuna.samplers.GridSampler({k: list(d.choices) for k, d in space.items()}, seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def format_value(value: Any) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+class OptunaSweeper(Sweeper):
+    def __init__(self, n_trials: int, n_jobs: int, sampler: str, seed: Optional[int], params: Optional[dict] = None):
+        if n_trials < 1 or n_jobs < 1:
+            raise HydraException(f"hydra.sweeper.n_trials and n_jobs must be >= 1 (got {n_trials}, {n_jobs})")
+        self.n_trials, self.n_jobs, self.sampler_name, self.seed = n_trials, n_jobs, sampler, seed
+        self.params = dict(params or {})
+        self.config: Optional[DictConfig] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def _space(self, arguments: list[str]) -> tuple[dict[str, optuna.distributions.BaseDistribution], list[str]]:
+        lines = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        space, fixed = {}, []
+        for o in parser.parse_overrides(lines):
+            if o.is_sweep_override():
+                space[o.get_key_element()] = distribution(o)
+            else:
+                fixed.append(f"{o.get_key_element()}={o.get_value_element_as_str()}")
+        return space, fixed
+
+    def _study(self, space: dict[str, Any]) -> optuna.Study:
+        assert self.config is not None
+        cfg = self.config
+        storage = studies.storage_for(cfg.prune.storage, cfg.sweep_root, Path.cwd())
+        name = studies.study_name_for([str(o) for o in cfg.hydra.overrides.task], cfg.prune.study_name)
+        existing = len(studies.open_study(storage, name).get_trials(deepcopy=False))
+        # a rerun continuing the study: the seed moved on by the trials so far, else a seeded sampler would
+        # propose the first run's points again (their jobs would only be skipped as done)
+        seed = None if self.seed is None else self.seed + existing
+        study = studies.open_study(storage, name, sampler=make_sampler(self.sampler_name, seed, space))
+        log.info("optuna study %s: %s", name, studies.study_summary(study) or "new")
+        return study
+
+    @staticmethod
+    def _requeue_interrupted(study: optuna.Study) -> None:
+        """Trials a killed sweep left running: recorded as failed-by-interruption and asked again, so
+        their jobs continue (or are skipped, when they had finished) under the fingerprint resume."""
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            study._storage.set_trial_user_attr(t._trial_id, INTERRUPTED, True)
+            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(t.params, skip_if_exists=False)
+
+    @staticmethod
+    def _counted(study: optuna.Study) -> int:
+        done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+        return sum(1 for t in study.get_trials(deepcopy=False, states=done) if not t.user_attrs.get(INTERRUPTED))
+
+    def sweep(self, arguments: list[str]) -> Any:
+        assert self.config is not None
+        space, fixed = self._space(arguments)
+        if not space:
+            raise HydraException("hydra/sweeper=optuna needs a search space: e.g. 'lr=tag(log,interval(1e-7,1e-3))'")
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # what the job names and the jobs' study read
+        study = self._study(space)
+        self._requeue_interrupted(study)
+        job_idx, returns = 0, []
+        while (remaining := self.n_trials - self._counted(study)) > 0:
+            trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
+            studies.write_trial_numbers(sweep_dir, {job_idx + i: t.number for i, t in enumerate(trials)})
+            batch = [fixed + [f"{k}={format_value(v)}" for k, v in t.params.items()] for t in trials]
+            results = self.launcher.launch(batch, initial_job_idx=job_idx)
+            for trial, result in zip(trials, results):
+                self._tell(study, trial, result)
+            job_idx += len(trials)
+            returns.append(results)
+        self._write_results(study, sweep_dir)
+        return returns
+
+    @staticmethod
+    def _tell(study: optuna.Study, trial: optuna.Trial, result: Any) -> None:
+        """Record a trial the job did not finish itself (a pruning job tells its own)."""
+        state = study._storage.get_trial(trial._trial_id).state
+        if state != optuna.trial.TrialState.RUNNING:
+            return
+        if result.status == JobStatus.FAILED:
+            error = result._return_value
+            trial.set_user_attr("error", f"{type(error).__name__}: {error}")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            return
+        value = result.return_value
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            study.tell(trial, float(value))
+        else:
+            trial.set_user_attr("error", "the job left no result (see its metrics.json)")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+    @staticmethod
+    def _write_results(study: optuna.Study, sweep_dir: Path) -> None:
+        try:
+            best = study.best_trial
+        except ValueError:
+            print(f"optuna study {study.study_name}: no completed trial")
+            return
+        OmegaConf.save(OmegaConf.create({"study": study.study_name, "best_value": best.value,
+                                         "best_params": best.params, "trials": studies.study_summary(study)}),
+                       sweep_dir / RESULTS)
+        print(f"optuna study {study.study_name}: best value {best.value:.6g} with "
+              + " ".join(f"{k}={format_value(v)}" for k, v in best.params.items()))

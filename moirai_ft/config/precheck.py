@@ -1,0 +1,112 @@
+"""Check train.py's command line before Hydra runs it: compose the config as each job will see it (and, for a
+single run, validate it), so a mistake is one `error:` line (exit 2) before any directory, data or model exists.
+A `-m` sweep has each listed value composed (a wrong key or type would stop Hydra's sweeper halfway); a value
+out of range fails only its own job, recorded in its metrics.json, while the other jobs run.
+
+Hydra's own report of a composition error is several lines ending in a hint about HYDRA_FULL_ERROR, and
+validate() inside the job comes after the job's directory and metrics.json exist. Torch-free on purpose:
+a mistake costs a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from moirai_ft.config.schema import unknown_choice, validate
+from moirai_ft.errors import UserError, first_line
+
+# flags after which train.py does something other than compose this config and run it (print the config,
+# help, another config): Hydra handles the command as given
+_HANDS_OFF = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc",
+              "--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd", "--experimental-rerun",
+              "--resolve", "--package", "-p")
+_MULTIRUN = ("-m", "--multirun")
+
+# OmegaConf's wording for a value of the wrong type -> what the key takes
+_EXPECTED = (
+    ("converted to Float", "a number"),
+    ("converted to Integer", "a whole number"),
+    ("Union[int, float]", "a number"),
+    ("not a valid bool", "true or false"),
+)
+
+
+def check_command_line(args: list[str], conf_dir: Path, config_name: str = "train") -> str | None:
+    """The one-line message for the first mistake in train.py's arguments, or None when every job they
+    describe composes and passes validate()."""
+    if any(a.split("=", 1)[0] in _HANDS_OFF for a in args):
+        return None
+    if message := unknown_choice(args, conf_dir):
+        return message
+    multirun = any(a in _MULTIRUN for a in args)
+    overrides = [a for a in args if a not in _MULTIRUN]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as e:  # noqa: BLE001 - malformed override syntax
+        return f"cannot read the command line: {first_line(e)}"
+    sweeps = [raw for raw, o in zip(overrides, parsed) if o.is_sweep_override()]
+    if sweeps and not multirun:
+        return f"{sweeps[0]} is a sweep over several values: add -m to run one job per value, or give one value"
+    for job in _job_overrides(overrides, parsed):
+        try:
+            with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
+                cfg = compose(config_name=config_name, overrides=job)
+            if not multirun:  # a sweep's job out of range is recorded as failed and the other jobs go on
+                validate(cfg)
+        except UserError as e:
+            return str(e)
+        except (HydraException, OmegaConfBaseException) as e:
+            return composition_message(e, job)
+    return None
+
+
+def _job_overrides(overrides: list[str], parsed: list[Override]) -> list[list[str]]:
+    """The override lists to check: the command line as it is, or for a sweep (`lr=1e-5,abc`,
+    `epochs=range(1,3)`) each value of each swept key once, the other swept keys at their first value.
+    A key's type and range do not depend on the other keys' values, so this finds every bad value with
+    one composition per value instead of one per job of the grid. Searched intervals are left out."""
+    fixed: list[str] = []
+    swept: list[tuple[str, list[str]]] = []
+    for raw, o in zip(overrides, parsed):
+        if not o.is_sweep_override():
+            fixed.append(raw)
+        elif o.is_choice_sweep() or o.is_range_sweep():
+            try:
+                swept.append((o.get_key_element(), list(o.sweep_string_iterator())))
+            except Exception:  # noqa: BLE001 - values Hydra cannot list either: its sweeper reports them
+                continue
+    firsts = [f"{key}={values[0]}" for key, values in swept if values]
+    jobs = [fixed + firsts]
+    for i, (key, values) in enumerate(swept):
+        for value in values[1:]:
+            jobs.append(fixed + firsts[:i] + [f"{key}={value}"] + firsts[i + 1:])
+    return jobs
+
+
+def composition_message(e: Exception, overrides: list[str]) -> str:
+    """One line naming the key and what it takes, from Hydra's and OmegaConf's composition errors."""
+    cause = e.__cause__ if isinstance(e.__cause__, OmegaConfBaseException) else e
+    key = getattr(cause, "full_key", None)
+    detail = first_line(cause)
+    if not key:
+        return f"the config does not compose: {first_line(e)}" + (f" ({detail})" if cause is not e else "")
+    given = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") == key]
+    got = f" (got {given[-1].split('=', 1)[1]})" if given and "=" in given[-1] else ""
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and "not in" in detail:
+        hint = re.search(r"Did you mean: '([^']+)'", str(cause))
+        parent = key.rsplit(".", 1)[0] + "." if "." in key else ""
+        fix = f"did you mean {parent}{hint.group(1)}?" if hint else "check its spelling (`--cfg job` lists the keys)"
+        return f"unknown config key {key}; {fix}"
+    for wording, expected in _EXPECTED:
+        if wording in detail:
+            return f"{key} must be {expected}{got}"
+    if match := re.search(r"expected one of \[([^\]]*)\]", detail):
+        return f"{key} must be one of: {match.group(1)}{got}"
+    return f"{key}: {detail}"

@@ -1,0 +1,78 @@
+"""The root config's schema: every top-level key of conf/train.yaml with its type.
+
+conf/train.yaml lists `root_schema` first in its defaults, so a misspelt root key (`learning_rate=1e-5`) or a
+value of the wrong type (`lr=abc`, `epochs=2.5`) fails when Hydra composes the config, before anything runs
+(train.py turns that failure into one line: moirai_ft/config/precheck.py). Ranges and relations between keys
+are checked by validate() in schema.py: a type here, a range there.
+
+ADDING A ROOT KEY OR A CONFIG GROUP: add one field below, in the section it belongs to, with its type and the
+default conf/train.yaml gives it (or MISSING when a group supplies it). A group (model, logger, callbacks,
+prune, ...) is typed `Any` here: each of its option files lists `/schema/<group>@_here_` (or no schema) in
+its own defaults, so the group brings its own typing and a new option with other fields still composes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+from omegaconf import MISSING
+
+# int (a number of steps) or float (a fraction of an epoch / of the run): the type tells which
+Steps = Union[int, float]
+
+
+@dataclass
+class EvalSchema:
+    """The test evaluation at the end of every job (moirai_ft/evaluation/evaluate.py)."""
+
+    num_samples: int = 100  # sampled paths per window; their median is the point forecast
+    max_windows: Optional[int] = 4096  # cap on test windows, None = all
+    batch_size: int = MISSING  # conf/train.yaml: ${batch_size}
+    seed: int = MISSING  # conf/train.yaml: ${seed}
+    plot_windows: int = 4  # panels in forecast.png
+
+
+@dataclass
+class RootSchema:
+    # --- config groups: typed by their own options' schemas (config/schema.py) ---
+    model: Any = MISSING
+    pattern: Any = MISSING
+    scheduler: Any = MISSING
+    hardware: Any = MISSING
+    data: Any = MISSING
+    prune: Any = MISSING  # conf/prune: none | asha | hyperband | median (moirai_ft/search/prune.py)
+    callbacks: Any = MISSING  # conf/callbacks: named Lightning callbacks (moirai_ft/train/from_config.py)
+    logger: Any = MISSING  # conf/logger: csv | tensorboard | mlflow | wandb | many (moirai_ft/train/from_config.py)
+
+    # --- optimisation ---
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    batch_size: int = MISSING  # the global batch, over all devices
+    epochs: int = MISSING
+    steps_per_epoch: Optional[int] = None
+    warmup_steps: Steps = MISSING  # int >= 0: optimizer steps; float in (0, 1): a fraction of the run's steps
+    gradient_clip: float = MISSING
+    oom_min_batch_size: int = MISSING
+
+    # --- validation and early stopping ---
+    val_check_interval: Steps = MISSING  # float in (0, 1]: fraction of an epoch; int: every N steps
+    val_max_windows: Optional[int] = MISSING
+    patience: int = MISSING
+    min_delta: float = MISSING
+    smoothing: int = MISSING
+    monitor: str = MISSING  # val_nll | val_crps | val_mae (checked in validate; moirai_ft/search/monitor.py)
+    monitor_samples: int = MISSING
+
+    # --- windows ---
+    context_length: int = MISSING
+    prediction_length: int = MISSING
+    patch_size: int = MISSING
+
+    # --- test evaluation ---
+    eval: EvalSchema = field(default_factory=EvalSchema)
+    seed: int = MISSING
+
+    # --- sweeps ---
+    resume: bool = True
+    sweep_root: str = "multirun"

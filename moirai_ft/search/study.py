@@ -1,0 +1,96 @@
+"""The Optuna study every job of a sweep shares: where it is stored, what it is called, and which trial
+a job is. Used by the jobs (pruning) and by the hydra/sweeper=optuna plugin, in separate processes;
+no torch here.
+
+- Storage: `prune.storage` null -> Optuna's JournalStorage on the file <sweep_root>/optuna_journal.log
+  (appends under a file lock: safe for concurrent processes on one machine or a shared file system);
+  a path -> a journal file there; a URL with `://` -> Optuna's RDB storage (postgresql://, mysql://,
+  sqlite:///) for a cluster.
+- Name: `prune.study_name`, else derived from the sweep's command line (its overrides, sweep values
+  included, Hydra's own settings left out), so rerunning the same command continues the same study.
+- Trial: the optuna sweeper asks the study for trials and writes job number -> trial number into
+  <sweep_dir>/optuna_trials.json before launching; a job of a plain `-m` grid asks for a trial itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig, OmegaConf
+
+JOURNAL = "optuna_journal.log"
+TRIALS = "optuna_trials.json"  # in the sweep directory: {"<hydra.job.num>": trial number}
+NOT_IN_STUDY_NAME = ("resume", "sweep_root")  # how a sweep runs, not what it searches
+
+
+def storage_for(storage: str | None, sweep_root: str | Path, launch_dir: str | Path) -> optuna.storages.BaseStorage:
+    """The study storage of a sweep (module doc)."""
+    if storage and "://" in storage:
+        return optuna.storages.RDBStorage(storage)
+    root = Path(sweep_root)
+    path = Path(storage) if storage else (root if root.is_absolute() else Path(launch_dir) / root) / JOURNAL
+    path = path if path.is_absolute() else Path(launch_dir) / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def study_name_for(task_overrides: list[str], given: str | None = None) -> str:
+    """`given`, else a name for the command line's overrides (order-independent)."""
+    if given:
+        return given
+    kept = sorted(o for o in task_overrides
+                  if not o.lstrip("+~").startswith("hydra") and o.split("=", 1)[0].lstrip("+~") not in NOT_IN_STUDY_NAME)
+    return "moirai-ft-" + hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:12]
+
+
+def sweep_overrides(sweep_dir: Path) -> list[str] | None:
+    """The sweep's command-line overrides from the multirun.yaml its sweeper saved; None without one."""
+    try:
+        return [str(o) for o in OmegaConf.load(Path(sweep_dir) / "multirun.yaml").hydra.overrides.task]
+    except Exception:  # noqa: BLE001 - not a sweep directory
+        return None
+
+
+def write_trial_numbers(sweep_dir: Path, numbers: dict[int, int]) -> None:
+    """job number -> trial number, merged into the sweep's file (several batches of one sweep)."""
+    path = Path(sweep_dir) / TRIALS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    current = read_trial_numbers(sweep_dir)
+    current.update({str(k): int(v) for k, v in numbers.items()})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(current))
+    os.replace(tmp, path)
+
+
+def read_trial_numbers(sweep_dir: Path) -> dict[str, int]:
+    try:
+        return {str(k): int(v) for k, v in json.loads((Path(sweep_dir) / TRIALS).read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def trial_by_number(study: optuna.Study, number: int) -> optuna.Trial:
+    """A handle on an existing trial of the study (asked by the sweeper in another process)."""
+    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    return optuna.Trial(study, trial_id)
+
+
+def open_study(storage: optuna.storages.BaseStorage, name: str, pruner: optuna.pruners.BasePruner | None = None,
+               sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    return optuna.create_study(storage=storage, study_name=name, direction="minimize", pruner=pruner,
+                               sampler=sampler, load_if_exists=True)
+
+
+def study_summary(study: optuna.Study) -> dict[str, Any]:
+    """Trial counts by state: what a rerun continues from."""
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+    return counts

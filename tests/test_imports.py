@@ -1,0 +1,190 @@
+"""The package's import graph: no cycles (function-level imports included), and the modules that
+analyze.py and the config checks need stay importable without torch."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from conftest import ROOT
+
+PACKAGE = "moirai_ft"
+# imported by analyze.py or before any model is loaded: must not pull in torch (seconds of import, GPUs)
+# (sweep/runner.py, sweep/naming.py, sweep/hydra_callbacks.py too: train.py imports them before it checks
+# the command line, and a launcher's job process before the job's directory is resolved)
+TORCH_FREE = ("analysis", "sweep/state.py", "sweep/naming.py", "sweep/runner.py", "sweep/hydra_callbacks.py",
+              "result.py", "artifacts.py", "errors.py", "config")
+
+
+def modules(root: Path, package: str) -> dict[str, Path]:
+    """Dotted name -> file, for every module of the package below root (packages by their __init__)."""
+    found = {}
+    for path in sorted((root / package).rglob("*.py")):
+        parts = list(path.relative_to(root).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found[".".join(parts)] = path
+    return found
+
+
+def _type_checking_only(node: ast.AST) -> bool:
+    test = node.test if isinstance(node, ast.If) else None
+    return isinstance(test, (ast.Name, ast.Attribute)) and ast.unparse(test).endswith("TYPE_CHECKING")
+
+
+def imported(name: str, path: Path, known: set[str]) -> set[str]:
+    """The package's modules that module `name` imports anywhere in its body (functions too; not under
+    `if TYPE_CHECKING:`, which never runs)."""
+    is_package = path.name == "__init__.py"
+    out: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _type_checking_only(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                out.add(alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: from the module's package, one level up per extra dot
+                base = name.split(".") if is_package else name.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            for alias in node.names:
+                submodule = f"{source}.{alias.name}"
+                out.add(submodule if submodule in known else source)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(), str(path)))
+    # `import a.b.c` names a.b.c; keep the deepest module of the package it names
+    resolved = set()
+    for target in out:
+        while target and target not in known:
+            target = target.rpartition(".")[0]
+        if target and target != name:
+            resolved.add(target)
+    return resolved
+
+
+def import_graph(root: Path, package: str) -> dict[str, set[str]]:
+    found = modules(root, package)
+    return {name: imported(name, path, set(found)) for name, path in found.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle (as a path a -> ... -> a) per strongly connected component that has one (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+
+    def strongconnect(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                strongconnect(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                components.append(component)
+
+    for v in sorted(graph):
+        if v not in index:
+            strongconnect(v)
+    return [_a_cycle_in(set(c), graph) for c in components]
+
+
+def _a_cycle_in(component: set[str], graph: dict[str, set[str]]) -> list[str]:
+    start = min(component)
+    path, seen = [start], {start}
+    while True:  # in a strongly connected component every node reaches start: walk until we come back
+        nxt = sorted(w for w in graph[path[-1]] if w in component)
+        if start in nxt:
+            return path + [start]
+        unseen = [w for w in nxt if w not in seen]
+        step = unseen[0] if unseen else nxt[0]
+        if step in seen:  # a loop not through start: report it from where it closes
+            return path[path.index(step):] + [step]
+        path.append(step)
+        seen.add(step)
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    graph = import_graph(ROOT, PACKAGE)
+    assert len(graph) > 20 and any(graph.values())  # the graph was read at all
+    found = cycles(graph)
+    assert not found, "import cycles: " + "; ".join(" -> ".join(c) for c in found)
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+
+
+def test_the_cycle_check_finds_a_cycle_through_a_function_level_import(tmp_path: Path) -> None:
+    _write(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/sub/__init__.py": "",
+        "pkg/a.py": "from pkg.sub import b\n",
+        "pkg/sub/b.py": "import os\n\ndef f():\n    from .. import c\n    return c\n",
+        "pkg/c.py": "def g():\n    import pkg.a\n",
+        "pkg/d.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import a\nfrom pkg import c\n",
+    })
+    graph = import_graph(tmp_path, "pkg")
+    assert graph["pkg.sub.b"] == {"pkg.c"} and graph["pkg.d"] == {"pkg.c"}  # relative; TYPE_CHECKING left out
+    assert cycles(graph) == [["pkg.a", "pkg.sub.b", "pkg.c", "pkg.a"]]
+    (tmp_path / "pkg" / "c.py").write_text("def g():\n    pass\n")  # break it
+    assert cycles(import_graph(tmp_path, "pkg")) == []
+
+
+def _torch_free_modules() -> list[str]:
+    names = []
+    for entry in TORCH_FREE:
+        path = ROOT / PACKAGE / entry
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.is_file() else []
+        for f in files:
+            parts = list(f.relative_to(ROOT).with_suffix("").parts)
+            names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+def test_analysis_state_and_config_modules_do_not_import_torch() -> None:
+    names = _torch_free_modules()
+    assert "moirai_ft.sweep.state" in names and "moirai_ft.artifacts" in names
+    script = (
+        f"import importlib, sys\nsys.path.insert(0, {str(ROOT)!r})\n"
+        f"for name in {names!r}:\n"
+        "    importlib.import_module(name)\n"
+        "    assert 'torch' not in sys.modules, name + ' imports torch'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_the_torch_free_probe_sees_torch_when_it_is_imported() -> None:
+    """The test of the test: a module that needs torch shows it in the same probe."""
+    module = "moirai_ft.instrument.faults"
+    script = f"import importlib, sys\nsys.path.insert(0, {str(ROOT)!r})\nimportlib.import_module({module!r})\nprint('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.stdout.strip().splitlines()[-1] == "True", proc.stderr[-2000:]

@@ -1,0 +1,110 @@
+"""prune=none|asha|hyperband|median and prune.zero_shot_checks (moirai_ft/search/prune.py): jobs stop on
+Optuna's pruners across a sweep, a pruned job is a kept result, and the worse-than-zero-shot rule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from conftest import TINY, run_train
+from moirai_ft.search.prune import WORSE_THAN_ZERO_SHOT, Pruning
+from test_monitor import select
+
+EVAL_TINY = ["eval.num_samples=4", "eval.plot_windows=0"]
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.parametrize("losses, pruned_at", [
+    ([1.0, 1.1, 1.05, 1.2, 1.3], 2),  # still above zero-shot at check 2: pruned there
+    ([1.0, 0.9, 0.85, 0.8, 0.78], None),  # healthy: never
+    ([1.0, 1.1, 0.95, 0.9, 0.85], None),  # above at check 1, below by check 2: the rule waits for check 2
+])
+def test_worse_than_zero_shot_rule(tmp_path: Path, losses: list[float], pruned_at: int | None):
+    rule = Pruning(trial=None, zero_shot_checks=2, pruner_name="none")
+    best = select(tmp_path, "val/loss", nll=losses, crps=losses, patience=10, more=[rule])
+    assert rule.pruned_at == pruned_at
+    if pruned_at is not None:
+        assert rule.reason == WORSE_THAN_ZERO_SHOT
+        assert best.checks == 1 + pruned_at  # the fit stopped at the check that decided
+
+
+def test_pruning_follows_the_monitor(tmp_path: Path):
+    # the NLL falls, the monitored CRPS rises above its zero-shot value: pruned on val_crps, not on val_nll
+    nll, crps = [1.0, 0.9, 0.8, 0.7], [0.5, 0.6, 0.7, 0.8]
+    on_crps, on_nll = Pruning(None, 2, "none"), Pruning(None, 2, "none")
+    select(tmp_path, "val/crps", nll=nll, crps=crps, patience=10, more=[on_crps])
+    select(tmp_path, "val/loss", nll=nll, crps=crps, patience=10, more=[on_nll])
+    assert on_crps.pruned_at == 2 and on_nll.pruned_at is None
+
+
+def seeded_study(path: Path, name: str) -> None:
+    """Two finished trials far better than any real job at every check: the median rule prunes at check 1."""
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.create_study(storage=optuna.storages.JournalStorage(JournalFileBackend(str(path))),
+                                study_name=name, direction="minimize")
+    for _ in range(2):
+        study.add_trial(optuna.trial.create_trial(
+            value=-1e9, intermediate_values={step: -1e9 for step in range(1, 50)}, state=optuna.trial.TrialState.COMPLETE,
+            distributions={}, params={}))
+
+
+def test_a_pruned_job_keeps_its_best_weights_is_tested_and_a_rerun_skips_it(tmp_path: Path):
+    journal = tmp_path / "study.log"
+    seeded_study(journal, "seeded")
+    args = ["-m", *TINY, *EVAL_TINY, "epochs=3", "val_check_interval=2", "prune=median",
+            f"prune.storage={journal}", "prune.study_name=seeded", "prune.eval_max_windows=8"]
+    first = run_train(args, tmp_path, env=ONE_THREAD)
+    assert first.returncode == 0, first.stderr[-3000:]
+    job = next((tmp_path / "multirun").rglob("metrics.json")).parent
+    metrics = json.loads((job / "metrics.json").read_text())
+    assert metrics["status"] == "pruned" and metrics["pruned_at_check"] == 1 and metrics["pruned_reason"] == "median"
+    assert metrics["stop_reason"] == "pruned" and metrics["steps_run"] == 2  # one check of 2 steps, of 3 x 6
+    assert (job / "checkpoints" / "best" / "model.safetensors").is_file()
+    assert metrics["test"] and metrics["test_eval"]["windows"] <= 8  # evaluated, on the cheaper test
+    # the study knows: the job's trial is pruned, with its report at check 1
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(study_name="seeded", storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal))))
+    mine = study.get_trials()[-1]
+    assert mine.state == optuna.trial.TrialState.PRUNED and list(mine.intermediate_values) == [1]
+    assert mine.intermediate_values[1] == pytest.approx(metrics["best_monitored"])
+
+    second = run_train(args, tmp_path, env=ONE_THREAD)  # a rerun: the pruned job is a result, skipped
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "1 pruned" in second.stdout and "skipped" in second.stdout
+    assert len(study.get_trials()) == 3  # no new trial: nothing ran
+    assert json.loads((job / "metrics.json").read_text()) == metrics
+
+
+@pytest.mark.slow
+def test_the_pruner_decides_across_processes_under_the_local_launcher(tmp_path: Path):
+    """4 jobs, 2 at a time, each in its own submitit process, one study in the default journal file: the
+    two learning jobs run together and finish; the two flat ones (lr 1e-9) are pruned at their first check
+    by the median of the others, which only the shared storage shows them."""
+    import os
+
+    from conftest import ROOT
+    from moirai_ft.search.study import JOURNAL
+
+    sweep = tmp_path / "sweep"
+    env = {**ONE_THREAD, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = run_train(["-m", "hydra/launcher=local", "hydra.sweeper.max_batch_size=2", *TINY, *EVAL_TINY,
+                      "eval.max_windows=8", "val_check_interval=3", "prune=median",
+                      "lr=3e-3,2e-3,1e-9,2e-9", f"hydra.sweep.dir={sweep}"], tmp_path, env=env)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    by_lr = {m["lr"]: m for m in (json.loads(p.read_text()) for p in sweep.glob("*/metrics.json"))}
+    assert {by_lr[lr]["status"] for lr in (3e-3, 2e-3)} == {"completed"}
+    for lr in (1e-9, 2e-9):
+        assert by_lr[lr]["status"] == "pruned" and by_lr[lr]["pruned_at_check"] == 1, by_lr[lr]
+    logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*.err"))
+    assert "Traceback" not in logs and "StorageInternalError" not in logs
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "multirun" / JOURNAL)))
+    (name,) = optuna.get_all_study_names(storage)
+    states = sorted(t.state.name for t in optuna.load_study(study_name=name, storage=storage).get_trials())
+    assert states == ["COMPLETE", "COMPLETE", "PRUNED", "PRUNED"]
