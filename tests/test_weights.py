@@ -21,7 +21,8 @@ from moirai_ft.artifacts import HISTORY, METRICS
 from moirai_ft.errors import UserError
 from moirai_ft.evaluation.evaluate import main as evaluate_main
 from moirai_ft.model.load import load_module
-from moirai_ft.sweep.tracking import LINK, Action, fingerprint, plan_job, run_tracked
+from moirai_ft.sweep.runner import run_tracked
+from moirai_ft.sweep.state import LINK, Action, fingerprint, plan_job
 from moirai_ft.weights import CHECKSUM, best_dir, checksum, damage
 
 EVAL_TINY = ["eval.num_samples=4", "eval.max_windows=8", "eval.plot_windows=0"]

@@ -105,6 +105,7 @@ class BestWeights(L.Callback):
         self.best_value = math.inf  # the monitored value at the selected check
         self.zero_shot_value: float | None = None
         self.checks = 0  # validation checks seen, the zero-shot one included
+        self.last_step = -1  # optimizer step of the latest check (job.validate_last_steps reads it)
 
     @property
     def finetune_helped(self) -> bool:
@@ -123,6 +124,7 @@ class BestWeights(L.Callback):
         self.losses.append(loss)
         self.values.append(value)
         self.checks += 1
+        self.last_step = step
         window = self.values[-self.smoothing :]
         score = sum(window) / len(window)
         if pretraining or score < self.best_score - self.min_delta:
@@ -160,7 +162,7 @@ class BestWeights(L.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         keys = ("losses", "best_score", "best_val_loss", "best_epoch", "best_step", "wait", "stop_reason",
-                "zero_shot_val_loss", "values", "best_value", "zero_shot_value", "checks")
+                "zero_shot_val_loss", "values", "best_value", "zero_shot_value", "checks", "last_step")
         return {k: getattr(self, k) for k in keys}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

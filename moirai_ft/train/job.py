@@ -91,8 +91,8 @@ def validate_last_steps(
     """A closing validation check when training ended after its last check: a val_check_interval longer
     than the run, or one that does not divide it, would otherwise throw the last steps away (with no
     check at all, the job's result would be the zero-shot model)."""
-    history, best = callbacks["history"], callbacks["best_weights"]
-    last_checked = history.rows[-1]["step"] if history.rows else -1
+    best = callbacks["best_weights"]
+    last_checked = best.last_step
     stopped = best.stop_reason is not None or callbacks["divergence"].diverged or finetuner.diverged()
     if trainer.global_step > last_checked and not stopped and not trainer.interrupted:
         log.info("validating the last %d training steps (no check since step %d)",
