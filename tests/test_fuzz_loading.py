@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from omegaconf import DictConfig, OmegaConf
 
@@ -153,7 +153,20 @@ def write(frame: pd.DataFrame, fmt: str, directory: Path) -> Path:
     return path
 
 
+CLEAN = {"reindex": False, "fix_duplicates": "refuse", "non_numeric": "refuse", "drop_bad_columns": False,
+         "timestamp_column": None}
+_STEPS = pd.date_range("2024-03-30", periods=60, freq="15min").strftime("%Y-%m-%d %H:%M")
+
+
 @settings(settings.get_profile(PROFILE))
+# what the long runs found (README, Testing), kept as fixed cases: a Parquet file whose only column is its
+# index; every row on one timestamp, collapsed to a single step; inf counted in a column then dropped
+@example(frame=pd.DataFrame({"timestamp": [1711756800]}), fmt="parquet_index", opts=CLEAN)
+@example(frame=pd.DataFrame({"timestamp": ["2024-03-30 00:00"] * 2, "sensor": [0, 1]}), fmt="csv",
+         opts={**CLEAN, "fix_duplicates": "first"})
+@example(frame=pd.DataFrame({"timestamp": _STEPS, "sensor": np.where(np.arange(60) % 5, 3.0, np.inf),
+                             "value": np.random.default_rng(0).standard_normal(60)}),
+         fmt="csv", opts={**CLEAN, "drop_bad_columns": True})
 @given(frame=tables(), fmt=st.sampled_from(["csv", "csv_semicolon", "parquet", "parquet_index", "empty"]),
        opts=options())
 def test_loader_returns_a_valid_table_or_one_line(frame: pd.DataFrame, fmt: str, opts: dict) -> None:
