@@ -1,7 +1,8 @@
 """What a sweep found, and what to run next: `python analyze.py multirun/` (or one sweep's directory).
 
 Prints one table of every job below PATH (best first), writes it as summary.csv / summary.md /
-summary.json (into PATH, or --out), draws plots/learning_curves.png and plots/lr_pattern_heatmap.png,
+summary.json (into PATH, or --out), draws plots/learning_curves.png, plots/lr_pattern_heatmap.png and
+plots/params_vs_metric.png (trainable parameters against the ranking metric),
 diagnoses each job with the seed plan's section 7 rules (next overrides in Hydra syntax), recommends the
 best configuration per model, and from a finished small stage prints the base-stage command.
 """
@@ -17,6 +18,7 @@ import pandas as pd
 from moirai_ft.analysis.report import advice_lines, analyze, higher_is_better, printable, write_summary
 from moirai_ft.errors import UserError
 from moirai_ft.analysis.plots import HEATMAP, LEARNING_CURVES, heatmap, learning_curves
+from moirai_ft.analysis.params_plot import PARAMS_VS_METRIC, params_vs_metric
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     written = write_summary(report, out)
     written.append(learning_curves(report.jobs, out / "plots" / LEARNING_CURVES))
     written.append(heatmap(report.jobs, report.metric, higher_is_better(report.metric), out / "plots" / HEATMAP))
+    written.append(params_vs_metric(report.jobs, report.metric, higher_is_better(report.metric),
+                                    out / "plots" / PARAMS_VS_METRIC))
     print("\nwrote " + ", ".join(str(p) for p in written))
     return 0
 

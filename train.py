@@ -47,7 +47,7 @@ def main(cfg: DictConfig) -> float:
         print(f"error: cannot write the job's files in {hc.runtime.output_dir} ({e.strerror or e}); "
               "free disk space or pass another hydra.run.dir / hydra.sweep.dir", file=sys.stderr)
         sys.exit(1)
-    if metrics["status"] not in ("completed", "pruned"):  # pruned: a result (moirai_ft/search/prune.py)
+    if metrics["status"] not in ("completed", "pruned", "lr_find"):  # results too (moirai_ft/search/)
         print(f"error: {metrics.get('error', metrics['status'])}", file=sys.stderr)
         if hc.mode != RunMode.MULTIRUN:  # in a sweep the other jobs go on
             sys.exit(2 if metrics.get("error_type") == "config" else 1)

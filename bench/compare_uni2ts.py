@@ -16,6 +16,8 @@ then moirai-ft alone over larger batches for its best.
     python bench/compare_uni2ts.py --part best --out best.json      # GPU, moirai-ft's batch-size sweep
     python bench/compare_uni2ts.py --out bench.json                 # GPU, everything (over 10 minutes)
     python bench/compare_uni2ts.py --smoke --out smoke.json         # CPU, tiny model, seconds
+    python bench/compare_uni2ts.py --part best --models base --batches 1024,4096 --sweep-steps 5,20  # shorter
+bench/device_check.py runs it part by part, with fewer steps, inside one 9-minute GPU call.
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ def test_unknown_choice_on_the_command_line_is_one_line(tmp_path: Path) -> None:
 
     r = run_train(["-m", "pattern=full,freez_ffn", f"hydra.sweep.dir={tmp_path}"], cwd=tmp_path)
     assert r.returncode == 2
-    assert r.stderr.strip() == "error: unknown pattern 'freez_ffn'; choose one of: freeze_ffn, full, head_only"
+    assert r.stderr.strip() == "error: unknown pattern 'freez_ffn'; choose one of: freeze_ffn, full, head_only, lora"
     assert not any(tmp_path.iterdir())  # nothing ran, nothing written
 
 

@@ -213,10 +213,12 @@ def test_bad_role_through_train_py_exits_2_with_one_line(tmp_path: Path) -> None
 # --- a job with covariates resumes after a kill to the numbers of a clean run --------------------------------------
 
 
+@pytest.mark.slow  # three train.py processes: a clean run, a killed one, its resumption
 def test_sigkill_then_resume_with_covariates(tmp_path: Path) -> None:
     from test_reliability import RESUMABLE, assert_same_result
 
-    args = [*RESUMABLE, *BUILDING, "data.mode=M"]  # every role in each sample
+    # every role in each sample; a small evaluation: three models score the test windows
+    args = [*RESUMABLE, *BUILDING, "data.mode=M", "eval.num_samples=20", "eval.plot_windows=0"]
     clean, job = tmp_path / "clean", tmp_path / "job"
     r = run_train([*args, f"hydra.run.dir={clean}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -248,15 +250,18 @@ def test_known_covariate_beats_the_same_job_without_it(tmp_path: Path) -> None:
 
     from moirai_ft.evaluation.bootstrap import item_parts, relative_improvement_interval
     from moirai_ft.evaluation.evaluate import eval_items, forecast_quantiles, selected_dir
-    from moirai_ft.train.job import run_job
+    from moirai_ft.train.job import run
     from moirai_ft.data.windows import eval_batches
 
     parts, maes = {}, {}
     for label, extra in (("with", []), ("without", ["data.known_covariates=[]"])):
         cfg = compose_cfg([*DRIVEN, *extra])
-        metrics = run_job(cfg, tmp_path / label)
+        metrics = run(cfg, tmp_path / label)
         assert metrics["status"] == "completed" and metrics["finetune_helped"]
         maes[label] = metrics["test"]["mae"]
+        # the third row: the fine-tuned model asked without its covariates (only in the job that has them)
+        third = metrics.get("test_without_covariates")
+        assert (set(third) == set(metrics["test"]) - {"val_nll"}) if label == "with" else third is None
         # the job's test forecasts again, window by window, for a paired bootstrap over the same test windows
         data = prepare(cfg)
         batches = eval_batches(len(data.test), cfg.eval.batch_size, cfg.eval.max_windows)
@@ -270,3 +275,8 @@ def test_known_covariate_beats_the_same_job_without_it(tmp_path: Path) -> None:
     assert maes["with"] < maes["without"]
     low, high = relative_improvement_interval(parts["with"], parts["without"], names=("mae",), seed=0)["mae"]
     assert low > 0, (maes, low, high)  # the 95% interval of the relative MAE improvement excludes 0
+
+    from moirai_ft.analysis.report import analyze, printable
+
+    shown = printable(analyze(tmp_path)).set_index("job")["mae_without_covariates"]
+    assert shown["with"] != "" and shown["without"] == ""

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -23,6 +24,7 @@ SUMMARY = re.compile(
 )
 
 
+@pytest.mark.slow  # about 95 s of CPU: seven processes, each training or evaluating a tiny model
 def test_the_dry_run_exercises_every_part_and_writes_its_figures(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(

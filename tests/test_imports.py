@@ -188,3 +188,31 @@ def test_the_torch_free_probe_sees_torch_when_it_is_imported() -> None:
     script = f"import importlib, sys\nsys.path.insert(0, {str(ROOT)!r})\nimportlib.import_module({module!r})\nprint('torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.stdout.strip().splitlines()[-1] == "True", proc.stderr[-2000:]
+
+
+# library internals the package touches: only model/compat.py imports them (it checks their versions)
+INTERNAL_MODULES = ("lightning.pytorch.loggers.csv_logs", "lightning.pytorch.loggers.logger",
+                    "uni2ts.common.torch_util", "uni2ts.module.packed_scaler")
+
+
+def _third_party_imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            out.add(node.module)
+    return out
+
+
+def test_uni2ts_and_lightning_internals_are_imported_only_through_compat() -> None:
+    offenders = {}
+    for name, path in modules(ROOT, PACKAGE).items():
+        if name == f"{PACKAGE}.model.compat":
+            continue
+        private = {m for m in _third_party_imports(path) if m.startswith(("uni2ts", "lightning"))
+                   and (m in INTERNAL_MODULES or any(part.startswith("_") for part in m.split(".")))}
+        if private:
+            offenders[name] = sorted(private)
+    assert not offenders, f"import these through moirai_ft.model.compat: {offenders}"
+    assert INTERNAL_MODULES[0] in _third_party_imports(ROOT / PACKAGE / "model" / "compat.py")  # the check reads imports

@@ -199,6 +199,10 @@ def test_a_sweep_over_another_configs_jobs_fails_them_and_keeps_their_results(tm
     assert second.returncode == 1
     assert "2 failed" in second.stdout and "give this sweep its own hydra.sweep.dir" in second.stdout
     assert [json.loads((j / "metrics.json").read_text()) for j in jobs] == before
+    # the exit status came from the file the SweepStatus callback wrote, which the sweep directory keeps
+    status = json.loads((sweep / "sweep_status.json").read_text())
+    assert status["exit_code"] == 1 and status["counts"] == {"failed": 2} and len(status["failed"]) == 2
     third = run_train(args, cwd=tmp_path)  # the original config again: its jobs, done, skipped, all well
     assert third.returncode == 0, third.stdout[-2000:]
+    assert json.loads((sweep / "sweep_status.json").read_text())["exit_code"] == 0
     assert not list(sweep.glob("*/refused.json"))

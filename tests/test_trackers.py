@@ -118,3 +118,17 @@ def test_wandb_offline_writes_its_run_files_in_the_job_dir(tmp_path: Path, monke
     records = runs[0].read_bytes()  # protobuf records: metric names are stored as they are
     for key in (b"val/loss", b"test/mase", b"lr"):
         assert key in records, key
+
+
+def test_mlflow_resume_continues_the_jobs_run_and_a_fresh_start_replaces_it(tmp_path: Path) -> None:
+    from moirai_ft.train.trackers.mlflow import mlflow_logger
+
+    job = tmp_path / "job"  # outside a Hydra sweep: the store is the job's own, job/mlflow/mlflow.db
+    first = mlflow_logger(job, resume_step=None)
+    first.log_metrics({"val/loss": 2.0}, step=0)
+    resumed = mlflow_logger(job, resume_step=4)  # killed, then resumed from last.ckpt: the same run goes on
+    assert resumed.run_id == first.run_id
+    restarted = mlflow_logger(job, resume_step=None)  # started again from scratch (after running out of memory)
+    assert restarted.run_id != first.run_id
+    runs = restarted.experiment.search_runs([restarted.experiment_id])
+    assert [r.info.run_id for r in runs] == [restarted.run_id]  # one run per job: the abandoned one is deleted

@@ -10,7 +10,7 @@
   default Optuna's journal file <sweep_root>/optuna_journal.log), named after the command line, so
   `prune=asha` sees every trial, and rerunning the same command continues the study up to n_trials.
   A trial left running by a killed sweep is asked again; its job then continues or is skipped by the
-  sweep's fingerprint resume (moirai_ft/sweep/tracking.py), so a completed job is never retrained.
+  sweep's fingerprint resume (moirai_ft/sweep/state.py, runner.py), so a completed job is never retrained.
 - The objective is train.py's return value: the job's best monitored value (`monitor=`). A job that
   fails is a FAIL trial with its error as a user attribute, and the study goes on. A pruned job has
   told the study itself (moirai_ft/search/prune.py).

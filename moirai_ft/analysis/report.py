@@ -26,6 +26,7 @@ from moirai_ft.analysis.diagnose import PATTERN_LADDER, Finding, apply_overrides
 from moirai_ft import weights
 from moirai_ft.errors import UserError
 from moirai_ft.evaluation.bootstrap import significant
+from moirai_ft.analysis.search import lr_find_note, search_lines
 from moirai_ft.sweep.state import FINGERPRINT, LINK, is_running, read_link
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -43,11 +44,12 @@ class State(str, Enum):
     failed = "failed"
     unreadable = "unreadable"  # metrics.json exists but is not a JSON object (cut short, edited)
     damaged = "damaged"  # finished, but checkpoints/best no longer matches its recorded checksum
+    lr_find = "lr_find"  # an lr range test (lr_find=true): a suggestion, no trained model
 
 
 STATE_ORDER = list(State)  # table order after the metric: results first, then what needs attention
 ROW_COLUMNS = (
-    "job", "model", "pattern", "lr", "scheduler", "state", "best_val_loss", "best_epoch", "epochs_run",
+    "job", "model", "family", "pattern", "lr", "scheduler", "state", "best_val_loss", "best_epoch", "epochs_run",
     "stop_reason", "zero_shot_val_loss",
 )
 TAIL_COLUMNS = ("wall_s", "train_samples_per_s", "error")
@@ -75,7 +77,9 @@ class Job:
             return nested.get(name) if isinstance(nested, dict) else None
         if key in self.metrics:
             return self.metrics[key]
-        return {"model": _get(self.config, "model.name"), "pattern": _get(self.config, "pattern.name"),
+        # family: jobs from before the families existed ran Moirai 1.x
+        family = _get(self.config, "model.family") or ("moirai1" if self.config else None)
+        return {"model": _get(self.config, "model.name"), "family": family, "pattern": _get(self.config, "pattern.name"),
                 "lr": self.config.get("lr"), "scheduler": _get(self.config, "scheduler.name")}.get(key)
 
     def command(self, changes: dict[str, str] | None = None) -> str:
@@ -162,13 +166,15 @@ def read_job(job_dir: Path) -> Job:
         state = State.running if is_running(job_dir) else State.unfinished
         if history is not None and state == State.unfinished:
             note = f"stopped after {len(history) - 1} validation checks; rerun the sweep to continue"
-    if state in (State.completed, State.diverged) and (why := weights.damage(job_dir, metrics)):
+    if state in (State.completed, State.pruned, State.diverged) and (why := weights.damage(job_dir, metrics)):
         state, note = State.damaged, f"{why}; rerun the sweep to retrain it"  # never ranked or recommended
     job = Job(job_dir, state, metrics, config, overrides, history=history, note=note)
     if history is not None:
         job.losses = [float(v) for v in history.sort_values("step", kind="stable")["val_loss"]]
     if state == State.pruned:
         job.note = f"pruned at check {metrics.get('pruned_at_check')} ({metrics.get('pruned_reason')})"
+    if state == State.lr_find:
+        job.note = lr_find_note(metrics)
     if state in (State.completed, State.diverged):
         try:
             job.findings = diagnose(job.losses, metrics, config)
@@ -256,6 +262,8 @@ def printable(report: Report) -> pd.DataFrame:
             _fmt_cell(v) + (f" ({r:+.1%}{m})" if rel is not None and isinstance(r, float) and not math.isnan(r) else "")
             for v, r, m in zip(frame[col], rel if rel is not None else [None] * len(frame), marks)
         ]
+    if "test_without_covariates.mae" in frame.columns:  # jobs with covariates: did they help? (the rest in summary.csv)
+        out["mae_without_covariates"] = [_fmt_cell(v) for v in frame["test_without_covariates.mae"]]
     for col in ("wall_s", "train_samples_per_s", "job"):
         out[col] = frame[col].values
     return out.dropna(axis=1, how="all")
@@ -406,6 +414,7 @@ def advice_lines(report: Report) -> list[str]:
         overall = next(j for j in report.jobs if any(j is b for b in report.best.values()))
         lines.append(f"- overall: model={overall.value('model')} pattern={overall.value('pattern')} "
                      f"lr={overall.value('lr')} ({_rel(overall.path, report.root)})")
+    lines += search_lines(report.jobs, report.metric)  # lr-finder suggestions, seed repeats
     command, why = report.next_stage
     lines += ["", f"Base stage (the seed's phase 3): {why}"]
     if command:

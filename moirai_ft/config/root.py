@@ -34,6 +34,15 @@ class EvalSchema:
 
 
 @dataclass
+class LrFinderSchema:
+    """The lr range test's ramp (moirai_ft/search/lr_find.py)."""
+
+    min_lr: float = 1e-8
+    max_lr: float = 1e-2
+    num_steps: int = 100
+
+
+@dataclass
 class RootSchema:
     # --- config groups: typed by their own options' schemas (config/schema.py) ---
     model: Any = MISSING
@@ -63,6 +72,10 @@ class RootSchema:
     smoothing: int = MISSING
     monitor: str = MISSING  # val_nll | val_crps | val_mae (checked in validate; moirai_ft/search/monitor.py)
     monitor_samples: int = MISSING
+
+    # --- lr range test ---
+    lr_find: bool = False
+    lr_finder: LrFinderSchema = field(default_factory=LrFinderSchema)
 
     # --- windows ---
     context_length: int = MISSING

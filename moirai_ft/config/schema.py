@@ -28,6 +28,7 @@ class PatternName(str, Enum):
     full = "full"
     freeze_ffn = "freeze_ffn"
     head_only = "head_only"
+    lora = "lora"  # low-rank adapters via peft (conf/pattern/lora.yaml, moirai_ft/model/lora.py)
 
 
 class SchedulerName(str, Enum):
@@ -54,11 +55,45 @@ class ModelSchema:
     max_dim: int = 128
     attn_dropout_p: float = 0.0
     dropout_p: float = 0.0
+    patch_size: int = 32  # the family's default patch size (the root `patch_size` interpolates it)
+
+
+@dataclass
+class Moirai2ModelSchema(ModelSchema):
+    """Moirai 2.0 (moirai_ft/model/families/moirai2.py): one patch size, quantiles for num_predict_token patches."""
+
+    family: str = "moirai2"
+    d_ff: int = 1024
+    num_predict_token: int = 4
+    patch_sizes: tuple[int, ...] = (16,)
+    patch_size: int = 16
+
+
+@dataclass
+class MoEModelSchema(ModelSchema):
+    """Moirai-MoE (moirai_ft/model/families/moe.py): 32 experts per layer, decoder-only."""
+
+    family: str = "moe"
+    d_ff: int = 512
+    patch_sizes: tuple[int, ...] = (8, 16, 32, 64, 128)
+    patch_size: int = 16
 
 
 @dataclass
 class PatternSchema:
     name: PatternName = PatternName.full
+
+
+@dataclass
+class LoraPatternSchema(PatternSchema):
+    """pattern=lora: peft LoRA adapters on the attention projections (and the feed-forward with ffn=true)."""
+
+    name: PatternName = PatternName.lora
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj")  # in each layer's self_attn
+    ffn: bool = False  # also adapt the feed-forward layers (fc1, fc2, fc_gate; MoE experts included)
 
 
 @dataclass
@@ -181,7 +216,10 @@ class PruneSchema:
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(group="schema", name="model", node=ModelSchema)
+    cs.store(group="schema", name="model_moirai2", node=Moirai2ModelSchema)
+    cs.store(group="schema", name="model_moe", node=MoEModelSchema)
     cs.store(group="schema", name="pattern", node=PatternSchema)
+    cs.store(group="schema", name="pattern_lora", node=LoraPatternSchema)
     cs.store(group="schema", name="scheduler", node=SchedulerSchema)
     cs.store(group="schema", name="hardware", node=HardwareSchema)
     cs.store(group="schema", name="data", node=DataSchema)
@@ -248,6 +286,9 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.prune.min_resource >= 1 and cfg.prune.reduction_factor >= 2,
          f"prune.min_resource must be >= 1 and prune.reduction_factor >= 2 (got {cfg.prune.min_resource}, "
          f"{cfg.prune.reduction_factor})")
+    lf = cfg.lr_finder
+    need(0 < lf.min_lr < lf.max_lr, f"lr_finder.min_lr must be > 0 and below lr_finder.max_lr (got {lf.min_lr}, {lf.max_lr})")
+    need(lf.num_steps >= 2, f"lr_finder.num_steps must be >= 2 (got {lf.num_steps})")
     monitors = ("val_nll", "val_crps", "val_mae")
     need(str(getattr(cfg.monitor, "value", cfg.monitor)) in monitors,
          f"monitor must be one of {', '.join(monitors)} (got {cfg.monitor!r})")

@@ -211,6 +211,13 @@ def forward_parts(module: MoiraiModule, **inputs: Tensor) -> tuple[Any, Tensor, 
 # Lightning
 
 
+def forecast_convert(forecast: Any, patch_size: int, **inputs: Tensor) -> tuple[Tensor, ...]:
+    """Moirai2Forecast._convert / MoiraiMoEForecast._convert (private in uni2ts 2.0.0): context and horizon
+    as the module's packed fields (target, observed_mask, sample_id, time_id, variate_id, prediction_mask).
+    The decoder families train on exactly the layout their forecast class builds (model/families/decoder.py)."""
+    return forecast._convert(patch_size, **inputs)
+
+
 def open_progress_bars(bar: TQDMProgressBar) -> list[Any]:
     """The tqdm bars a TQDMProgressBar has created (its private attributes; None until used)."""
     return [b for b in (bar._train_progress_bar, bar._val_progress_bar, bar._test_progress_bar) if b is not None]

@@ -121,6 +121,18 @@ class ModelFamily(ABC):
     def preflight(self, spec: WindowSpec, num_variates: int, model_cfg: DictConfig) -> None:
         """Family limits beyond tokens vs max_seq_len and the patch size (data/preflight.check_model_fits)."""
 
+    def check_loaded(self, module: nn.Module, model_cfg: DictConfig) -> None:
+        """Loaded weights whose patch sizes or max_seq_len differ from conf/model's (which the preflight
+        checked the windows against) are one line saying what to set."""
+        sizes = list(getattr(module, "patch_sizes", None) or (module.patch_size,))
+        if sizes != list(model_cfg.patch_sizes) or module.max_seq_len != model_cfg.max_seq_len:
+            raise UserError(
+                f"model.checkpoint={model_cfg.checkpoint} has patch sizes {sizes} and max_seq_len "
+                f"{module.max_seq_len}, but model={model_cfg.name} says {list(model_cfg.patch_sizes)} and "
+                f"{model_cfg.max_seq_len}; set model.patch_sizes=[{','.join(map(str, sizes))}] "
+                f"model.max_seq_len={module.max_seq_len}"
+            )
+
     def check_compile(self, compile_mode: CompileMode | str) -> None:
         if CompileMode(getattr(compile_mode, "value", compile_mode)) != CompileMode.off:
             raise UserError(f"hardware.compile is implemented for Moirai 1.x only; set hardware.compile=off for {self.title}")

@@ -20,6 +20,7 @@ from moirai_ft.errors import UserError, first_line
 from moirai_ft.weights import resolve_checkpoint
 from moirai_ft.model.families import checkpoint_family, family_of, family_of_module
 from moirai_ft.model.family import ModelFamily
+from moirai_ft.model.lora import inject_lora
 
 
 def random_module(model_cfg: DictConfig) -> nn.Module:
@@ -41,6 +42,12 @@ def load_module(model_cfg: DictConfig) -> nn.Module:
     family = family_of(model_cfg)
     if model_cfg.init == ModelInit.random:
         return family.random_module(model_cfg)
+    module = _load_pretrained(family, model_cfg)
+    family.check_loaded(module, model_cfg)  # the preflight used the config's limits: they must be the weights'
+    return module
+
+
+def _load_pretrained(family: ModelFamily, model_cfg: DictConfig) -> nn.Module:
     checkpoint = model_cfg.checkpoint
     if not checkpoint:
         raise UserError(
@@ -120,9 +127,12 @@ def apply_pattern(module: nn.Module, pattern: str | DictConfig, family: ModelFam
     returned module is the one to train (the same object)."""
     name = pattern.name if isinstance(pattern, DictConfig) else pattern
     name = str(getattr(name, "value", name))  # the config's PatternName member, or a plain name
-    if name not in PatternName._value2member_map_ or name == "lora":
-        allowed = [p.value for p in PatternName if p.value != "lora"]
-        raise UserError(f"unknown pattern {name!r}; choose one of {allowed}")
+    if name == PatternName.lora.value and isinstance(pattern, DictConfig):
+        return inject_lora(module, pattern)  # adapters (moirai_ft/model/lora.py) work with every family
+    if name not in PatternName._value2member_map_ or name == PatternName.lora.value:
+        # a bare name selects the patterns that have no settings; lora needs conf/pattern/lora.yaml's node
+        allowed = [p.value for p in PatternName if p != PatternName.lora]
+        raise UserError(f"unknown pattern {name!r}; choose one of {allowed} (or pass conf/pattern/lora.yaml's node)")
     family = family or family_of_module(module)
     for pname, p in module.named_parameters():
         p.requires_grad_(family.trains(name, pname))

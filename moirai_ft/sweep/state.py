@@ -45,7 +45,7 @@ REFUSED = "refused.json"  # beside another config's job: why a job was refused t
 # settings that say how to run a sweep or where it reports, not what a job computes: left out of the fingerprint
 NOT_IN_FINGERPRINT = ("resume", "sweep_root", "logger")
 # a rerun would reproduce them: never retrained (pruned: stopped by the sweep's pruner, a result kept)
-FINAL_STATUSES = ("completed", "diverged", "pruned")
+FINAL_STATUSES = ("completed", "diverged", "pruned", "lr_find")  # lr_find: a range test's result
 
 
 # ---------------------------------------------------------------------------------------------------

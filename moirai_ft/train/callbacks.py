@@ -12,6 +12,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from moirai_ft.model.lora import load_plain, save_plain
 from moirai_ft.train.finetuner import MoiraiFineTuner
 
 HISTORY_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr")
@@ -146,7 +147,7 @@ class BestWeights(L.Callback):
         # write next to the target, then swap: a kill mid-write never leaves a half checkpoint as "best"
         tmp = self.best_dir.with_name(self.best_dir.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        pl_module.module.save_pretrained(tmp)
+        save_plain(pl_module.module, tmp)  # LoRA: merged, a plain directory the forecast class loads
         old = self.best_dir.with_name(self.best_dir.name + ".old")
         if self.best_dir.exists():
             self.best_dir.rename(old)
@@ -158,7 +159,7 @@ class BestWeights(L.Callback):
         from safetensors.torch import load_file
 
         state = load_file(str(self.best_dir / "model.safetensors"), device=str(pl_module.device))
-        pl_module.module.load_state_dict(state)
+        load_plain(pl_module.module, state)
 
     def state_dict(self) -> dict[str, Any]:
         keys = ("losses", "best_score", "best_val_loss", "best_epoch", "best_step", "wait", "stop_reason",

@@ -22,6 +22,7 @@ from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LAST, METRICS, identity, w
 from moirai_ft.train.callbacks import BestWeights, DivergenceGuard
 from moirai_ft.search.monitor import monitor_callbacks
 from moirai_ft.search.prune import finish_trial, job_trial, pruning_callbacks
+from moirai_ft.search.lr_find import run_lr_find
 from moirai_ft.config.schema import validate, warmup_step_count
 from moirai_ft.data.prepare import PreparedData, prepare
 from moirai_ft.train import distributed
@@ -35,6 +36,7 @@ from moirai_ft.train.trackers import log_job_result
 from moirai_ft.train.finetuner import MoiraiFineTuner
 from moirai_ft.model.families import family_of
 from moirai_ft.model.load import apply_pattern, count_params, load_module
+from moirai_ft.model.lora import load_plain
 from moirai_ft.data.windows import IndexBatches, eval_batches, index_loader
 
 log = logging.getLogger(__name__)
@@ -214,7 +216,7 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            module.load_state_dict(zero_shot.state_dict())  # from scratch: the failed attempt may have taken steps
+            load_plain(module, zero_shot.state_dict())  # from scratch: the failed attempt may have taken steps
             for stale in (ckpt_dir / LAST, job_dir / HISTORY):
                 stale.unlink(missing_ok=True)
     trainer, finetuner, callbacks = fitted.trainer, fitted.finetuner, fitted.callbacks
@@ -298,7 +300,8 @@ def run(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callback] |
 
     try:
         with distributed.job_processes(cfg, job_dir, on_stuck=record_stuck):
-            metrics = run_job(cfg, job_dir, extra_callbacks)
+            # lr_find=true: the lr range test instead of a training (moirai_ft/search/lr_find.py)
+            metrics = run_lr_find(cfg, job_dir) if cfg.lr_find else run_job(cfg, job_dir, extra_callbacks)
     except UserError as e:
         metrics = {**base, "status": "failed", "error": str(e), "error_type": "config"}
     except Exception as e:  # noqa: BLE001 - any crash becomes a recorded failure

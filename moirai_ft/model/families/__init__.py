@@ -11,8 +11,10 @@ from torch import nn
 from moirai_ft.errors import UserError
 from moirai_ft.model.family import ModelFamily
 from moirai_ft.model.families.moirai1 import Moirai1
+from moirai_ft.model.families.moirai2 import Moirai2
+from moirai_ft.model.families.moe import MoiraiMoE
 
-FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (Moirai1(),)}
+FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (Moirai1(), Moirai2(), MoiraiMoE())}
 
 
 

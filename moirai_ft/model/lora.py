@@ -1,0 +1,103 @@
+"""pattern=lora: peft LoRA adapters injected in place into a family's module (so the module keeps its
+class, its attributes and its forward), the base weights frozen, and the selected weights saved merged
+as a plain save_pretrained directory that the family's uni2ts forecast class loads.
+
+Targets (conf/pattern/lora.yaml): `target_modules`, the nn.Linear names inside each transformer layer's
+`self_attn` (q_proj, k_proj, v_proj, out_proj), and with `ffn=true` every feed-forward nn.Linear (fc1,
+fc2, fc_gate; the MoE experts' included). The same names exist in every Moirai family's encoder.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
+from torch import nn
+
+from moirai_ft.errors import UserError
+
+FFN_LINEARS = ("fc1", "fc2", "fc_gate")
+
+
+def lora_targets(module: nn.Module, pattern_cfg: DictConfig) -> list[str]:
+    """Full names of the nn.Linear layers the pattern adapts."""
+    wanted = set(pattern_cfg.target_modules)
+    targets = []
+    for name, sub in module.named_modules():
+        if not isinstance(sub, nn.Linear):
+            continue
+        path, last = f".{name}.", name.rsplit(".", 1)[-1]
+        if (".self_attn." in path and last in wanted) or (pattern_cfg.ffn and ".ffn." in path and last in FFN_LINEARS):
+            targets.append(name)
+    if not targets:
+        raise UserError(
+            f"pattern.target_modules={list(pattern_cfg.target_modules)} names no attention projection of this model; "
+            "use some of q_proj, k_proj, v_proj, out_proj (or pattern.ffn=true)"
+        )
+    return targets
+
+
+def inject_lora(module: nn.Module, pattern_cfg: DictConfig) -> nn.Module:
+    """Adapters on the targets; only they train. The module is changed in place and returned."""
+    if pattern_cfg.rank < 1 or pattern_cfg.alpha <= 0 or not 0 <= pattern_cfg.dropout < 1:
+        raise UserError(
+            f"pattern=lora needs pattern.rank >= 1, pattern.alpha > 0 and pattern.dropout in [0, 1) "
+            f"(got rank={pattern_cfg.rank}, alpha={pattern_cfg.alpha}, dropout={pattern_cfg.dropout})"
+        )
+    config = LoraConfig(
+        r=int(pattern_cfg.rank), lora_alpha=float(pattern_cfg.alpha), lora_dropout=float(pattern_cfg.dropout),
+        target_modules=lora_targets(module, pattern_cfg), bias="none",
+    )
+    inject_adapter_in_model(config, module)
+    for name, p in module.named_parameters():
+        p.requires_grad_("lora_" in name)
+    return module
+
+
+def has_lora(module: nn.Module) -> bool:
+    return any(isinstance(sub, LoraLayer) for sub in module.modules())
+
+
+def _unload(module: nn.Module, merge: bool) -> nn.Module:
+    """Each LoRA layer replaced by its base layer, merged first (peft's merge: W + scale * B A) if asked."""
+    for name, sub in list(module.named_modules()):
+        if isinstance(sub, LoraLayer):
+            if merge:
+                sub.merge()
+            parent_name, _, child = name.rpartition(".")
+            setattr(module.get_submodule(parent_name), child, sub.get_base_layer())
+    return module
+
+
+def merged(module: nn.Module) -> nn.Module:
+    """A plain copy of the module with the adapters merged into its weights (the module itself unchanged)."""
+    return _unload(copy.deepcopy(module), merge=True) if has_lora(module) else module
+
+
+def save_plain(module: nn.Module, directory: Path) -> None:
+    """save_pretrained of the module as its family's plain module (adapters merged)."""
+    merged(module).save_pretrained(directory)
+
+
+def load_plain(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a plain state dict (save_plain's) into the module. With adapters: the weights go to the base
+    layers and every adapter's B is zeroed, so the module computes exactly the plain weights."""
+    if not has_lora(module):
+        module.load_state_dict(state)
+        return
+    renamed = {}
+    lora_layers = {name for name, sub in module.named_modules() if isinstance(sub, LoraLayer)}
+    for key, value in state.items():
+        layer, _, leaf = key.rpartition(".")
+        renamed[f"{layer}.base_layer.{leaf}" if layer in lora_layers else key] = value
+    missing, unexpected = module.load_state_dict(renamed, strict=False)
+    if unexpected or any("lora_" not in k for k in missing):
+        raise RuntimeError(f"state does not fit the module: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    with torch.no_grad():
+        for name in lora_layers:
+            for b in module.get_submodule(name).lora_B.values():
+                b.weight.zero_()
