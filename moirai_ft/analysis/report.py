@@ -21,10 +21,11 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
-from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LOGS, METRICS, write_json_atomic
+from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LOGS, METRICS, read_json, write_json_atomic
 from moirai_ft.analysis.diagnose import PATTERN_LADDER, Finding, apply_overrides, diagnose
 from moirai_ft import weights
 from moirai_ft.errors import UserError
+from moirai_ft.result import NESTED_FIELDS
 from moirai_ft.evaluation.bootstrap import significant
 from moirai_ft.analysis.search import lr_find_note, search_lines
 from moirai_ft.sweep.state import FINGERPRINT, LINK, is_running, read_link
@@ -53,8 +54,9 @@ ROW_COLUMNS = (
     "stop_reason", "zero_shot_val_loss",
 )
 TAIL_COLUMNS = ("wall_s", "train_samples_per_s", "error")
-# name -> value dicts, flattened as test.mase; test_without_covariates only in jobs with covariates (data roles)
-NESTED_METRICS = ("test", "zero_shot_test", "rel_improvement", "test_without_covariates")
+# name -> value dicts, flattened as test.mase (moirai_ft/result.py); test_without_covariates only in jobs with
+# covariates (data roles)
+NESTED_METRICS = NESTED_FIELDS
 
 
 @dataclass
@@ -115,10 +117,9 @@ def find_job_dirs(root: Path) -> list[Path]:
 
 def _read_config(job_dir: Path) -> tuple[dict[str, Any], list[str]]:
     """The resolved config (fingerprint.json's, else .hydra/config.yaml's) and the overrides."""
-    config: dict[str, Any] = {}
-    try:
-        config = json.loads((job_dir / FINGERPRINT).read_text())["config"]
-    except (OSError, ValueError, KeyError, TypeError):
+    fingerprint = read_json(job_dir / FINGERPRINT)
+    config = fingerprint.get("config") if isinstance(fingerprint, dict) else None
+    if config is None:
         try:
             loaded = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
             config = OmegaConf.to_container(loaded, resolve=True, throw_on_missing=False)  # type: ignore[assignment]

@@ -12,6 +12,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from moirai_ft.artifacts import atomic_write
 from moirai_ft.model.lora import load_plain, save_plain
 from moirai_ft.train.finetuner import MoiraiFineTuner
 
@@ -61,12 +62,10 @@ class History(L.Callback):
             self.write()
 
     def write(self) -> None:
-        tmp = self.path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
+        with atomic_write(self.path, newline="") as f:
             w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS + tuple(self.extra))
             w.writeheader()
             w.writerows(self.rows)
-        tmp.replace(self.path)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}
