@@ -84,6 +84,9 @@ class JobResult:
     total_params: int = result_field("parameters of the module", trained=True)
     wall_s: float = result_field("seconds from the job's start to its record", trained=True)
     train_samples_per_s: float = result_field("training windows per second, validation excluded", trained=True)
+    best_checksum: str = result_field("sha256 of checkpoints/best's files as the job left them (moirai_ft/weights.py): "
+                                      "analyze, the sweep's resume and re-evaluation tell damaged weights by it",
+                                      trained=True)
     # --- test evaluation (moirai_ft/evaluation/evaluate.py), rank 0 of a trained job ---
     test: dict = result_field("the selected model's test metrics (mase, wql, ..., val_nll)", nested=True)
     zero_shot_test: dict = result_field("the starting model's test metrics", nested=True)
