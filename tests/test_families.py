@@ -18,7 +18,7 @@ from conftest import compose_cfg
 from moirai_ft.data.prepare import prepare
 from moirai_ft.data.windows import IndexBatches, eval_batches, index_loader
 from moirai_ft.errors import UserError
-from moirai_ft.evaluation.evaluate import eval_items, forecast_quantiles, model_metrics
+from moirai_ft.evaluation.evaluate import eval_items, forecast_quantiles, model_metrics, reevaluate
 from moirai_ft.evaluation.metrics import sample_quantiles, seasonal_errors, seasonality
 from moirai_ft.model.families import family_of
 from moirai_ft.model.families.decoder import CONVERTED
@@ -178,6 +178,8 @@ def test_family_preflight_is_one_line_each(tmp_path: Path) -> None:
         validate(compose_cfg(["model=tiny_moirai2", "patch_size=32"]))
     with pytest.raises(UserError, match="over the model's max_seq_len 4"):
         prepare(compose_cfg(["model=tiny_moe", "model.max_seq_len=4"]))
+    with pytest.raises(UserError, match="implemented for Moirai 1.x only"):
+        prepare(compose_cfg(["model=tiny_moe", "data.targets=[" + prepare(compose_cfg()).table.columns[0] + "]"]))
     with pytest.raises(UserError, match="hardware.compile=off"):
         family_of(compose_cfg(["model=tiny_moirai2"]).model).check_compile("default")
     random_module(compose_cfg(["model=tiny_moirai2"]).model).save_pretrained(tmp_path / "m2")
@@ -230,6 +232,8 @@ def test_job_trains_and_its_test_forecast_is_the_uni2ts_forecast_class(tmp_path:
                                                                 seasonality(data.table.freq)))
     for key, value in scores.items():
         assert metrics["test"][key] == pytest.approx(value, rel=1e-5), key
+    again = reevaluate(tmp_path)  # `python -m moirai_ft.evaluate <job_dir>` rebuilds this family's models
+    assert again["test"] == pytest.approx(metrics["test"], rel=1e-6)
 
 
 @pytest.mark.slow
