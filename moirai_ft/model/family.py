@@ -50,7 +50,6 @@ class ModelFamily(ABC):
     def from_pretrained(self, path: str | os.PathLike, **kwargs) -> nn.Module:
         return self.module_class.from_pretrained(str(path), **kwargs)
 
-    column_roles: ClassVar[bool] = True  # data.targets / covariates (moirai_ft/data/covariate_windows.py)
     model_options: ClassVar[tuple[str, ...]] = ()  # conf/model options of this family (for messages)
 
     def prepare_module(self, module: nn.Module) -> nn.Module:
