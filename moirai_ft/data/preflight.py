@@ -99,12 +99,6 @@ def check_windows(
 def check_covariates_fit(spec: WindowSpec, targets: int, known: int, past: int, model_cfg: DictConfig) -> None:
     """A sample with covariates within max_seq_len and max_dim. `targets` per sample (1 in mode S). A known
     covariate takes a variate's context and horizon tokens, a past covariate its context tokens only."""
-    family = family_of(model_cfg)
-    if not family.column_roles:
-        raise UserError(
-            f"data.targets / data.known_covariates / data.past_covariates are implemented for Moirai 1.x only, not "
-            f"{family.title} (model={model_cfg.name}); leave them unset or choose a Moirai 1.x model"
-        )
     check_patch_size(spec.patch_size, list(model_cfg.patch_sizes))
     tokens = (targets + known) * spec.tokens + past * spec.context_tokens
     limit = model_cfg.max_seq_len
@@ -128,12 +122,6 @@ def check_covariates_fit(spec: WindowSpec, targets: int, known: int, past: int, 
         raise UserError(
             f"{variates} variates in one sample exceed the model's max_dim {model_cfg.max_dim}; "
             "name fewer covariates or use data.mode=S"
-        )
-    family = family_of(model_cfg)
-    if (known or past) and not family.supports_covariates:
-        raise UserError(
-            f"{family.title} is not trained with covariates here; use a Moirai 1.x model or leave "
-            "data.known_covariates and data.past_covariates empty"
         )
     family.preflight(spec, variates, model_cfg)  # the family's own limits
 
