@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("path", type=Path, help="a sweep directory, or a root above several (multirun/)")
     parser.add_argument("--out", type=Path, default=None, help="where the summary files and plots/ go (default: PATH)")
     parser.add_argument("--metric", default="best_val_loss",
-                        help="what ranks jobs and fills the heatmap: best_val_loss, or a test metric such as test.mase")
+                        help="what ranks jobs and fills the heatmap: best_val_loss, best_monitored (the monitor= value), "
+                             "or a test metric such as test.mase")
     args = parser.parse_args(argv)
     try:
         report = analyze(args.path, args.metric)

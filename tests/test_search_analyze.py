@@ -61,3 +61,10 @@ def test_analyze_renders_pruned_jobs_seed_aggregates_and_lr_finder_suggestions(t
     assert len(aggregate) == 1 and "lr=0.001" in aggregate[0]
     assert "test.mase 1.2 ± 0.2" in aggregate[0] and "best_val_loss 1.5 ± 1" in aggregate[0]
     assert "n=1" not in text and "n=2" not in text  # lr=1e-4 and the pruned lr=1e-9 ran one seed each
+
+
+def test_jobs_rank_by_their_monitored_value(tmp_path: Path):
+    make_job(tmp_path, "a", lr=1e-3, best_val_loss=0.5, monitor="val_crps", best_monitored=0.30)
+    make_job(tmp_path, "b", lr=1e-4, best_val_loss=0.9, monitor="val_crps", best_monitored=0.20)
+    assert [j.value("lr") for j in analyze(tmp_path).jobs] == [1e-3, 1e-4]  # by the NLL
+    assert [j.value("lr") for j in analyze(tmp_path, "best_monitored").jobs] == [1e-4, 1e-3]

@@ -370,7 +370,9 @@ def analyze(root: Path, metric: str = "best_val_loss") -> Report:
     jobs = [read_job(d) for d in find_job_dirs(root)]
     if not jobs:
         raise UserError(f"no job directories below {root}; point analyze.py at multirun/ or one sweep's directory")
-    allowed = ["best_val_loss", "zero_shot_val_loss"] + metric_columns(jobs)
+    # best_monitored: the value `monitor=` selected on (val_crps, val_mae), what the sweeper minimised
+    monitored = ["best_monitored"] if any("best_monitored" in j.metrics for j in jobs) else []
+    allowed = ["best_val_loss", "zero_shot_val_loss"] + monitored + metric_columns(jobs)
     if metric not in allowed:
         raise UserError(f"--metric {metric} is not in these jobs; use one of: {', '.join(allowed)}")
     jobs = sort_jobs(jobs, metric)
