@@ -178,8 +178,6 @@ def test_family_preflight_is_one_line_each(tmp_path: Path) -> None:
         validate(compose_cfg(["model=tiny_moirai2", "patch_size=32"]))
     with pytest.raises(UserError, match="over the model's max_seq_len 4"):
         prepare(compose_cfg(["model=tiny_moe", "model.max_seq_len=4"]))
-    with pytest.raises(UserError, match="implemented for Moirai 1.x only"):
-        prepare(compose_cfg(["model=tiny_moe", "data.targets=[" + prepare(compose_cfg()).table.columns[0] + "]"]))
     with pytest.raises(UserError, match="hardware.compile=off"):
         family_of(compose_cfg(["model=tiny_moirai2"]).model).check_compile("default")
     random_module(compose_cfg(["model=tiny_moirai2"]).model).save_pretrained(tmp_path / "m2")

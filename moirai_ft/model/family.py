@@ -38,8 +38,6 @@ class ModelFamily(ABC):
 
     name: ClassVar[str]  # metrics.json `family`
     title: ClassVar[str]  # for messages: "Moirai 2.0"
-    # trains and forecasts with known/past covariates (data roles, moirai_ft/data/covariate_windows.py)
-    supports_covariates: ClassVar[bool] = False
     module_class: ClassVar[type[nn.Module]]
     head: ClassVar[tuple[str, ...]]  # parameter-name prefixes of the output head (pattern=head_only)
     config_keys: ClassVar[frozenset[str]]  # config.json keys that together mark this family's save_pretrained
@@ -52,7 +50,6 @@ class ModelFamily(ABC):
     def from_pretrained(self, path: str | os.PathLike, **kwargs) -> nn.Module:
         return self.module_class.from_pretrained(str(path), **kwargs)
 
-    column_roles: ClassVar[bool] = True  # data.targets / covariates (moirai_ft/data/covariate_windows.py)
     model_options: ClassVar[tuple[str, ...]] = ()  # conf/model options of this family (for messages)
 
     def prepare_module(self, module: nn.Module) -> nn.Module:

@@ -61,7 +61,6 @@ class Moirai2(ModelFamily):
     module_class = Moirai2Module
     head = ("out_proj",)  # the quantile head (not the attention layers' out_proj: prefix match)
     config_keys = frozenset({"patch_size", "num_predict_token", "quantile_levels"})
-    column_roles = False  # windows laid out by the forecast class's conversion: no column roles yet
     model_options = ("moirai2_small", "tiny_moirai2")
 
     def random_module(self, model_cfg: DictConfig) -> Moirai2Module:
