@@ -65,13 +65,15 @@ class JobResult:
     world_size: int = result_field("processes (devices) the global batch was split over", trained=True)
     accumulate_grad_batches: int = result_field("> 1 after running out of GPU memory", trained=True)
     oom_micro_batches: list = result_field("the per-device micro-batches that did not fit", trained=True)
-    best_val_loss: float = result_field("validation NLL of the selected weights", trained=True)
+    best_val_loss: float = result_field("validation loss of the selected weights: the family's objective "
+                                       "(Moirai 1.x and MoE: NLL; Moirai 2.0: pinball)", trained=True)
     best_epoch: int = result_field("epoch of the selected check (-1: the zero-shot model)", trained=True)
     best_step: int = result_field("optimizer step of the selected check", trained=True)
     epochs_run: float = result_field("optimizer steps run / steps per epoch", trained=True)
     steps_run: int = result_field("optimizer steps run", trained=True)
     stop_reason: str = result_field("max_epochs | early_stopping | diverged | pruned | no_training", trained=True)
-    zero_shot_val_loss: float = result_field("validation NLL of the starting model", trained=True)
+    zero_shot_val_loss: float = result_field("validation loss (the family's objective) of the starting model",
+                                            trained=True)
     monitor: str = result_field("what selected the best check and stopped early (val_nll|val_crps|val_mae)",
                                 trained=True)
     best_monitored: float = result_field("the monitored value of the selected check (the objective)", trained=True)
@@ -82,6 +84,9 @@ class JobResult:
     total_params: int = result_field("parameters of the module", trained=True)
     wall_s: float = result_field("seconds from the job's start to its record", trained=True)
     train_samples_per_s: float = result_field("training windows per second, validation excluded", trained=True)
+    best_checksum: str = result_field("sha256 of checkpoints/best's files as the job left them (moirai_ft/weights.py): "
+                                      "analyze, the sweep's resume and re-evaluation tell damaged weights by it",
+                                      trained=True)
     # --- test evaluation (moirai_ft/evaluation/evaluate.py), rank 0 of a trained job ---
     test: dict = result_field("the selected model's test metrics (mase, wql, ..., val_nll)", nested=True)
     zero_shot_test: dict = result_field("the starting model's test metrics", nested=True)

@@ -61,8 +61,8 @@ class SweepStatus(Callback):
             counts[o.status] = counts.get(o.status, 0) + 1
         print(f"sweep {sweep_dir}: {len(outcomes)} job(s): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
         for o in outcomes:
-            if o.skipped:
-                print(f"  skipped {o.job_dir.name}: {o.status} in {o.result_dir}")
+            if o.skipped or o.continued:
+                print(f"  {o.continued or 'skipped'} {o.job_dir.name}: {o.status} in {o.result_dir}")
         bad = [o for o in outcomes if o.status not in FINAL_STATUSES + ("running",)]
         for o in bad:
             print(f"  {o.status.upper()} {o.job_dir.name}: {o.error}")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from moirai_ft import weights
 from moirai_ft.artifacts import CHECKPOINTS, LAST, METRICS, identity, write_json_atomic
 from moirai_ft.result import JobResult, Status
 from moirai_ft.sweep import naming  # noqa: F401 - registers hydra.sweep.subdir's resolver wherever a job runs
@@ -80,6 +81,7 @@ def run_tracked(
     if plan.action == Action.continue_twin:
         try:
             with JobLock(plan.target):
+                weights.discard_damaged(plan.target)  # damaged weights: retrained from the start, not resumed
                 resumed = (plan.target / CHECKPOINTS / LAST).is_file()
                 write_link(job_dir, plan.target, "continued from its last checkpoint" if resumed else "rerun", fp)
                 log.info("continuing the unfinished twin in %s%s", plan.target, " from its last checkpoint" if resumed else "")
@@ -94,6 +96,7 @@ def run_tracked(
                          error=f"running in another process in {plan.target}").to_dict()
 
     with JobLock(job_dir):
+        weights.discard_damaged(job_dir)
         set_aside_failure(job_dir)
         write_json_atomic(job_dir / FINGERPRINT, {"fingerprint": fp, "config": config})
         return run(cfg, job_dir, extra_callbacks)

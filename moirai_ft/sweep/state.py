@@ -33,6 +33,7 @@ from typing import Any, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
+from moirai_ft import weights
 from moirai_ft.artifacts import CHECKPOINTS, LAST, LOGS, METRICS, read_json, write_json_atomic
 from moirai_ft.result import FINAL
 
@@ -164,7 +165,8 @@ def plan_job(fp: str, job_dir: Path, root: Path) -> Plan:
     twins = [d for d in job_dirs_below(root) if read_fingerprint(d) == fp]
     if read_fingerprint(job_dir) == fp and job_dir.resolve() not in {t.resolve() for t in twins}:
         twins.append(job_dir)  # a sweep dir outside sweep_root, rerun in place
-    done = [d for d in twins if read_status(d) in FINAL_STATUSES]
+    # a finished twin whose weights were damaged since is retrained, not skipped
+    done = [d for d in twins if read_status(d) in FINAL_STATUSES and weights.damage(d) is None]
     if done:
         return Plan(Action.skip_done, _newest(done, METRICS))
     others = [d for d in twins if d.resolve() != job_dir.resolve()]
@@ -194,6 +196,16 @@ def read_link(job_dir: Path) -> Path | None:
     return (Path(job_dir) / str(rel)).resolve() if rel is not None else None
 
 
+def went_on(job_dir: Path) -> str | None:
+    """"continued" or "rerun" when the job's result_in.json says it trained on in its twin's directory
+    (from the twin's last checkpoint, or afresh), None for a skip."""
+    try:
+        reason = str(json.loads((Path(job_dir) / LINK).read_text())["reason"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return "continued" if reason.startswith("continued") else "rerun" if reason == "rerun" else None
+
+
 def set_aside_failure(target: Path) -> None:
     """A rerun of a failed job: keep the old error, but not where readers take it for this attempt's."""
     for name in (METRICS, "error.log"):
@@ -213,6 +225,7 @@ class Outcome:
     status: str  # metrics.json's status; "running" (elsewhere); "missing" when there is no result
     error: str | None
     skipped: bool
+    continued: str | None = None  # "continued" (from the twin's last checkpoint) or "rerun" in the twin's directory
 
 
 def sweep_outcomes(sweep_dir: Path, since: float | None = None) -> list[Outcome]:
@@ -231,5 +244,7 @@ def sweep_outcomes(sweep_dir: Path, since: float | None = None) -> list[Outcome]
         else:
             running = is_running(result_dir)
             status, error = ("running", None) if running else ("missing", "the job left no metrics.json")
-        outcomes.append(Outcome(job_dir, result_dir, status, error, skipped=linked is not None))
+        how = went_on(job_dir) if linked is not None else None
+        outcomes.append(Outcome(job_dir, result_dir, status, error, skipped=linked is not None and how is None,
+                                continued=how))
     return outcomes

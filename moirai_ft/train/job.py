@@ -27,6 +27,7 @@ from moirai_ft.config.schema import validate, warmup_step_count
 from moirai_ft.data.prepare import PreparedData, prepare
 from moirai_ft.train import distributed
 from moirai_ft.errors import UserError, first_line
+from moirai_ft.weights import CHECKSUM, best_dir, checksum
 from moirai_ft.evaluation.evaluate import evaluate_job, save_config, summary_line
 from moirai_ft.model.fast_path import SparseProgressBar
 from moirai_ft.train.from_config import build_callbacks, build_loggers, check_loggers
@@ -87,6 +88,21 @@ class Fitted:
     callbacks: dict[str, L.Callback]
 
 
+def validate_last_steps(
+    trainer: L.Trainer, finetuner: MoiraiFineTuner, val_loader: Any, callbacks: dict[str, L.Callback]
+) -> None:
+    """A closing validation check when training ended after its last check: a val_check_interval longer
+    than the run, or one that does not divide it, would otherwise throw the last steps away (with no
+    check at all, the job's result would be the zero-shot model)."""
+    best = callbacks["best_weights"]
+    last_checked = best.last_step
+    stopped = best.stop_reason is not None or callbacks["divergence"].diverged or finetuner.diverged()
+    if trainer.global_step > last_checked and not stopped and not trainer.interrupted:
+        log.info("validating the last %d training steps (no check since step %d)",
+                 trainer.global_step - max(last_checked, 0), max(last_checked, 0))
+        trainer.validate(finetuner, val_loader, verbose=False)
+
+
 def fit(
     cfg: DictConfig, job_dir: Path, module: torch.nn.Module, data: PreparedData, rank: int, world: int,
     per_device: int, accumulate: int, steps_per_epoch: int, total_steps: int,
@@ -124,6 +140,7 @@ def fit(
         else:
             trainer.validate(finetuner, val_loader, verbose=False)  # the zero-shot model: history row epoch -1
             trainer.fit(finetuner, index_loader(order), val_loader)
+        validate_last_steps(trainer, finetuner, val_loader, callbacks)
     except torch.cuda.OutOfMemoryError:
         raise
     except Exception:
@@ -305,6 +322,7 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     if not best.finetune_helped:
         log.warning("no validation check beat the zero-shot model: the job's result is the starting model")
     metrics = training_result(cfg, attempts, plan, world, params, started).to_dict()
+    metrics[CHECKSUM] = checksum(best_dir(job_dir))  # later readers tell damaged weights (moirai_ft/weights.py)
     if rank == 0:  # test evaluation has no collectives: one rank does it and writes its files
         metrics = evaluate(cfg, data, zero_shot, job_dir, best, metrics)
         log_job_result(attempts.fitted.trainer.loggers, metrics, job_dir)  # the trackers' test metrics and plots
