@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,14 +31,34 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+@contextmanager
+def atomic_write(path: Path, newline: str | None = None) -> Iterator[IO[str]]:
+    """A text file written whole or not at all: written to a temp file beside `path`, flushed to disk
+    (fsync) and renamed over `path`, so a reader or a crash sees the old file or the new one, never half.
+    Nothing is renamed if the block raises."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w") as f:
+    try:
+        with tmp.open("w", newline=newline) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    with atomic_write(path) as f:
         json.dump(_clean(data), f, indent=2, sort_keys=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any | None:
+    """A JSON file's content, or None when it is missing or not (yet, or any longer) valid JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
@@ -54,10 +75,7 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
 
 def read_metrics(job_dir: Path) -> dict[str, Any] | None:
     """The job's metrics, or None if there is no complete metrics.json."""
-    try:
-        data = json.loads((Path(job_dir) / METRICS).read_text())
-    except (OSError, ValueError):
-        return None
+    data = read_json(Path(job_dir) / METRICS)
     return data if isinstance(data, dict) else None
 
 

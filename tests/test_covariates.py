@@ -170,7 +170,8 @@ BAD_ROLES = {
     "two_roles": (["data.past_covariates=[outdoor_temp]"], "is in both data.known_covariates and data.past_covariates"),
     "names_no_column": (["data.known_covariates=[outdoor_tmp]"], "'outdoor_tmp', which matches no column"),
     # tiny at context 256 / patch 16: 17 tokens a target or known covariate, 16 a past one; 64 leave room for 2
-    "over_max_seq_len": (["context_length=256", "model.max_seq_len=64"], "room for 2 known or 2 past covariates"),
+    "over_max_seq_len": (["context_length=256", "model.max_seq_len=64"], "there is room for 2 known or 2 past covariates"),
+    "family_without_covariates": (["model=tiny_moirai2"], "Moirai 2.0 is not trained with covariates here"),
 }
 
 
@@ -213,10 +214,12 @@ def test_bad_role_through_train_py_exits_2_with_one_line(tmp_path: Path) -> None
 # --- a job with covariates resumes after a kill to the numbers of a clean run --------------------------------------
 
 
+@pytest.mark.slow  # three train.py processes: a clean run, a killed one, its resumption
 def test_sigkill_then_resume_with_covariates(tmp_path: Path) -> None:
     from test_reliability import RESUMABLE, assert_same_result
 
-    args = [*RESUMABLE, *BUILDING, "data.mode=M"]  # every role in each sample
+    # every role in each sample; a small evaluation: three models score the test windows
+    args = [*RESUMABLE, *BUILDING, "data.mode=M", "eval.num_samples=20", "eval.plot_windows=0"]
     clean, job = tmp_path / "clean", tmp_path / "job"
     r = run_train([*args, f"hydra.run.dir={clean}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -278,3 +281,23 @@ def test_known_covariate_beats_the_same_job_without_it(tmp_path: Path) -> None:
 
     shown = printable(analyze(tmp_path)).set_index("job")["mae_without_covariates"]
     assert shown["with"] != "" and shown["without"] == ""
+
+
+def test_readme_roles_example_prepares(tmp_path: Path) -> None:
+    """The README's column-roles command on the export `make_building_csv.py --plant` writes: every role
+    resolves, known covariates are given over every test horizon (checked up to the windows, not trained)."""
+    import importlib.util
+    import shlex
+
+    from conftest import ROOT
+
+    text = (ROOT / "README.md").read_text().split("**Targets and covariates", 1)[1].replace("\\\n", " ")
+    line = next(x.strip() for x in text.splitlines() if x.strip().startswith("python train.py data=csv"))
+    args = [a for a in shlex.split(line.split("#")[0])[2:] if not a.startswith("data.path=")]
+    spec = importlib.util.spec_from_file_location("make_building_csv", ROOT / "examples" / "make_building_csv.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    path = generator.write_building_csv(tmp_path / "plant.csv", days=30, plant=True)
+    data = prepare(compose_cfg([*args, f"data.path={path}"]))
+    assert data.roles is not None and data.roles.targets == ("ahu_1_supply_temp", "ahu_2_supply_temp", "chiller_kw")
+    assert data.roles.known == ("outdoor_temp", "occupied") and data.roles.past == ("ahu_1_setpoint", "ahu_2_setpoint")

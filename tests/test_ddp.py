@@ -14,14 +14,11 @@ import torch
 from conftest import TINY, compose_cfg, run_train
 from moirai_ft.train.distributed import per_device_batch_size
 from moirai_ft.errors import UserError
+from moirai_ft.result import TRAINED_FIELDS
 from moirai_ft.train.job import run
 from moirai_ft.data.windows import IndexBatches
 
-CONTRACT = {
-    "status", "model", "pattern", "lr", "scheduler", "best_val_loss", "best_epoch", "best_step", "epochs_run",
-    "stop_reason", "zero_shot_val_loss", "finetune_helped", "trainable_params", "total_params", "wall_s",
-    "train_samples_per_s",
-}
+CONTRACT = TRAINED_FIELDS  # every field a trained job writes (moirai_ft/result.py)
 DDP_CPU = ["hardware=ddp", "hardware.devices=2", "hardware.accelerator=cpu", "hardware.precision=32-true"]
 SHARED = [
     # 53 validation windows: the ranks hold 27 and 26, so a mean of the ranks' means would be off (by ~1e-3 here)

@@ -18,7 +18,7 @@ from conftest import compose_cfg
 from moirai_ft.data.prepare import prepare
 from moirai_ft.data.windows import IndexBatches, eval_batches, index_loader
 from moirai_ft.errors import UserError
-from moirai_ft.evaluation.evaluate import eval_items, forecast_quantiles, model_metrics
+from moirai_ft.evaluation.evaluate import eval_items, forecast_quantiles, model_metrics, reevaluate
 from moirai_ft.evaluation.metrics import sample_quantiles, seasonal_errors, seasonality
 from moirai_ft.model.families import family_of
 from moirai_ft.model.families.decoder import CONVERTED
@@ -230,6 +230,8 @@ def test_job_trains_and_its_test_forecast_is_the_uni2ts_forecast_class(tmp_path:
                                                                 seasonality(data.table.freq)))
     for key, value in scores.items():
         assert metrics["test"][key] == pytest.approx(value, rel=1e-5), key
+    again = reevaluate(tmp_path)  # `python -m moirai_ft.evaluate <job_dir>` rebuilds this family's models
+    assert again["test"] == pytest.approx(metrics["test"], rel=1e-6)
 
 
 @pytest.mark.slow

@@ -12,13 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import compose_cfg, run_train
+from moirai_ft.result import TRAINED_FIELDS, JobResult
 from moirai_ft.train.job import run
 
-CONTRACT = {
-    "status", "model", "pattern", "lr", "scheduler", "best_val_loss", "best_epoch", "best_step", "epochs_run",
-    "stop_reason", "zero_shot_val_loss", "finetune_helped", "trainable_params", "total_params", "wall_s",
-    "train_samples_per_s",
-}
+CONTRACT = TRAINED_FIELDS  # every field a trained job writes (moirai_ft/result.py)
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +31,7 @@ def learning_job(tmp_path_factory) -> Path:
 def test_tiny_job_writes_the_contract_artifacts(learning_job: Path) -> None:
     metrics = json.loads((learning_job / "metrics.json").read_text())
     assert CONTRACT <= metrics.keys()
+    assert JobResult.from_dict(metrics).to_dict() == metrics  # every field it wrote is declared in result.py
     assert metrics["status"] == "completed" and metrics["stop_reason"] == "max_epochs"
     assert (metrics["model"], metrics["pattern"], metrics["scheduler"]) == ("tiny", "full", "cosine")
     assert metrics["lr"] == 3e-3

@@ -108,3 +108,28 @@ def test_the_pruner_decides_across_processes_under_the_local_launcher(tmp_path: 
     (name,) = optuna.get_all_study_names(storage)
     states = sorted(t.state.name for t in optuna.load_study(study_name=name, storage=storage).get_trials())
     assert states == ["COMPLETE", "COMPLETE", "PRUNED", "PRUNED"]
+
+
+@pytest.mark.parametrize("prune", ["asha", "median", "hyperband"])
+def test_optunas_pruner_stops_a_job_worse_than_the_study_on_the_monitored_value(tmp_path: Path, prune: str):
+    """Six finished jobs at 0.1 at every check; this one's monitored CRPS stays near 0.4: ASHA (first rung
+    at check 1) and the median rule prune it at check 1, Hyperband at its bracket's first rung."""
+    from conftest import compose_cfg
+    from moirai_ft.search.prune import JobTrial, build_pruner
+
+    # a fixed name: Hyperband puts a trial in a bracket by a hash of the study's name and the trial's number
+    study = optuna.create_study(direction="minimize", pruner=build_pruner(compose_cfg([f"prune={prune}"]).prune),
+                                study_name="constructed")
+    for _ in range(6):  # enough finished jobs for each of Hyperband's brackets to hold some
+        study.add_trial(optuna.trial.create_trial(
+            value=0.1, intermediate_values={s: 0.1 for s in range(1, 6)}, state=optuna.trial.TrialState.COMPLETE,
+            system_attrs={f"completed_rung_{r}": 0.1 for r in range(3)}, distributions={}, params={}))
+    trial = study.ask()
+    rule = Pruning(JobTrial(study, trial, owned_by_sweeper=False), None, prune)
+    crps = [0.5, 0.45, 0.42, 0.41, 0.40, 0.40]
+    select(tmp_path, "val/crps", nll=[1.0, 0.5, 0.4, 0.3, 0.2, 0.1], crps=crps, patience=10, more=[rule])
+    assert rule.reason == prune and rule.pruned_at is not None
+    if prune != "hyperband":
+        assert rule.pruned_at == 1
+    reported = study.get_trials()[-1].intermediate_values
+    assert reported[1] == pytest.approx(0.45)  # the monitored value (best so far), not the NLL

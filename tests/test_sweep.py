@@ -111,6 +111,9 @@ def test_lost_metrics_redoes_only_that_job_from_its_checkpoint(grid: Grid):
     assert out.count("skipped: completed earlier") == 3
     link = json.loads((grid.sweeps[2] / grid.victim.name / LINK).read_text())
     assert link["reason"] == "continued from its last checkpoint"
+    # the closing summary calls it what it was: continued, not skipped
+    assert f"continued {grid.victim.name}: completed" in third.stdout
+    assert f"skipped {grid.victim.name}" not in third.stdout
 
 
 def test_analyze_summary_equals_each_jobs_metrics_and_draws_both_plots(grid: Grid, tmp_path: Path):

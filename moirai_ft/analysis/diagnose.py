@@ -8,6 +8,7 @@ ending in the next Hydra overrides to try.
 | stopped_early | early stopping with the best check in epoch 0 or 1 (7.3) | more `patience`; or validate twice as often |
 | worse_than_zero_shot | no check beat the zero-shot model, or most test metrics worse than zero-shot's | `lr` / 2; or half the `epochs` |
 | diverged | the loss became NaN or infinite | as oscillating: `lr` / 2, `warmup_steps` x 2 |
+| unchecked | `val_check_interval` (steps) longer than the run: no check during training | a quarter of the run; every other rule's next run gets it too |
 
 Flat excludes oscillating and worse_than_zero_shot: with nothing moving, "lower the lr" would be wrong.
 """
@@ -28,6 +29,7 @@ class Rule(str, Enum):
     stopped_early = "stopped_early"
     worse_than_zero_shot = "worse_than_zero_shot"
     diverged = "diverged"
+    unchecked = "unchecked"
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,19 @@ def diagnose(
             alts.append({"epochs": str(max(1, epochs // 2))})
         findings.append(Finding(Rule.worse_than_zero_shot, f"fine-tuned worse than zero-shot ({why}): "
                                 "lower the lr or train fewer epochs", alts))
-    return findings
+    return _never_unchecked(findings, config.get("val_check_interval"), steps_run)
+
+
+def _never_unchecked(findings: list[Finding], vci: Any, steps_run: float | None) -> list[Finding]:
+    """An integer val_check_interval longer than the run checked nothing while training: say so, and give
+    every next run an interval that fires, so no recommendation repeats the wasted setting."""
+    if not (isinstance(vci, int) and not isinstance(vci, bool) and steps_run and vci > steps_run):
+        return findings
+    fix = {"val_check_interval": str(max(1, int(steps_run) // 4))}
+    unchecked = Finding(Rule.unchecked, f"val_check_interval={vci} steps is longer than the run ({int(steps_run)} "
+                        "steps): no validation check ran during training; validate more often", [fix])
+    return [unchecked] + [Finding(f.rule, f.message, [{**alt, **fix} for alt in f.alternatives] or [fix])
+                          for f in findings]
 
 
 def apply_overrides(overrides: Sequence[str], changes: dict[str, str]) -> list[str]:

@@ -21,9 +21,11 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
-from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LOGS, METRICS, write_json_atomic
+from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LOGS, METRICS, read_json, write_json_atomic
 from moirai_ft.analysis.diagnose import PATTERN_LADDER, Finding, apply_overrides, diagnose
+from moirai_ft import weights
 from moirai_ft.errors import UserError
+from moirai_ft.result import NESTED_FIELDS
 from moirai_ft.evaluation.bootstrap import significant
 from moirai_ft.analysis.search import lr_find_note, search_lines
 from moirai_ft.sweep.state import FINGERPRINT, LINK, is_running, read_link
@@ -42,6 +44,7 @@ class State(str, Enum):
     unfinished = "unfinished"  # no metrics.json and nobody running it: killed, or not started yet
     failed = "failed"
     unreadable = "unreadable"  # metrics.json exists but is not a JSON object (cut short, edited)
+    damaged = "damaged"  # finished, but checkpoints/best no longer matches its recorded checksum
     lr_find = "lr_find"  # an lr range test (lr_find=true): a suggestion, no trained model
 
 
@@ -51,8 +54,9 @@ ROW_COLUMNS = (
     "stop_reason", "zero_shot_val_loss",
 )
 TAIL_COLUMNS = ("wall_s", "train_samples_per_s", "error")
-# name -> value dicts, flattened as test.mase; test_without_covariates only in jobs with covariates (data roles)
-NESTED_METRICS = ("test", "zero_shot_test", "rel_improvement", "test_without_covariates")
+# name -> value dicts, flattened as test.mase (moirai_ft/result.py); test_without_covariates only in jobs with
+# covariates (data roles)
+NESTED_METRICS = NESTED_FIELDS
 
 
 @dataclass
@@ -113,10 +117,9 @@ def find_job_dirs(root: Path) -> list[Path]:
 
 def _read_config(job_dir: Path) -> tuple[dict[str, Any], list[str]]:
     """The resolved config (fingerprint.json's, else .hydra/config.yaml's) and the overrides."""
-    config: dict[str, Any] = {}
-    try:
-        config = json.loads((job_dir / FINGERPRINT).read_text())["config"]
-    except (OSError, ValueError, KeyError, TypeError):
+    fingerprint = read_json(job_dir / FINGERPRINT)
+    config = fingerprint.get("config") if isinstance(fingerprint, dict) else None
+    if config is None:
         try:
             loaded = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
             config = OmegaConf.to_container(loaded, resolve=True, throw_on_missing=False)  # type: ignore[assignment]
@@ -164,6 +167,8 @@ def read_job(job_dir: Path) -> Job:
         state = State.running if is_running(job_dir) else State.unfinished
         if history is not None and state == State.unfinished:
             note = f"stopped after {len(history) - 1} validation checks; rerun the sweep to continue"
+    if state in (State.completed, State.pruned, State.diverged) and (why := weights.damage(job_dir, metrics)):
+        state, note = State.damaged, f"{why}; rerun the sweep to retrain it"  # never ranked or recommended
     job = Job(job_dir, state, metrics, config, overrides, history=history, note=note)
     if history is not None:
         job.losses = [float(v) for v in history.sort_values("step", kind="stable")["val_loss"]]
@@ -394,7 +399,7 @@ def advice_lines(report: Report) -> list[str]:
         name = f"#{rank} {job.value('model')} {job.value('pattern')} lr={job.value('lr')}"
         if job.state == State.failed:
             lines.append(f"- {name}: FAILED: {job.metrics.get('error')}; fix it and rerun the sweep (completed jobs are skipped)")
-        elif job.state in (State.running, State.unfinished, State.unreadable):
+        elif job.state in (State.running, State.unfinished, State.unreadable, State.damaged):
             lines.append(f"- {name}: {job.state.value.upper()}{': ' + job.note if job.note else ''}")
         elif not job.findings:
             lines.append(f"- {name}: {job.note or 'healthy, no rule fired'}")

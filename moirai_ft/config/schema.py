@@ -230,6 +230,21 @@ def register_schemas() -> None:
 register_schemas()
 
 
+def check_accelerator(cfg: DictConfig) -> None:
+    """A CUDA accelerator asked for on a machine without one: one line before any data loads, not
+    Lightning's runtime error after it."""
+    accelerator = str(OmegaConf.select(cfg, "hardware.accelerator"))
+    if accelerator not in ("gpu", "cuda"):
+        return
+    import torch  # here: keeps the schema module free of torch for analyze.py
+
+    if not torch.cuda.is_available():
+        raise UserError(
+            f"hardware={OmegaConf.select(cfg, 'hardware.name')} needs a CUDA GPU and this machine has none; "
+            "use hardware=auto (the GPU when there is one) or hardware=cpu (hardware.accelerator=cpu)"
+        )
+
+
 def check_patch_size(patch_size: int, patch_sizes: list[int]) -> None:
     """patch_size must be one the model has (here, not in data/preflight.py: config imports nothing of
     the package's that imports it back)."""
@@ -254,6 +269,8 @@ def validate(cfg: DictConfig) -> None:
     def need(ok: bool, msg: str) -> None:
         if not ok:
             raise UserError(msg)
+
+    check_accelerator(cfg)
 
     need(cfg.lr > 0, f"lr must be > 0 (got {cfg.lr}); e.g. lr=1e-5")
     need(cfg.weight_decay >= 0, f"weight_decay must be >= 0 (got {cfg.weight_decay})")

@@ -85,6 +85,13 @@ class CovariateWindows:
             return self.targets[idx // n], self.starts[idx % n]
         return torch.zeros_like(idx), self.starts[idx]
 
+    def raw(self, idx: Int[Tensor, "batch"]) -> Float[Tensor, "batch var ctx_plus_pred"]:
+        """The targets' unpadded values (NaN where missing), as windows.Windows.raw."""
+        idx = idx.to(self.series.device)
+        start = self.starts[idx % len(self.starts)] if self.mode == "S" else self.starts[idx]
+        steps = start[:, None] + torch.cat([self._ctx, self._hor])
+        return self.series[self._rows(idx)[:, :, None], steps[:, None, :]]
+
     def horizon_positions(self, device: torch.device) -> Int[Tensor, "horizon_tokens"]:
         """Sequence positions of the targets' horizon tokens, variate by variate."""
         s, v = self.spec, self.num_variates

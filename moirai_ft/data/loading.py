@@ -315,10 +315,14 @@ def _step(index: pd.DatetimeIndex, freq: str | None) -> pd.DateOffset:
     return to_offset(pd.Timedelta(int(gaps[np.argmax(counts)])))
 
 
+def _need_steps(frame: pd.DataFrame) -> None:
+    if len(frame) < 2:
+        raise UserError(f"the data has {len(frame)} distinct time step(s); a forecasting job needs a long series")
+
+
 def regular_grid(frame: pd.DataFrame, data_cfg: DictConfig, notes: list[str]) -> tuple[pd.DataFrame, str]:
     """Sorted, one row per timestamp and one per step of a regular grid; returns the frame and its frequency."""
-    if len(frame) < 2:
-        raise UserError(f"the data has {len(frame)} time step(s); a forecasting job needs a long series")
+    _need_steps(frame)
     # every source in nanoseconds: pandas 3 parses and builds ranges in microseconds, Parquet keeps its
     # writer's unit, and the grid arithmetic here (asi8, Timestamp.value) counts nanoseconds
     frame = frame.set_axis(frame.index.as_unit("ns"), axis=0)
@@ -332,6 +336,7 @@ def regular_grid(frame: pd.DataFrame, data_cfg: DictConfig, notes: list[str]) ->
         _refuse_duplicates(how, f"{count} rows repeat an earlier timestamp (first: {frame.index[dup][0]})")
         notes.append(f"{count} duplicated timestamps collapsed by data.fix_duplicates={how.value}")
         frame = collapse(frame.groupby(level=0, sort=True), how)
+        _need_steps(frame)  # every row may have shared one timestamp
     step = _step(frame.index, data_cfg.freq)
     first, last = frame.index[0], frame.index[-1]
     try:  # counted before it is built: data.freq=1s on a year of 15-minute rows would fill the memory

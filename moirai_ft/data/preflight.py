@@ -105,15 +105,15 @@ def check_covariates_fit(spec: WindowSpec, targets: int, known: int, past: int, 
     if tokens > limit:
         room = limit - targets * spec.tokens
         fit = (
-            f"at context_length={spec.context_length} and patch_size={spec.patch_size} the {targets} target "
-            f"variate(s) leave room for {max(room, 0) // spec.tokens} known or {max(room, 0) // spec.context_tokens} "
-            "past covariates"
+            f"at context_length={spec.context_length} and patch_size={spec.patch_size}, beside {targets} target "
+            f"variate{'s' if targets > 1 else ''} there is room for {room // spec.tokens} known or "
+            f"{room // spec.context_tokens} past covariates"
             if room > 0
-            else f"the {targets} target variate(s) alone take {targets * spec.tokens} tokens"
+            else f"the {targets} target variates alone take {targets * spec.tokens} tokens"
         )
         raise UserError(
-            f"a sample is {tokens} tokens ({targets} targets and {known} known covariates x {spec.tokens} tokens, "
-            f"{past} past covariates x {spec.context_tokens}), over the model's max_seq_len {limit}; {fit}; "
+            f"a sample is {tokens} tokens ({targets} target and {known} known covariate variates x {spec.tokens} "
+            f"tokens, {past} past covariates x {spec.context_tokens}), over the model's max_seq_len {limit}; {fit}; "
             "name fewer covariates (data.known_covariates / data.past_covariates), use a shorter context_length "
             "or a larger patch_size" + (", or data.mode=S" if targets > 1 else "")
         )
@@ -123,6 +123,13 @@ def check_covariates_fit(spec: WindowSpec, targets: int, known: int, past: int, 
             f"{variates} variates in one sample exceed the model's max_dim {model_cfg.max_dim}; "
             "name fewer covariates or use data.mode=S"
         )
+    family = family_of(model_cfg)
+    if (known or past) and not family.supports_covariates:
+        raise UserError(
+            f"{family.title} is not trained with covariates here; use a Moirai 1.x model or leave "
+            "data.known_covariates and data.past_covariates empty"
+        )
+    family.preflight(spec, variates, model_cfg)  # the family's own limits
 
 
 def check_known_horizons(

@@ -183,4 +183,6 @@ def prepare(cfg: DictConfig) -> PreparedData:
 def _select(table: Table, columns: list[str]) -> Table:
     """The table with only `columns`, in table order."""
     keep = [i for i, c in enumerate(table.columns) if c in set(columns)]
-    return replace(table, values=table.values[:, keep], columns=[table.columns[i] for i in keep])
+    kept = [table.columns[i] for i in keep]
+    non_finite = {c: n for c, n in table.non_finite.items() if c in set(kept)}
+    return replace(table, values=table.values[:, keep], columns=kept, non_finite=non_finite)

@@ -78,16 +78,16 @@ def _read_csv(path: Path, data_cfg: DictConfig, notes: list[str]) -> pd.DataFram
 
 def _timestamps_from_index(raw: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     """A Parquet file written from a frame indexed by time keeps the timestamps in its index: they become
-    the first column. Any other non-default index (row numbers of a filtered frame) is dropped."""
+    the first column, as does any named index (epoch numbers, say). An unnamed index that holds no
+    timestamps (the row numbers of a filtered frame) is dropped."""
     index = raw.index
     if isinstance(index, pd.RangeIndex) or isinstance(index, pd.MultiIndex):
         return raw.reset_index(drop=isinstance(index, pd.RangeIndex))
-    if isinstance(index, pd.DatetimeIndex):
+    if isinstance(index, pd.DatetimeIndex) or index.name is not None:
         timestamps = True
     elif pd.api.types.is_object_dtype(index) or pd.api.types.is_string_dtype(index):
         sample = pd.Series(index[:100]).astype(str)
-        with_warnings_off = pd.to_datetime(sample, errors="coerce", format="mixed")
-        timestamps = bool(with_warnings_off.notna().all())
+        timestamps = bool(pd.to_datetime(sample, errors="coerce", format="mixed").notna().all())
     else:
         timestamps = False
     if not timestamps:
@@ -137,6 +137,8 @@ def read_file(data_cfg: DictConfig, notes: list[str]) -> pd.DataFrame:
             f"data.path={path} could not be read ({type(e).__name__}: {first_line(e, 200) or type(e).__name__}); "
             "save it as CSV or Parquet"
         ) from None
+    if raw.shape[1] == 0:
+        raise UserError(f"data.path={path} has no columns; export the data again with a header row")
     if len(raw) == 0:
         raise UserError(f"data.path={path} has a header but no rows; export the data again")
     raw.columns = [str(c).strip() for c in raw.columns]

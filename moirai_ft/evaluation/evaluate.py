@@ -45,6 +45,7 @@ from torch import Tensor
 from moirai_ft.artifacts import BEST, CHECKPOINTS, METRICS, read_metrics, write_json_atomic
 from moirai_ft.config.schema import validate
 from moirai_ft.data.prepare import PreparedData, prepare
+from moirai_ft import weights
 from moirai_ft.errors import UserError, first_line
 from moirai_ft.model.families import family_of, family_of_module
 from moirai_ft.model.families.moirai1 import horizon_distribution, horizon_tokens  # noqa: F401  (re-exported)
@@ -220,7 +221,13 @@ def evaluate_models(
     `val_nll`: (selected, zero-shot) validation NLL when the training already measured them on the
     same windows; a None is measured here (re-evaluation, where the test checks both agree)."""
     started = time.perf_counter()
-    selected = family_of(cfg.model).from_pretrained(selected_dir(job_dir))
+    try:
+        selected = family_of(cfg.model).from_pretrained(selected_dir(job_dir))
+    except Exception as e:  # noqa: BLE001 - a file cut short or overwritten: one line, not a traceback
+        raise UserError(
+            f"{selected_dir(job_dir)} could not be loaded ({type(e).__name__}: {first_line(e, 200)}); "
+            "the weights are damaged: retrain the job"
+        ) from e
     device = eval_device(cfg.hardware.accelerator)
     batches = eval_batches(len(data.test), cfg.eval.batch_size, cfg.eval.max_windows)
     val_batches = eval_batches(len(data.val), cfg.batch_size, cfg.val_max_windows)  # the job's validation set
@@ -342,6 +349,7 @@ def reevaluate(job_dir: Path, overrides: list[str] | None = None) -> dict[str, A
     cfg = load_job_config(job_dir, overrides)
     validate(cfg)
     selected_dir(job_dir)  # fail before the data and the model are rebuilt
+    weights.check(job_dir)  # damaged since the job wrote them (moirai_ft/weights.py)
     # the order of run_job: seeding, data, then the model, so a random init comes out the same
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = prepare(cfg)

@@ -17,6 +17,7 @@ from uni2ts.module.ts_embed import FeatLinear, MultiInSizeLinear, MultiOutSizeLi
 
 from moirai_ft.config.schema import ModelInit, PatternName
 from moirai_ft.errors import UserError, first_line
+from moirai_ft.weights import resolve_checkpoint
 from moirai_ft.model.families import checkpoint_family, family_of, family_of_module
 from moirai_ft.model.family import ModelFamily
 from moirai_ft.model.lora import inject_lora
@@ -55,7 +56,7 @@ def _load_pretrained(family: ModelFamily, model_cfg: DictConfig) -> nn.Module:
         )
     checkpoint = os.path.expanduser(str(checkpoint))
     if _looks_local(checkpoint):
-        path = Path(checkpoint)
+        path = resolve_checkpoint(Path(checkpoint))  # a job directory: its checkpoints/best
         if not path.is_dir():
             raise UserError(
                 f"model.checkpoint={checkpoint} is not a directory; point it at a directory written by "

@@ -27,13 +27,14 @@ from moirai_ft.data.prepare import prepare
 from moirai_ft.data.windows import IndexBatches, index_loader
 from moirai_ft.evaluation.evaluate import save_config
 from moirai_ft.model.load import apply_pattern, count_params, load_module
+from moirai_ft.result import JobResult, Status
 from moirai_ft.train.finetuner import MoiraiFineTuner
 
 log = logging.getLogger(__name__)
 
 LR_FIND_JSON = "lr_find.json"
 LR_FIND_PNG = "lr_find.png"
-STATUS = "lr_find"  # metrics.json's status for a range test: a result, not a trained model
+STATUS = Status.lr_find.value  # metrics.json's status for a range test: a result, not a trained model
 SWEEP_FACTORS = (1 / 3, 1.0, 3.0)  # the suggestion's neighbourhood on a log scale, for the next -m
 
 
@@ -91,11 +92,11 @@ def run_lr_find(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
                    f"pattern={identity(cfg)['pattern']}; sweep around it: -m lr={','.join(f'{v:g}' for v in sweep)}")
     print(message, flush=True)
     log.info(message)
-    return {
-        **identity(cfg), "status": STATUS, "lr_suggestion": suggestion, "lr_sweep": sweep,
-        "lr_find_steps": len(lrs), "trainable_params": trainable, "total_params": total,
-        "wall_s": round(time.time() - started, 3),
-    }
+    return JobResult(
+        **identity(cfg), status=STATUS, lr_suggestion=suggestion, lr_sweep=sweep,
+        lr_find_steps=len(lrs), trainable_params=trainable, total_params=total,
+        wall_s=round(time.time() - started, 3),
+    ).to_dict()
 
 
 def steepest_fall(lrs: list[float], losses: list[float]) -> float | None:

@@ -72,7 +72,7 @@ class ForecastMonitor(L.Callback):
             return
         value = self.value(pl_module.module)
         trainer.callback_metrics[self.key] = torch.tensor(value)
-        step = 0 if trainer.state.fn == "validate" else trainer.global_step
+        step = trainer.global_step  # 0 at the zero-shot check; the last step at job.validate_last_steps's
         for logger in trainer.loggers:
             logger.log_metrics({self.key: value}, step=step)
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
+
+from moirai_ft.artifacts import read_json, write_json_atomic
 
 JOURNAL = "optuna_journal.log"
 TRIALS = "optuna_trials.json"  # in the sweep directory: {"<hydra.job.num>": trial number}
@@ -64,16 +65,12 @@ def write_trial_numbers(sweep_dir: Path, numbers: dict[int, int]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     current = read_trial_numbers(sweep_dir)
     current.update({str(k): int(v) for k, v in numbers.items()})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(current))
-    os.replace(tmp, path)
+    write_json_atomic(path, current)
 
 
 def read_trial_numbers(sweep_dir: Path) -> dict[str, int]:
-    try:
-        return {str(k): int(v) for k, v in json.loads((Path(sweep_dir) / TRIALS).read_text()).items()}
-    except (OSError, ValueError, AttributeError):
-        return {}
+    numbers = read_json(Path(sweep_dir) / TRIALS)
+    return {str(k): int(v) for k, v in numbers.items()} if isinstance(numbers, dict) else {}
 
 
 def trial_by_number(study: optuna.Study, number: int) -> optuna.Trial:

@@ -8,7 +8,6 @@ its `exit_code`. A launcher may run the jobs in other processes; the callback ru
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from moirai_ft.artifacts import unwritable, write_json_atomic
+from moirai_ft.artifacts import read_json, unwritable, write_json_atomic
 from moirai_ft.sweep.state import FINAL_STATUSES, sweep_outcomes
 
 SWEEP_STATUS = "sweep_status.json"  # {"sweep_dir", "exit_code", "counts": {status: n}, "failed": {job: error}}
@@ -62,8 +61,8 @@ class SweepStatus(Callback):
             counts[o.status] = counts.get(o.status, 0) + 1
         print(f"sweep {sweep_dir}: {len(outcomes)} job(s): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
         for o in outcomes:
-            if o.skipped:
-                print(f"  skipped {o.job_dir.name}: {o.status} in {o.result_dir}")
+            if o.skipped or o.continued:
+                print(f"  {o.continued or 'skipped'} {o.job_dir.name}: {o.status} in {o.result_dir}")
         bad = [o for o in outcomes if o.status not in FINAL_STATUSES + ("running",)]
         for o in bad:
             print(f"  {o.status.upper()} {o.job_dir.name}: {o.error}")
@@ -77,7 +76,6 @@ class SweepStatus(Callback):
 def exit_code(status_file: Path) -> int:
     """The exit status a sweep's status file asks for; 0 when there is none (a single run: train.py's
     own exit covers it)."""
-    try:
-        return int(json.loads(Path(status_file).read_text())["exit_code"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
+    status = read_json(Path(status_file))
+    code = status.get("exit_code") if isinstance(status, dict) else None
+    return code if isinstance(code, int) else 0

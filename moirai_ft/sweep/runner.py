@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from moirai_ft import weights
 from moirai_ft.artifacts import CHECKPOINTS, LAST, METRICS, identity, write_json_atomic
+from moirai_ft.result import JobResult, Status
 from moirai_ft.sweep import naming  # noqa: F401 - registers hydra.sweep.subdir's resolver wherever a job runs
 from moirai_ft.sweep.state import (
     FINGERPRINT,
@@ -42,7 +44,7 @@ def _refused(job_dir: Path, message: str, cfg: DictConfig) -> dict[str, Any]:
     """A job refused before it started. Its metrics.json says why, unless the directory already holds a
     job: that job's result stays whole, and the refusal goes to refused.json, where the sweep's summary
     reads it."""
-    metrics = {**identity(cfg), "status": "failed", "error": message, "error_type": "config"}
+    metrics = JobResult.failed(identity(cfg), message, "config").to_dict()
     write_json_atomic(job_dir / (REFUSED if read_fingerprint(job_dir) else METRICS), metrics)
     return metrics
 
@@ -79,6 +81,7 @@ def run_tracked(
     if plan.action == Action.continue_twin:
         try:
             with JobLock(plan.target):
+                weights.discard_damaged(plan.target)  # damaged weights: retrained from the start, not resumed
                 resumed = (plan.target / CHECKPOINTS / LAST).is_file()
                 write_link(job_dir, plan.target, "continued from its last checkpoint" if resumed else "rerun", fp)
                 log.info("continuing the unfinished twin in %s%s", plan.target, " from its last checkpoint" if resumed else "")
@@ -89,9 +92,11 @@ def run_tracked(
     if plan.action == Action.skip_running:
         write_link(job_dir, plan.target, "running in another process", fp)
         log.info("skipped: another process is running this config in %s", plan.target)
-        return {**identity(cfg), "status": "running", "error": f"running in another process in {plan.target}"}
+        return JobResult(status=Status.running.value, **identity(cfg),
+                         error=f"running in another process in {plan.target}").to_dict()
 
     with JobLock(job_dir):
+        weights.discard_damaged(job_dir)
         set_aside_failure(job_dir)
         write_json_atomic(job_dir / FINGERPRINT, {"fingerprint": fp, "config": config})
         return run(cfg, job_dir, extra_callbacks)

@@ -33,7 +33,9 @@ from typing import Any, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
-from moirai_ft.artifacts import CHECKPOINTS, LAST, LOGS, METRICS, write_json_atomic
+from moirai_ft import weights
+from moirai_ft.artifacts import CHECKPOINTS, LAST, LOGS, METRICS, read_json, write_json_atomic
+from moirai_ft.result import FINAL
 
 FINGERPRINT = "fingerprint.json"  # {"fingerprint": hex, "config": the resolved config it was taken from}
 LINK = "result_in.json"  # in a skipped/continued job's own directory: where its result lives
@@ -44,7 +46,7 @@ REFUSED = "refused.json"  # beside another config's job: why a job was refused t
 # settings that say how to run a sweep or where it reports, not what a job computes: left out of the fingerprint
 NOT_IN_FINGERPRINT = ("resume", "sweep_root", "logger")
 # a rerun would reproduce them: never retrained (pruned: stopped by the sweep's pruner, a result kept)
-FINAL_STATUSES = ("completed", "diverged", "pruned", "lr_find")  # lr_find: a range test's result
+FINAL_STATUSES = FINAL  # lr_find: a range test's result
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -62,19 +64,20 @@ def fingerprint(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
     return hashlib.sha256(text.encode()).hexdigest()[:16], container
 
 
+def _read_key(path: Path, key: str) -> Any | None:
+    """One key of a JSON object file; None when the file, the object or the key is missing."""
+    data = read_json(path)
+    return data.get(key) if isinstance(data, dict) else None
+
+
 def read_fingerprint(job_dir: Path) -> str | None:
-    try:
-        return str(json.loads((job_dir / FINGERPRINT).read_text())["fingerprint"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    value = _read_key(job_dir / FINGERPRINT, "fingerprint")
+    return str(value) if value is not None else None
 
 
 def read_status(job_dir: Path) -> str | None:
     """metrics.json's status; None when there is none or it cannot be read."""
-    try:
-        status = json.loads((job_dir / METRICS).read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
+    status = _read_key(job_dir / METRICS, "status")
     return str(status) if status is not None else None
 
 
@@ -162,7 +165,8 @@ def plan_job(fp: str, job_dir: Path, root: Path) -> Plan:
     twins = [d for d in job_dirs_below(root) if read_fingerprint(d) == fp]
     if read_fingerprint(job_dir) == fp and job_dir.resolve() not in {t.resolve() for t in twins}:
         twins.append(job_dir)  # a sweep dir outside sweep_root, rerun in place
-    done = [d for d in twins if read_status(d) in FINAL_STATUSES]
+    # a finished twin whose weights were damaged since is retrained, not skipped
+    done = [d for d in twins if read_status(d) in FINAL_STATUSES and weights.damage(d) is None]
     if done:
         return Plan(Action.skip_done, _newest(done, METRICS))
     others = [d for d in twins if d.resolve() != job_dir.resolve()]
@@ -188,11 +192,18 @@ def write_link(job_dir: Path, target: Path, reason: str, fp: str) -> None:
 
 def read_link(job_dir: Path) -> Path | None:
     """The directory a skipped/continued job's result lives in, or None."""
-    try:
-        rel = json.loads((Path(job_dir) / LINK).read_text())["result_in"]
-    except (OSError, ValueError, KeyError, TypeError):
+    rel = _read_key(Path(job_dir) / LINK, "result_in")
+    return (Path(job_dir) / str(rel)).resolve() if rel is not None else None
+
+
+def went_on(job_dir: Path) -> str | None:
+    """"continued" or "rerun" when the job's result_in.json says it trained on in its twin's directory
+    (from the twin's last checkpoint, or afresh), None for a skip."""
+    reason = _read_key(Path(job_dir) / LINK, "reason")
+    if reason is None:
         return None
-    return (Path(job_dir) / rel).resolve()
+    reason = str(reason)
+    return "continued" if reason.startswith("continued") else "rerun" if reason == "rerun" else None
 
 
 def set_aside_failure(target: Path) -> None:
@@ -214,6 +225,7 @@ class Outcome:
     status: str  # metrics.json's status; "running" (elsewhere); "missing" when there is no result
     error: str | None
     skipped: bool
+    continued: str | None = None  # "continued" (from the twin's last checkpoint) or "rerun" in the twin's directory
 
 
 def sweep_outcomes(sweep_dir: Path, since: float | None = None) -> list[Outcome]:
@@ -226,11 +238,13 @@ def sweep_outcomes(sweep_dir: Path, since: float | None = None) -> list[Outcome]
         linked = read_link(job_dir)
         result_dir = linked or job_dir
         refused = job_dir / REFUSED
-        try:
-            metrics = json.loads((refused if refused.exists() else result_dir / METRICS).read_text())
+        metrics = read_json(refused if refused.exists() else result_dir / METRICS)
+        if isinstance(metrics, dict):
             status, error = str(metrics.get("status")), metrics.get("error")
-        except (OSError, ValueError, AttributeError):
+        else:
             running = is_running(result_dir)
             status, error = ("running", None) if running else ("missing", "the job left no metrics.json")
-        outcomes.append(Outcome(job_dir, result_dir, status, error, skipped=linked is not None))
+        how = went_on(job_dir) if linked is not None else None
+        outcomes.append(Outcome(job_dir, result_dir, status, error, skipped=linked is not None and how is None,
+                                continued=how))
     return outcomes

@@ -12,6 +12,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from moirai_ft.artifacts import atomic_write
 from moirai_ft.model.lora import load_plain, save_plain
 from moirai_ft.train.finetuner import MoiraiFineTuner
 
@@ -22,6 +23,15 @@ def _current_lr(trainer: L.Trainer) -> float:
     if not trainer.optimizers:
         return float("nan")
     return float(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def check_position(trainer: L.Trainer) -> tuple[bool, int, int]:
+    """(pretraining, epoch, step) of a validation check. `trainer.validate` before any step is the
+    zero-shot check; after the fit (job.fit's closing check of the last steps) it belongs to the last epoch."""
+    if trainer.state.fn == "validate" and trainer.global_step == 0:
+        return True, -1, 0
+    epoch = trainer.current_epoch if trainer.state.fn == "fit" else max(trainer.current_epoch - 1, 0)
+    return False, epoch, trainer.global_step
 
 
 class History(L.Callback):
@@ -36,10 +46,10 @@ class History(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: MoiraiFineTuner) -> None:
         if trainer.sanity_checking:
             return
-        pretraining = trainer.state.fn == "validate"
+        pretraining, epoch, step = check_position(trainer)
         row = {
-            "epoch": -1 if pretraining else trainer.current_epoch,
-            "step": 0 if pretraining else trainer.global_step,
+            "epoch": epoch,
+            "step": step,
             "train_loss": float("nan") if pretraining else pl_module.pop_train_loss(),
             "val_loss": float(trainer.callback_metrics["val/loss"]),
             "lr": 0.0 if pretraining else _current_lr(trainer),
@@ -52,12 +62,10 @@ class History(L.Callback):
             self.write()
 
     def write(self) -> None:
-        tmp = self.path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
+        with atomic_write(self.path, newline="") as f:
             w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS + tuple(self.extra))
             w.writeheader()
             w.writerows(self.rows)
-        tmp.replace(self.path)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}
@@ -97,6 +105,7 @@ class BestWeights(L.Callback):
         self.best_value = math.inf  # the monitored value at the selected check
         self.zero_shot_value: float | None = None
         self.checks = 0  # validation checks seen, the zero-shot one included
+        self.last_step = -1  # optimizer step of the latest check (job.validate_last_steps reads it)
 
     @property
     def finetune_helped(self) -> bool:
@@ -109,16 +118,15 @@ class BestWeights(L.Callback):
         loss = trainer.strategy.broadcast(float(trainer.callback_metrics["val/loss"]), src=0)
         value = loss if self.monitor_key == "val/loss" else trainer.strategy.broadcast(
             float(trainer.callback_metrics.get(self.monitor_key, math.nan)), src=0)
-        pretraining = trainer.state.fn == "validate"
+        pretraining, epoch, step = check_position(trainer)
         if pretraining:
             self.zero_shot_val_loss, self.zero_shot_value = loss, value
         self.losses.append(loss)
         self.values.append(value)
         self.checks += 1
+        self.last_step = step
         window = self.values[-self.smoothing :]
         score = sum(window) / len(window)
-        epoch = -1 if pretraining else trainer.current_epoch
-        step = 0 if pretraining else trainer.global_step
         if pretraining or score < self.best_score - self.min_delta:
             self.best_score, self.best_val_loss, self.best_value = score, loss, value
             self.best_epoch, self.best_step, self.wait = epoch, step, 0
@@ -154,7 +162,7 @@ class BestWeights(L.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         keys = ("losses", "best_score", "best_val_loss", "best_epoch", "best_step", "wait", "stop_reason",
-                "zero_shot_val_loss", "values", "best_value", "zero_shot_value", "checks")
+                "zero_shot_val_loss", "values", "best_value", "zero_shot_value", "checks", "last_step")
         return {k: getattr(self, k) for k in keys}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
@@ -43,16 +44,27 @@ def build_callbacks(cfg: DictConfig, job_dir: Path) -> dict[str, L.Callback]:
         raise UserError(f"the callbacks group has no {', '.join(missing)}: the job reads its result from them; "
                         "keep them in conf/callbacks/<option>.yaml")
     args = job_args(cfg, job_dir)
-    return {name: instantiate(node, **args.get(name, {})) for name, node in group.items()}
+    return {name: _instantiate(node, **args.get(name, {})) for name, node in group.items()}
 
 
 def build_loggers(group: DictConfig | None, job_dir: Path, resume_step: int | None) -> dict[str, Logger]:
     """conf/logger's entries, by name. Every `_target_` there is a factory taking the job directory and
     `resume_step` (the optimizer step of the checkpoint a resumed fit continues from, None for a new fit)."""
     return {
-        name: instantiate(node, job_dir=Path(job_dir), resume_step=resume_step)
+        name: _instantiate(node, job_dir=Path(job_dir), resume_step=resume_step)
         for name, node in (group or {}).items()
     }
+
+
+def _instantiate(node: DictConfig, **kwargs: Any) -> Any:
+    """hydra.utils.instantiate, raising what the target raised: Hydra wraps it in an InstantiationException whose
+    first line names the target only (a UserError from a factory stays a one-line config error)."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        if e.__cause__ is None:
+            raise
+        raise e.__cause__ from None
 
 
 def check_loggers(group: DictConfig | None) -> None:

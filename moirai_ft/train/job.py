@@ -26,7 +26,8 @@ from moirai_ft.search.lr_find import run_lr_find
 from moirai_ft.config.schema import validate, warmup_step_count
 from moirai_ft.data.prepare import PreparedData, prepare
 from moirai_ft.train import distributed
-from moirai_ft.errors import UserError
+from moirai_ft.errors import UserError, first_line
+from moirai_ft.weights import CHECKSUM, best_dir, checksum
 from moirai_ft.evaluation.evaluate import evaluate_job, save_config, summary_line
 from moirai_ft.model.fast_path import SparseProgressBar
 from moirai_ft.train.from_config import build_callbacks, build_loggers, check_loggers
@@ -37,6 +38,7 @@ from moirai_ft.model.families import family_of
 from moirai_ft.model.load import apply_pattern, count_params, load_module
 from moirai_ft.model.lora import load_plain
 from moirai_ft.data.windows import IndexBatches, eval_batches, index_loader
+from moirai_ft.result import JobResult, Status
 
 log = logging.getLogger(__name__)
 # checkpoints/ holds best/ (written at the zero-shot check, before Lightning's checkpoint callback sets up)
@@ -86,6 +88,21 @@ class Fitted:
     callbacks: dict[str, L.Callback]
 
 
+def validate_last_steps(
+    trainer: L.Trainer, finetuner: MoiraiFineTuner, val_loader: Any, callbacks: dict[str, L.Callback]
+) -> None:
+    """A closing validation check when training ended after its last check: a val_check_interval longer
+    than the run, or one that does not divide it, would otherwise throw the last steps away (with no
+    check at all, the job's result would be the zero-shot model)."""
+    best = callbacks["best_weights"]
+    last_checked = best.last_step
+    stopped = best.stop_reason is not None or callbacks["divergence"].diverged or finetuner.diverged()
+    if trainer.global_step > last_checked and not stopped and not trainer.interrupted:
+        log.info("validating the last %d training steps (no check since step %d)",
+                 trainer.global_step - max(last_checked, 0), max(last_checked, 0))
+        trainer.validate(finetuner, val_loader, verbose=False)
+
+
 def fit(
     cfg: DictConfig, job_dir: Path, module: torch.nn.Module, data: PreparedData, rank: int, world: int,
     per_device: int, accumulate: int, steps_per_epoch: int, total_steps: int,
@@ -123,6 +140,7 @@ def fit(
         else:
             trainer.validate(finetuner, val_loader, verbose=False)  # the zero-shot model: history row epoch -1
             trainer.fit(finetuner, index_loader(order), val_loader)
+        validate_last_steps(trainer, finetuner, val_loader, callbacks)
     except torch.cuda.OutOfMemoryError:
         raise
     except Exception:
@@ -133,6 +151,142 @@ def fit(
             raise
         callbacks["divergence"].diverged = True
     return Fitted(trainer, finetuner, callbacks)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    steps_per_epoch: int  # optimizer steps, at the full per-device batch
+    total_steps: int  # of the whole run: the schedule's length
+
+
+def plan_steps(cfg: DictConfig, train_windows: int, per_device: int, rank: int, world: int) -> StepPlan:
+    """Optimizer steps per epoch and in the run; refuses a split smaller than one batch and a warmup longer
+    than the run. A smaller micro-batch after running out of memory keeps these (it accumulates)."""
+    steps_per_epoch = len(IndexBatches(train_windows, per_device, True, cfg.seed, cfg.steps_per_epoch, rank, world))
+    if steps_per_epoch == 0:
+        raise UserError(
+            f"the train split has {train_windows} windows, fewer than one batch of batch_size={cfg.batch_size}; "
+            "lower batch_size or data.window_stride"
+        )
+    total_steps = steps_per_epoch * cfg.epochs
+    if cfg.epochs > 0 and warmup_step_count(cfg.warmup_steps, total_steps) > total_steps:
+        raise UserError(
+            f"warmup_steps={cfg.warmup_steps} is longer than the whole run ({cfg.epochs} epochs x "
+            f"{steps_per_epoch} steps = {total_steps}); lower warmup_steps, give a fraction of the run "
+            "(warmup_steps=0.05) or raise epochs/steps_per_epoch"
+        )
+    return StepPlan(steps_per_epoch, total_steps)
+
+
+@dataclass
+class Attempts:
+    """How the fit finally ran: `accumulate` micro-batches per optimizer step, after running out of GPU
+    memory at each of `oom_micro_batches`."""
+
+    fitted: Fitted
+    accumulate: int
+    oom_micro_batches: list[int]
+
+
+def fit_within_memory(
+    cfg: DictConfig, job_dir: Path, module: torch.nn.Module, zero_shot: torch.nn.Module, data: PreparedData,
+    rank: int, world: int, per_device: int, plan: StepPlan, extra_callbacks: dict[str, L.Callback] | None,
+) -> Attempts:
+    """fit(); out of GPU memory, start again from the zero-shot weights with half the micro-batch and twice the
+    gradient accumulation, so the effective batch, the schedule and the data order stay those of the config."""
+    accumulate, oom_micro_batches = 1, []
+    while True:
+        try:
+            fitted = fit(cfg, job_dir, module, data, rank, world, per_device, accumulate, plan.steps_per_epoch,
+                         plan.total_steps, extra_callbacks)
+            return Attempts(fitted, accumulate, oom_micro_batches)
+        except torch.cuda.OutOfMemoryError:
+            micro = per_device // accumulate
+            oom_micro_batches.append(micro)
+            if micro // 2 < cfg.oom_min_batch_size or per_device % (accumulate * 2):
+                raise RuntimeError(
+                    f"out of GPU memory at a micro-batch of {micro} windows (floor oom_min_batch_size="
+                    f"{cfg.oom_min_batch_size}); use a smaller model, context_length or batch_size"
+                ) from None
+            log.warning("out of GPU memory at a micro-batch of %d: retrying with %d x %d", micro, micro // 2, accumulate * 2)
+            accumulate *= 2
+            fitted = None
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            load_plain(module, zero_shot.state_dict())  # from scratch: the failed attempt may have taken steps
+            for stale in (job_dir / CHECKPOINTS / LAST, job_dir / HISTORY):
+                stale.unlink(missing_ok=True)
+
+
+def stop_reason(cfg: DictConfig, callbacks: dict[str, L.Callback]) -> str:
+    """Why training ended: diverged, pruned (by the sweep's pruner), the selection callback's reason (early
+    stopping), no_training for a zero-shot baseline (epochs=0), else max_epochs."""
+    best: BestWeights = callbacks["best_weights"]
+    guard: DivergenceGuard = callbacks["divergence"]
+    if guard.diverged or best.stop_reason == "diverged":
+        return "diverged"
+    pruning = callbacks.get("pruning")
+    if pruning is not None and pruning.pruned_at is not None:
+        return "pruned"
+    if best.stop_reason:
+        return best.stop_reason
+    return "no_training" if cfg.epochs == 0 else "max_epochs"
+
+
+def training_result(
+    cfg: DictConfig, attempts: Attempts, plan: StepPlan, world: int, params: tuple[int, int], started: float,
+) -> JobResult:
+    """The job's record once training ended (moirai_ft/result.py says what each field means)."""
+    callbacks, trainer = attempts.fitted.callbacks, attempts.fitted.trainer
+    best: BestWeights = callbacks["best_weights"]
+    reason = stop_reason(cfg, callbacks)
+    status = {"diverged": Status.diverged, "pruned": Status.pruned}.get(reason, Status.completed)
+    outcome: dict[str, Any] = {}
+    if status == Status.diverged:
+        outcome["error"] = "training loss became NaN or infinite; the best weights before that are kept"
+    if status == Status.pruned:  # a result, not a failure: the best weights so far are the job's (search/prune.py)
+        outcome.update(pruned_at_check=callbacks["pruning"].pruned_at, pruned_reason=callbacks["pruning"].reason)
+    return JobResult(
+        status=status.value,
+        **identity(cfg),
+        family=family_of(cfg.model).name,
+        batch_size=cfg.batch_size,
+        world_size=world,
+        accumulate_grad_batches=attempts.accumulate,
+        oom_micro_batches=attempts.oom_micro_batches,
+        best_val_loss=best.best_val_loss,
+        best_epoch=best.best_epoch,
+        best_step=best.best_step,
+        epochs_run=round(trainer.global_step / plan.steps_per_epoch, 4),
+        steps_run=trainer.global_step,
+        stop_reason=reason,
+        zero_shot_val_loss=best.zero_shot_val_loss,
+        monitor=str(cfg.monitor),
+        best_monitored=best.best_value,
+        zero_shot_monitored=best.zero_shot_value,
+        finetune_helped=best.finetune_helped,
+        trainable_params=params[0],
+        total_params=params[1],
+        wall_s=round(time.time() - started, 3),
+        train_samples_per_s=callbacks["throughput"].samples_per_s,
+        **outcome,
+    )
+
+
+def evaluate(cfg: DictConfig, data: PreparedData, zero_shot: torch.nn.Module, job_dir: Path, best: BestWeights,
+             metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics with the test evaluation's fields (rank 0 alone: the evaluation has no collectives)."""
+    val_nll = (best.best_val_loss, best.zero_shot_val_loss)  # measured on the same validation windows
+    eval_cfg = cfg
+    if metrics["status"] == Status.pruned.value and cfg.prune.eval_max_windows is not None:  # a cheaper test
+        eval_cfg = copy.deepcopy(cfg)
+        with open_dict(eval_cfg):
+            eval_cfg.eval.max_windows = cfg.prune.eval_max_windows
+    # the selected model is read back from checkpoints/best, as re-evaluation reads it
+    metrics = {**metrics, **evaluate_job(eval_cfg, data, zero_shot, job_dir, val_nll)}
+    log.info(summary_line(metrics))
+    return JobResult.from_dict(metrics).to_dict()  # a field evaluate_job added must be declared in result.py
 
 
 def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callback] | None = None) -> dict[str, Any]:
@@ -152,117 +306,26 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     # the starting model, compared with the selected one on the test split (by rank 0, which alone evaluates)
     zero_shot = copy.deepcopy(module)  # on every rank: an out-of-memory restart starts again from it
     module = apply_pattern(module, cfg.pattern)  # the family's parameters per pattern (LoRA: adapters injected)
-    trainable, total = count_params(module)
-
-    # optimizer steps per epoch, at the full per-device batch (a smaller micro-batch after an OOM keeps them)
-    steps_per_epoch = len(IndexBatches(len(data.train), per_device, True, cfg.seed, cfg.steps_per_epoch, rank, world))
-    if steps_per_epoch == 0:
-        raise UserError(
-            f"the train split has {len(data.train)} windows, fewer than one batch of batch_size={cfg.batch_size}; "
-            "lower batch_size or data.window_stride"
-        )
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup_steps = warmup_step_count(cfg.warmup_steps, total_steps)
-    if cfg.epochs > 0 and warmup_steps > total_steps:
-        raise UserError(
-            f"warmup_steps={cfg.warmup_steps} is longer than the whole run ({cfg.epochs} epochs x "
-            f"{steps_per_epoch} steps = {total_steps}); lower warmup_steps, give a fraction of the run "
-            "(warmup_steps=0.05) or raise epochs/steps_per_epoch"
-        )
-    ckpt_dir = job_dir / CHECKPOINTS
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    params = count_params(module)
+    plan = plan_steps(cfg, len(data.train), per_device, rank, world)
+    (job_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     if rank == 0:
         data.save_normalization(job_dir / "normalization.json")
 
-    # out of GPU memory: start again with half the micro-batch and twice the gradient accumulation, so
-    # the effective batch, the schedule and the data order stay those of the config
-    accumulate, oom_micro_batches = 1, []
     # the job's trial in its sweep's Optuna study (prune=..., hydra/sweeper=optuna): rank 0 reports to it
     trial = job_trial(cfg, job_dir) if rank == 0 else None
     extra_callbacks = {**pruning_callbacks(cfg, trial), **(extra_callbacks or {})}
-    while True:
-        try:
-            fitted = fit(cfg, job_dir, module, data, rank, world, per_device, accumulate, steps_per_epoch,
-                         total_steps, extra_callbacks)
-            break
-        except torch.cuda.OutOfMemoryError:
-            micro = per_device // accumulate
-            oom_micro_batches.append(micro)
-            if micro // 2 < cfg.oom_min_batch_size or per_device % (accumulate * 2):
-                raise RuntimeError(
-                    f"out of GPU memory at a micro-batch of {micro} windows (floor oom_min_batch_size="
-                    f"{cfg.oom_min_batch_size}); use a smaller model, context_length or batch_size"
-                ) from None
-            log.warning("out of GPU memory at a micro-batch of %d: retrying with %d x %d", micro, micro // 2, accumulate * 2)
-            accumulate *= 2
-            fitted = None
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            load_plain(module, zero_shot.state_dict())  # from scratch: the failed attempt may have taken steps
-            for stale in (ckpt_dir / LAST, job_dir / HISTORY):
-                stale.unlink(missing_ok=True)
-    trainer, finetuner, callbacks = fitted.trainer, fitted.finetuner, fitted.callbacks
+    attempts = fit_within_memory(cfg, job_dir, module, zero_shot, data, rank, world, per_device, plan, extra_callbacks)
     distributed.collectives_finished()  # rank 0 waits on no other rank from here
-
-    best: BestWeights = callbacks["best_weights"]
-    guard: DivergenceGuard = callbacks["divergence"]
-    diverged = guard.diverged or best.stop_reason == "diverged"
-    pruning = callbacks.get("pruning")
-    pruned = not diverged and pruning is not None and pruning.pruned_at is not None
-    if diverged:
-        stop_reason = "diverged"
-    elif pruned:
-        stop_reason = "pruned"
-    elif best.stop_reason:
-        stop_reason = best.stop_reason
-    elif cfg.epochs == 0:
-        stop_reason = "no_training"  # a zero-shot baseline job
-    else:
-        stop_reason = "max_epochs"
-    best.restore_best(finetuner)
+    best: BestWeights = attempts.fitted.callbacks["best_weights"]
+    best.restore_best(attempts.fitted.finetuner)
     if not best.finetune_helped:
         log.warning("no validation check beat the zero-shot model: the job's result is the starting model")
-
-    metrics: dict[str, Any] = {
-        "status": "diverged" if diverged else "pruned" if pruned else "completed",
-        **identity(cfg),
-        "family": family_of(cfg.model).name,
-        "batch_size": cfg.batch_size,
-        "world_size": world,  # processes (devices) the global batch was split over
-        "accumulate_grad_batches": accumulate,  # > 1 after running out of GPU memory
-        "oom_micro_batches": oom_micro_batches,  # the per-device micro-batches that did not fit
-        "best_val_loss": best.best_val_loss,
-        "best_epoch": best.best_epoch,
-        "best_step": best.best_step,
-        "epochs_run": round(trainer.global_step / steps_per_epoch, 4),
-        "steps_run": trainer.global_step,
-        "stop_reason": stop_reason,
-        "zero_shot_val_loss": best.zero_shot_val_loss,
-        "monitor": str(cfg.monitor),  # what selected the best check, stopped early and is the objective
-        "best_monitored": best.best_value,
-        "zero_shot_monitored": best.zero_shot_value,
-        "finetune_helped": best.finetune_helped,
-        "trainable_params": trainable,
-        "total_params": total,
-        "wall_s": round(time.time() - started, 3),
-        "train_samples_per_s": callbacks["throughput"].samples_per_s,
-    }
-    if diverged:
-        metrics["error"] = "training loss became NaN or infinite; the best weights before that are kept"
-    if pruned:  # a result, not a failure: the best weights so far are the job's (moirai_ft/search/prune.py)
-        metrics.update(pruned_at_check=pruning.pruned_at, pruned_reason=pruning.reason)
+    metrics = training_result(cfg, attempts, plan, world, params, started).to_dict()
+    metrics[CHECKSUM] = checksum(best_dir(job_dir))  # later readers tell damaged weights (moirai_ft/weights.py)
     if rank == 0:  # test evaluation has no collectives: one rank does it and writes its files
-        val_nll = (best.best_val_loss, best.zero_shot_val_loss)  # measured on the same validation windows
-        # the selected model is read back from checkpoints/best, as re-evaluation reads it
-        eval_cfg = cfg
-        if pruned and cfg.prune.eval_max_windows is not None:  # a cheaper test for a pruned job
-            eval_cfg = copy.deepcopy(cfg)
-            with open_dict(eval_cfg):
-                eval_cfg.eval.max_windows = cfg.prune.eval_max_windows
-        metrics.update(evaluate_job(eval_cfg, data, zero_shot, job_dir, val_nll))
-        log.info(summary_line(metrics))
-        log_job_result(fitted.trainer.loggers, metrics, job_dir)  # the trackers' test metrics and plots
+        metrics = evaluate(cfg, data, zero_shot, job_dir, best, metrics)
+        log_job_result(attempts.fitted.trainer.loggers, metrics, job_dir)  # the trackers' test metrics and plots
         finish_trial(trial, metrics["status"], objective(metrics))
     return metrics
 
@@ -277,22 +340,21 @@ def run(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callback] |
     rank = distributed.global_rank()  # only rank 0 of a multi-device job writes files
 
     def record_stuck(message: str) -> None:  # another rank died and left rank 0 waiting in a collective
-        failed = {**base, "status": "failed", "error": message, "error_type": "runtime"}
-        write_json_atomic(job_dir / METRICS, {**failed, "wall_s": round(time.time() - started, 3)})
+        failed = JobResult.failed(base, message, "runtime", wall_s=round(time.time() - started, 3))
+        write_json_atomic(job_dir / METRICS, failed.to_dict())
 
     try:
         with distributed.job_processes(cfg, job_dir, on_stuck=record_stuck):
             # lr_find=true: the lr range test instead of a training (moirai_ft/search/lr_find.py)
             metrics = run_lr_find(cfg, job_dir) if cfg.lr_find else run_job(cfg, job_dir, extra_callbacks)
     except UserError as e:
-        metrics = {**base, "status": "failed", "error": str(e), "error_type": "config"}
+        metrics = JobResult.failed(base, str(e), "config").to_dict()
     except Exception as e:  # noqa: BLE001 - any crash becomes a recorded failure
         if rank == 0:
             (job_dir / "error.log").write_text(traceback.format_exc())
         else:
             traceback.print_exc()  # rank 0 records the job; this rank's trace goes to its own output
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        metrics = {**base, "status": "failed", "error": f"{type(e).__name__}: {first}", "error_type": "runtime"}
+        metrics = JobResult.failed(base, f"{type(e).__name__}: {first_line(e)}", "runtime").to_dict()
     metrics.setdefault("wall_s", round(time.time() - started, 3))
     if rank == 0:
         write_json_atomic(job_dir / METRICS, metrics)

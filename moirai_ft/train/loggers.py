@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from moirai_ft.artifacts import LOGS
+from moirai_ft.artifacts import LOGS, atomic_write
 from moirai_ft.model.compat import ExperimentWriter, rank_zero_experiment
 
 
@@ -33,12 +33,10 @@ def keep_rows_before(path: Path, step: int) -> None:
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
         fields, rows = reader.fieldnames or [], [r for r in reader if int(r["step"]) < step]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_write(path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    tmp.replace(path)
 
 
 class _AppendingWriter(ExperimentWriter):
