@@ -12,12 +12,11 @@ Torch-free, so analyze.py can use it.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-from moirai_ft.artifacts import BEST, CHECKPOINTS, HISTORY, METRICS
+from moirai_ft.artifacts import BEST, CHECKPOINTS, HISTORY, METRICS, read_metrics
 from moirai_ft.errors import UserError
 
 CHECKSUM = "best_checksum"  # metrics.json key
@@ -44,11 +43,8 @@ def checksum(directory: Path) -> str | None:
 
 
 def _recorded(job_dir: Path) -> str | None:
-    try:
-        metrics = json.loads((Path(job_dir) / METRICS).read_text())
-    except (OSError, ValueError):
-        return None
-    value = metrics.get(CHECKSUM) if isinstance(metrics, dict) else None
+    metrics = read_metrics(job_dir)
+    value = metrics.get(CHECKSUM) if metrics is not None else None
     return str(value) if value else None
 
 

@@ -123,6 +123,12 @@ def check_covariates_fit(spec: WindowSpec, targets: int, known: int, past: int, 
             f"{variates} variates in one sample exceed the model's max_dim {model_cfg.max_dim}; "
             "name fewer covariates or use data.mode=S"
         )
+    family = family_of(model_cfg)
+    if (known or past) and not family.supports_covariates:
+        raise UserError(
+            f"{family.title} is not trained with covariates here; use a Moirai 1.x model or leave "
+            "data.known_covariates and data.past_covariates empty"
+        )
     family.preflight(spec, variates, model_cfg)  # the family's own limits
 
 

@@ -38,6 +38,8 @@ class ModelFamily(ABC):
 
     name: ClassVar[str]  # metrics.json `family`
     title: ClassVar[str]  # for messages: "Moirai 2.0"
+    # trains and forecasts with known/past covariates (data roles, moirai_ft/data/covariate_windows.py)
+    supports_covariates: ClassVar[bool] = False
     module_class: ClassVar[type[nn.Module]]
     head: ClassVar[tuple[str, ...]]  # parameter-name prefixes of the output head (pattern=head_only)
     config_keys: ClassVar[frozenset[str]]  # config.json keys that together mark this family's save_pretrained

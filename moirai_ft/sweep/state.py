@@ -199,10 +199,10 @@ def read_link(job_dir: Path) -> Path | None:
 def went_on(job_dir: Path) -> str | None:
     """"continued" or "rerun" when the job's result_in.json says it trained on in its twin's directory
     (from the twin's last checkpoint, or afresh), None for a skip."""
-    try:
-        reason = str(json.loads((Path(job_dir) / LINK).read_text())["reason"])
-    except (OSError, ValueError, KeyError, TypeError):
+    reason = _read_key(Path(job_dir) / LINK, "reason")
+    if reason is None:
         return None
+    reason = str(reason)
     return "continued" if reason.startswith("continued") else "rerun" if reason == "rerun" else None
 
 

@@ -64,6 +64,7 @@ def horizon_distribution(module: MoiraiModule, batch: Batch, tokens: Int[Tensor,
 class Moirai1(ModelFamily):
     name = "moirai1"
     title = "Moirai 1.x"
+    supports_covariates = True  # CovariateWindows: MoiraiForecast's own layout of feat_dynamic_real
     module_class = MoiraiModule
     head = ("param_proj",)  # the distribution head
     config_keys = frozenset({"distr_output", "patch_sizes", "max_seq_len"})  # and no d_ff (MoE has one)
