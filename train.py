@@ -68,7 +68,8 @@ if __name__ == "__main__":
     # (moirai_ft/sweep/hydra_callbacks.py) writes the sweep's exit status into the file named here
     with tempfile.TemporaryDirectory(prefix="moirai_ft_sweep_") as tmp:
         status_file = Path(tmp) / "sweep_status.json"
-        sys.argv.append(f"hydra.callbacks.sweep_status.status_file={status_file}")
+        # first among the overrides: argparse takes no positional argument after an option (`--cfg job`)
+        sys.argv.insert(1, f"hydra.callbacks.sweep_status.status_file={status_file}")
         main()
         code = exit_code(status_file)
     sys.exit(code)

@@ -79,8 +79,9 @@ def test_a_part_past_its_cap_is_ended_and_the_run_goes_on_with_what_it_left(tmp_
         c.run(["bash", "-c", f"sleep 300 & echo $! > {pidfile}; wait"])
         return {"never": True}
 
-    part = device_check.Part("environment", 2, 2, sleepy)  # a real part's slot, with a cap of 2 s
-    device_check.run_part(check, part, later_caps=0)
+    part = device_check.Part("environment", 2, 2, sleepy)  # a real part's slot
+    # the later parts hold all but MIN_PART_S of the budget: this part's cap is the shortest one a part gets
+    device_check.run_part(check, part, later_caps=check.left() - device_check.MIN_PART_S - 1)
     stored = json.loads((tmp_path / "device_check.json").read_text())["parts"]["environment"]
     assert stored["status"] == "timed_out" and "never" not in stored["figures"]
     assert not _running(int(pidfile.read_text()))  # the grandchild was ended with its parent
