@@ -6,6 +6,7 @@ loss, the value a sweeper minimises.
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import warnings
@@ -24,7 +25,7 @@ from omegaconf import DictConfig
 import moirai_ft.config.schema  # noqa: F401  (registers the group schemas before composing)
 from moirai_ft.config.precheck import check_command_line
 from moirai_ft.errors import UserError
-from moirai_ft.sweep.hydra_callbacks import exit_code
+from moirai_ft.sweep.hydra_callbacks import STATUS_FILE_ENV, exit_code
 # torch-free at import; referenced in main, so a launcher's job process imports it (and naming.py's
 # hydra.sweep.subdir resolver) before Hydra resolves the job's directory
 from moirai_ft.sweep.runner import run_tracked
@@ -68,8 +69,9 @@ if __name__ == "__main__":
     # (moirai_ft/sweep/hydra_callbacks.py) writes the sweep's exit status into the file named here
     with tempfile.TemporaryDirectory(prefix="moirai_ft_sweep_") as tmp:
         status_file = Path(tmp) / "sweep_status.json"
-        # first among the overrides: argparse takes no positional argument after an option (`--cfg job`)
-        sys.argv.insert(1, f"hydra.callbacks.sweep_status.status_file={status_file}")
+        # named in the environment, not as an override: conf/train.yaml reads it with oc.env, and the
+        # command line (whose overrides must stay together for Hydra's argparse) stays the user's own
+        os.environ[STATUS_FILE_ENV] = str(status_file)
         main()
         code = exit_code(status_file)
     sys.exit(code)

@@ -1,7 +1,7 @@
 """Every speed claim of the project, measured in ONE prepared run of at most 9 minutes on the GPU machine.
 
     bash bench/device_check.sh --out $OUT            # on the GPU machine (BENCHMARKS.md gives the device call)
-    bash bench/device_check.sh --dry-run --out DIR   # on a CPU: every part at smoke scale (tests/test_device_check.py)
+    bash bench/device_check.sh --dry-run --out DIR   # on a CPU: every part at smoke scale (tests/bench/test_device_check.py)
 
 The parts, in order of what matters most if the run is cut short (PARTS below holds each one's time cap):
 install the carried wheels (.whl/), print the GPU and versions, uni2ts against moirai-ft side by side
@@ -439,7 +439,7 @@ def part_concurrent(c: Check) -> dict[str, Any]:
 
 
 def part_pytest_gpu(c: Check) -> dict[str, Any]:
-    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")
+    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py")
                    if "mark.gpu" in p.read_text())  # collecting only these keeps the part short
     if not files:
         raise Skipped("no test is marked gpu", {"files": []})

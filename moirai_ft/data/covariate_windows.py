@@ -11,7 +11,7 @@ asked at prediction time:
 each block variate by variate; covariates have prediction_mask 0, so the loss (PackedNLLLoss counts
 prediction_mask & observed_mask tokens) scores the targets' horizon only; time ids follow the forecast
 class (context patches numbered from the first one a target is observed in, the horizon after them).
-tests/test_covariates.py checks every field against the forecast class's own conversion.
+tests/data/test_covariates.py checks every field against the forecast class's own conversion.
 
 Mode S: one sample per (target, forecast start), each carrying every covariate; mode M: one sample per
 forecast start holding every target and every covariate.

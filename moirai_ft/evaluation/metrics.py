@@ -9,7 +9,7 @@ observed target of every window (gluonts's `axis=None`):
   left out), m from the data's frequency (`gluonts.time_feature.get_seasonality`);
 - WQL: mean over levels 0.1..0.9 of sum(quantile loss) / sum(|y|), gluonts's
   `MeanWeightedSumQuantileLoss`, the CRPS approximation Moirai's paper reports as CRPS.
-Missing targets (NaN) are excluded from every sum and mean. tests/test_metrics.py checks these
+Missing targets (NaN) are excluded from every sum and mean. tests/evaluation/test_metrics.py checks these
 functions against gluonts's own `evaluate_forecasts` on the same arrays.
 """
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -138,3 +138,16 @@ class ModelFamily(ABC):
     def check_compile(self, compile_mode: CompileMode | str) -> None:
         if CompileMode(getattr(compile_mode, "value", compile_mode)) != CompileMode.off:
             raise UserError(f"hardware.compile is implemented for Moirai 1.x only; set hardware.compile=off for {self.title}")
+
+
+def encoder_kwargs(model_cfg: DictConfig) -> dict[str, Any]:
+    """The transformer's size and dropout, named as every uni2ts Moirai module takes them; scaling on, as in
+    every released checkpoint. Each family adds its own head and patching arguments."""
+    return dict(
+        d_model=model_cfg.d_model,
+        num_layers=model_cfg.num_layers,
+        max_seq_len=model_cfg.max_seq_len,
+        attn_dropout_p=model_cfg.attn_dropout_p,
+        dropout_p=model_cfg.dropout_p,
+        scaling=True,
+    )

@@ -16,7 +16,7 @@ goes to launching kernels and to the host waiting for the GPU. What is here remo
   reduce-overhead mode, CUDA graphs (train batches all have one shape, so one graph serves the run);
 - a progress bar that reads the loss back once per refresh, not every step (`SparseProgressBar`).
 
-Each piece is checked against uni2ts's own result in tests/test_precision.py and tests/test_host_sync.py.
+Each piece is checked against uni2ts's own result in tests/model/test_precision.py and tests/model/test_host_sync.py.
 """
 
 from __future__ import annotations

@@ -73,6 +73,10 @@ class SweepStatus(Callback):
             write_json_atomic(path, status)
 
 
+# the variable conf/train.yaml's sweep_status callback reads its status_file from (train.py sets it)
+STATUS_FILE_ENV = "MOIRAI_FT_SWEEP_STATUS_FILE"
+
+
 def exit_code(status_file: Path) -> int:
     """The exit status a sweep's status file asks for; 0 when there is none (a single run: train.py's
     own exit covers it)."""

@@ -40,7 +40,7 @@ from uni2ts.model.moirai_moe import MoiraiMoEForecast, MoiraiMoEModule
 from moirai_ft.data.windows import Batch, Windows, WindowSpec
 from moirai_ft.evaluation.metrics import sample_quantiles
 from moirai_ft.model.families.decoder import CONVERTED, ahead, convert, forecast_inputs, same_series_ahead
-from moirai_ft.model.family import ModelFamily
+from moirai_ft.model.family import ModelFamily, encoder_kwargs
 from moirai_ft.model.fast_path import distribution_validation
 
 
@@ -82,14 +82,9 @@ class MoiraiMoE(ModelFamily):
     def random_module(self, model_cfg: DictConfig) -> MoiraiMoEModule:
         module = MoiraiMoEModule(
             distr_output=_mixture(),
-            d_model=model_cfg.d_model,
             d_ff=model_cfg.d_ff,
-            num_layers=model_cfg.num_layers,
             patch_sizes=tuple(model_cfg.patch_sizes),
-            max_seq_len=model_cfg.max_seq_len,
-            attn_dropout_p=model_cfg.attn_dropout_p,
-            dropout_p=model_cfg.dropout_p,
-            scaling=True,
+            **encoder_kwargs(model_cfg),
         )
         # the experts' routing centroids are an uninitialised buffer (torch.empty) in uni2ts, filled only by
         # a checkpoint: draw them from the seeded generator, so a random model is reproducible and finite

@@ -26,7 +26,7 @@ from moirai_ft.config.schema import CompileMode
 from moirai_ft.data.windows import Batch, Windows
 from moirai_ft.evaluation.metrics import sample_quantiles
 from moirai_ft.model.compat import forward_parts
-from moirai_ft.model.family import ModelFamily
+from moirai_ft.model.family import ModelFamily, encoder_kwargs
 from moirai_ft.model.fast_path import compile_forward, distribution_validation
 
 MODEL_FIELDS = ("target", "observed_mask", "sample_id", "time_id", "variate_id", "prediction_mask", "patch_size")
@@ -79,13 +79,8 @@ class Moirai1(ModelFamily):
             distr_output=MixtureOutput(
                 [StudentTOutput(), NormalFixedScaleOutput(), NegativeBinomialOutput(), LogNormalOutput()]
             ),
-            d_model=model_cfg.d_model,
-            num_layers=model_cfg.num_layers,
             patch_sizes=tuple(model_cfg.patch_sizes),
-            max_seq_len=model_cfg.max_seq_len,
-            attn_dropout_p=model_cfg.attn_dropout_p,
-            dropout_p=model_cfg.dropout_p,
-            scaling=True,
+            **encoder_kwargs(model_cfg),
         )
 
     def nll(self, pred: Distribution, batch: Batch) -> Tensor:

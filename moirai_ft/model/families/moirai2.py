@@ -30,7 +30,7 @@ from moirai_ft.data.windows import Batch, Windows, WindowSpec
 from moirai_ft.errors import UserError
 from moirai_ft.evaluation.metrics import QUANTILE_LEVELS
 from moirai_ft.model.families.decoder import CONVERTED, ahead, convert, forecast_inputs, same_series_ahead
-from moirai_ft.model.family import ModelFamily
+from moirai_ft.model.family import ModelFamily, encoder_kwargs
 
 
 def forecaster(module: Moirai2Module, spec: WindowSpec, num_variates: int) -> Moirai2Forecast:
@@ -65,16 +65,11 @@ class Moirai2(ModelFamily):
 
     def random_module(self, model_cfg: DictConfig) -> Moirai2Module:
         return Moirai2Module(
-            d_model=model_cfg.d_model,
             d_ff=model_cfg.d_ff,
-            num_layers=model_cfg.num_layers,
             patch_size=model_cfg.patch_sizes[0],
-            max_seq_len=model_cfg.max_seq_len,
-            attn_dropout_p=model_cfg.attn_dropout_p,
-            dropout_p=model_cfg.dropout_p,
-            scaling=True,
             num_predict_token=model_cfg.num_predict_token,
             quantile_levels=QUANTILE_LEVELS,
+            **encoder_kwargs(model_cfg),
         )
 
     def preflight(self, spec: WindowSpec, num_variates: int, model_cfg: DictConfig) -> None:

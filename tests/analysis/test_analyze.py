@@ -32,7 +32,7 @@ class Cli:
 
 
 def analyze_cli(capsys, path: Path, out: Path, *extra: str) -> Cli:
-    """analyze.py's main in this process (tests/test_sweep.py runs it as a subprocess)."""
+    """analyze.py's main in this process (tests/sweep/test_sweep.py runs it as a subprocess)."""
     spec = importlib.util.spec_from_file_location("analyze_cli", ROOT / "analyze.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

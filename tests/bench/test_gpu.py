@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 
 def test_a_bf16_gpu_step_makes_the_host_wait_zero_times(tmp_path):
-    """tests/test_host_sync.py counts on the CPU; here torch's own CUDA sync detector also watches the step,
+    """tests/model/test_host_sync.py counts on the CPU; here torch's own CUDA sync detector also watches the step,
     and sees the blocking device-to-host copies a CPU count cannot."""
     cfg = compose_cfg(["hardware=gpu", "steps_per_epoch=8"])
     counter = CountStepSyncs(first=3, steps=3)  # past the optimizer's first step and the allocator's growth

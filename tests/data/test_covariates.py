@@ -216,7 +216,7 @@ def test_bad_role_through_train_py_exits_2_with_one_line(tmp_path: Path) -> None
 
 @pytest.mark.slow  # three train.py processes: a clean run, a killed one, its resumption
 def test_sigkill_then_resume_with_covariates(tmp_path: Path) -> None:
-    from test_reliability import RESUMABLE, assert_same_result
+    from tests.train.test_reliability import RESUMABLE, assert_same_result
 
     # every role in each sample; a small evaluation: three models score the test windows
     args = [*RESUMABLE, *BUILDING, "data.mode=M", "eval.num_samples=20", "eval.plot_windows=0"]

@@ -31,7 +31,7 @@ def test_benchmark_smoke_mode_runs_both_paths_and_writes_every_figure(tmp_path):
         assert r["extra"]["host_ops_per_step"] > 0 and "Name" in r["extra"]["top_ops"]  # --profile
     # the same model on both paths: one parameter count, one sample length
     assert len({(r["extra"]["params"], r["extra"]["tokens_per_sample"]) for r in runs}) == 1
-    # uni2ts's step reads device values back; ours does not (tests/test_host_sync.py holds it at 0)
+    # uni2ts's step reads device values back; ours does not (tests/model/test_host_sync.py holds it at 0)
     assert min(r["host_syncs_per_step"] for r in theirs) > 0
     assert max(r["host_syncs_per_step"] for r in ours) == 0
     (summary,) = result["summary"]

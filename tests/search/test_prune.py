@@ -11,7 +11,7 @@ import pytest
 
 from conftest import TINY, run_train
 from moirai_ft.search.prune import WORSE_THAN_ZERO_SHOT, Pruning
-from test_monitor import select
+from tests.search.test_monitor import select
 
 EVAL_TINY = ["eval.num_samples=4", "eval.plot_windows=0"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}

@@ -1,7 +1,7 @@
 """The fast path keeps Moirai's mathematics: fp32 results equal uni2ts's own to float noise, and a short
 bf16-mixed run reaches the fp32 run's validation loss within 1%.
 
-(The same-batch loss through uni2ts's MoiraiFinetune vs moirai-ft's path is tests/test_parity_uni2ts.py.)
+(The same-batch loss through uni2ts's MoiraiFinetune vs moirai-ft's path is tests/model/test_parity_uni2ts.py.)
 """
 
 from __future__ import annotations

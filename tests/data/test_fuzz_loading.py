@@ -8,7 +8,7 @@ The promise under test: the result is a valid table, or a UserError with a one-l
 exception is a bug.
 
 In the suite: the "suite" profile, a fixed number of examples drawn from a fixed seed (derandomize).
-A longer run (README, Testing):  HYPOTHESIS_PROFILE=long python -m pytest -q tests/test_fuzz_loading.py
+A longer run (README, Testing):  HYPOTHESIS_PROFILE=long python -m pytest -q tests/data/test_fuzz_loading.py
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ def test_hardware_options_build_a_trainer(tmp_path: Path) -> None:
         if cfg.hardware.accelerator == "gpu" and not torch.cuda.is_available():
             continue  # composes (above); a Trainer on a GPU needs one
         if name == "ddp":
-            continue  # covered by tests/test_ddp.py with real processes
+            continue  # covered by tests/train/test_ddp.py with real processes
         trainer = build_trainer(cfg, tmp_path, {}, steps_per_epoch=4)
         assert trainer.max_epochs == cfg.epochs
 
