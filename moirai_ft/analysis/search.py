@@ -12,7 +12,7 @@ import pandas as pd
 from moirai_ft.analysis.jobs import Job, State, lr_find_note
 
 SEED_KEYS = ("seed",)  # what differs between repeats of one configuration (eval.seed follows seed)
-NOT_CONFIG = ("resume", "sweep_root", "prune")  # how a job ran, not what it trained
+NOT_CONFIG = ("resume", "sweep_root", "prune", "plan", "budget")  # how a job ran, not what it trained
 
 
 def _config_key(job: Job) -> str | None:
