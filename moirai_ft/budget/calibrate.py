@@ -26,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from moirai_ft.data.prepare import PreparedData
 from moirai_ft.data.windows import eval_batches
-from moirai_ft.evaluation.evaluate import evaluate_models, evaluating_on, eval_device, forecast_quantiles
+from moirai_ft.evaluation.evaluate import evaluate_models
+from moirai_ft.evaluation.forecast import eval_device, evaluating_on, forecast_quantiles
 from moirai_ft.model.load import apply_pattern, load_module
 from moirai_ft.search.monitor import MONITORS
 from moirai_ft.train import distributed

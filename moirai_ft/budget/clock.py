@@ -25,9 +25,11 @@ from omegaconf import DictConfig
 from moirai_ft.artifacts import METRICS, identity, read_json, write_json_atomic
 from moirai_ft.budget.duration import format_duration, parse_duration
 from moirai_ft.result import JobResult, Status
-from moirai_ft.sweep.state import FINGERPRINT, JobLock, read_fingerprint, set_aside_failure, write_link
+from moirai_ft.sweep.state import FINGERPRINT, JobLock, read_fingerprint, set_aside_failure, sweep_outcomes, write_link
 
-BUDGET = "budget.json"  # {"budget", "budget_s", "started", "ended", "left_out": [trials an optuna sweep left out]}
+# {"budget", "budget_s", "started", "ended", "left_out": [trials an optuna sweep left out],
+#  "not_started": [the grid's jobs left out, when the sweep ended]}
+BUDGET = "budget.json"
 PLAN = "plan.json"  # the plan train.py printed (plan.SweepPlan.to_dict())
 SPENT = "budget_spent"  # present once a job was left out: every job after it in the sweep is left out too
 PLAN_FILE_ENV = "MOIRAI_FT_PLAN_FILE"  # train.py's plan, for BudgetClock to copy into the sweep directory
@@ -58,10 +60,12 @@ class BudgetClock(Callback):
                                                "started": process_started(), "ended": None, "left_out": []})
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        path = Path(config.hydra.sweep.dir) / BUDGET
-        record = read_json(path)
-        if isinstance(record, dict):
-            write_json_atomic(path, {**record, "ended": time.time()})
+        sweep_dir = Path(config.hydra.sweep.dir)
+        record = read_budget(sweep_dir)
+        if record is not None:  # what it left out stays on record after a larger budget trained them
+            left_out = [o.job_dir.name for o in sweep_outcomes(sweep_dir, float(record["started"]))
+                        if o.status == NOT_STARTED]
+            write_json_atomic(sweep_dir / BUDGET, {**record, "ended": time.time(), "not_started": left_out})
 
 
 def sweep_dir_of(job_dir: Path) -> Path:
@@ -140,7 +144,7 @@ def budget_summary(sweep_dir: Path, not_started: list[str]) -> str | None:
     trials = [str(t.get("overrides")) for t in record.get("left_out") or []]
     lines = [f"budget={record['budget']}: spent {format_duration(spent)} of {format_duration(record['budget_s'])}"
              + (f"; {len(not_started) + len(trials)} left out ({NOT_STARTED})" if not_started or trials else "")]
-    lines += [f"  {NOT_STARTED.upper()} {name}" for name in not_started + trials]
+    lines += [f"  {NOT_STARTED} {name}" for name in not_started + trials]
     if not_started or trials:
         lines.append("  the same command with a larger budget= continues with them (finished jobs are skipped)")
     return "\n".join(lines)

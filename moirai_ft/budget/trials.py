@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from moirai_ft.budget import clock
 from moirai_ft.budget.expand import Planned
@@ -21,6 +21,8 @@ class TrialGate:
 
     def estimate(self, overrides: Sequence[str]) -> float | None:
         cfg = self.loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(cfg):  # the job's own config: hydra's node needs a job's runtime to resolve
+            del cfg["hydra"]
         plan = plan_job(Planned(0, list(overrides), "", cfg), self.sweep_dir.parent)
         return None if plan.error is not None else plan.estimate_s + self.startup_s
 
