@@ -76,7 +76,7 @@ class MoEModelSchema(ModelSchema):
 
     family: str = "moe"
     d_ff: int = 512
-    patch_sizes: tuple[int, ...] = (8, 16, 32, 64, 128)
+    patch_sizes: tuple[int, ...] = (16,)  # the released moe_small / moe_base checkpoints' config.json
     patch_size: int = 16
 
 
