@@ -108,6 +108,7 @@ def _calibration_config(cfg: DictConfig, per_device: int) -> DictConfig:
         ccfg.val_max_windows, ccfg.patience, ccfg.warmup_steps = per_device, 10**6, 0
         ccfg.prune.name, ccfg.prune.zero_shot_checks = "none", None
         ccfg.hardware.devices, ccfg.hardware.strategy = 1, "auto"
+        ccfg.hardware.progress_bar_refresh = 0  # the calibration is not the user's fit to watch
         ccfg.eval.max_windows = cfg.eval.batch_size  # one test batch, of the job's size
         for name in [n for n, node in ccfg.logger.items() if any(t in str(node.get("_target_")) for t in TRACKERS)]:
             del ccfg.logger[name]
