@@ -52,7 +52,9 @@ from moirai_ft.model.families.moirai1 import horizon_distribution, horizon_token
 from moirai_ft.model.family import PROGRESS_MIN_BATCHES  # noqa: F401  (re-exported)
 from moirai_ft.evaluation.plot import Panel, plot_forecasts
 from moirai_ft.evaluation.bootstrap import item_parts, relative_improvement_interval
-from moirai_ft.evaluation.metrics import forecast_metrics, rel_improvement, seasonal_errors, seasonality
+from moirai_ft.evaluation.coverage import band_coverages
+from moirai_ft.evaluation.metrics import QUANTILE_LEVELS, forecast_metrics, rel_improvement, seasonal_errors, seasonality
+from moirai_ft.evaluation import planning
 from moirai_ft.model.load import load_module
 from moirai_ft.data.windows import Windows, eval_batches
 
@@ -150,7 +152,17 @@ def model_metrics(
         "rmse": orig["rmse"],
         "mase": orig["mase"],
         "wql": orig["wql"],
+        # gluonts's Coverage of the central bands (moirai_ft/evaluation/coverage.py): not a loss, no rel_improvement
+        **band_coverages(data.table.values[rows, cols], q_orig, QUANTILE_LEVELS),
     }
+
+
+def split_scorer(data: PreparedData, items: EvalItems, pred: int) -> planning.Scorer:
+    """The normalised targets of these items and model_metrics on them (seasonal errors over each item's past)."""
+    rows = items.starts[:, None] + np.arange(pred)
+    seasonal = seasonal_errors(data.table.values, items.columns, items.starts, seasonality(data.table.freq))
+    return planning.Scorer(data.normalized[rows, items.columns[:, None]],
+                           lambda q: model_metrics(q, items, data, seasonal))
 
 
 def improvement_intervals(
@@ -252,6 +264,23 @@ def evaluate_models(
                 **model_metrics(quantiles[label], items, data, seasonal),
                 "val_nll": float(nll) if nll is not None else validation_nll(module, data.val, val_batches),
             }
+    planned: dict[str, Any] = {}
+    if planning.wanted(cfg):  # blend=true, calibrate=conformal: both models forecast the validation windows too
+        val_ids = torch.cat(val_batches)
+        val_q = {}
+        for label, module in (("zero-shot", zero_shot), ("fine-tuned", selected)):
+            with evaluating_on(module, device):
+                val_q[label] = forecast_quantiles(module, data.val, val_batches, cfg.eval.num_samples, cfg.eval.seed,
+                                                  desc=f"validation {label}")
+        pred = quantiles["zero-shot"].shape[-1]
+
+        def intervals(candidate: np.ndarray, baseline: np.ndarray) -> dict[str, list[float] | None]:
+            pair = {"fine-tuned": candidate, "zero-shot": baseline}  # improvement_intervals's roles
+            return improvement_intervals(pair, items, data, seasonal, len(ids), cfg.eval.seed)
+
+        planned = planning.plan_forecasts(
+            cfg, split_scorer(data, eval_items(data.val, val_ids), pred), split_scorer(data, items, pred), val_q,
+            quantiles, results, intervals, job_dir)
     without: dict[str, Any] = {}
     if data.test.has_covariates:  # a third row: did the covariates help the fine-tuned model?
         with evaluating_on(selected, device):
@@ -267,6 +296,7 @@ def evaluate_models(
         "rel_improvement": rel_improvement(results["fine-tuned"], results["zero-shot"]),
         # 95% paired bootstrap interval of each rel_improvement, over test windows (seed eval.seed)
         "rel_improvement_ci": improvement_intervals(quantiles, items, data, seasonal, len(ids), cfg.eval.seed),
+        **planned,
         **without,
         "test_eval": {
             "windows": len(ids),
