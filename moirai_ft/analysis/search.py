@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # report.py imports this module
 
 LR_FIND = "lr_find"  # metrics.json status of an lr range test (moirai_ft/search/lr_find.py)
 SEED_KEYS = ("seed",)  # what differs between repeats of one configuration (eval.seed follows seed)
-NOT_CONFIG = ("resume", "sweep_root", "prune")  # how a job ran, not what it trained
+NOT_CONFIG = ("resume", "sweep_root", "prune", "plan", "budget")  # how a job ran, not what it trained
 
 
 def lr_find_note(metrics: dict[str, Any]) -> str:
