@@ -21,14 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from jaxtyping import Float
 from omegaconf import DictConfig, OmegaConf
 
+from moirai_ft.data.prepare import PreparedData
 from moirai_ft.evaluation import calibration
 from moirai_ft.evaluation.blend import FALLBACK_METRIC, blend, choose_weight
 from moirai_ft.evaluation.calibration import METHOD, Calibration, fit_conformal
 from moirai_ft.evaluation.coverage import band_coverages
-from moirai_ft.evaluation.metrics import QUANTILE_LEVELS, rel_improvement
+from moirai_ft.evaluation.forecast import evaluating_on, forecast_quantiles
+from moirai_ft.evaluation.metrics import QUANTILE_LEVELS, rel_improvement, seasonal_errors, seasonality
+from moirai_ft.evaluation.scoring import EvalItems, eval_items, improvement_intervals, model_metrics
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,15 @@ class Scorer:
 
     label_norm: Float[np.ndarray, "item pred"]
     metrics: Callable[[Quantiles], dict[str, float]]
+
+
+def scorer(data: PreparedData, items: EvalItems, pred: int,
+           seasonal: Float[np.ndarray, "item"] | None = None) -> Scorer:
+    """The normalised targets of these items, and model_metrics on them (seasonal errors over each item's past)."""
+    rows = items.starts[:, None] + np.arange(pred)
+    if seasonal is None:
+        seasonal = seasonal_errors(data.table.values, items.columns, items.starts, seasonality(data.table.freq))
+    return Scorer(data.normalized[rows, items.columns[:, None]], lambda q: model_metrics(q, items, data, seasonal))
 
 
 def calibrate_on(cfg: DictConfig) -> bool:
@@ -127,3 +140,29 @@ def plan_forecasts(
     summary["file"] = calibration.CALIBRATION
     out["calibration"] = summary
     return out
+
+
+def evaluate_plans(
+    cfg: DictConfig, data: PreparedData, modules: dict[str, torch.nn.Module], device: torch.device,
+    val_batches: list[torch.Tensor], test_q: dict[str, Quantiles], tested: dict[str, dict[str, float]],
+    items: EvalItems, seasonal: Float[np.ndarray, "item"], windows: int, job_dir: Path,
+) -> dict[str, Any]:
+    """plan_forecasts for the job's evaluation (evaluate.evaluate_models): both models ("zero-shot",
+    "fine-tuned") forecast the validation windows, then the blend and the calibration are fitted there and
+    scored on the test items. {} when neither option is on (a stale calibration.json is removed)."""
+    if not wanted(cfg):
+        return plan_forecasts(cfg, None, None, {}, test_q, tested, None, job_dir)  # type: ignore[arg-type]
+    val_q = {}
+    for name, module in modules.items():
+        with evaluating_on(module, device):
+            val_q[name] = forecast_quantiles(module, data.val, val_batches, cfg.eval.num_samples, cfg.eval.seed,
+                                             desc=f"validation {name}")
+    pred = test_q[ZERO_SHOT].shape[-1]
+
+    def intervals(candidate: Quantiles, baseline: Quantiles) -> dict[str, list[float] | None]:
+        pair = {FINETUNED: candidate, ZERO_SHOT: baseline}  # improvement_intervals's roles: candidate vs baseline
+        return improvement_intervals(pair, items, data, seasonal, windows, cfg.eval.seed)
+
+    val_items = eval_items(data.val, torch.cat(val_batches))
+    return plan_forecasts(cfg, scorer(data, val_items, pred), scorer(data, items, pred, seasonal), val_q, test_q,
+                          tested, intervals, job_dir)

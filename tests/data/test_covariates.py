@@ -250,7 +250,9 @@ def test_known_covariate_beats_the_same_job_without_it(tmp_path: Path) -> None:
     from uni2ts.model.moirai import MoiraiModule
 
     from moirai_ft.evaluation.bootstrap import item_parts, relative_improvement_interval
-    from moirai_ft.evaluation.evaluate import eval_items, forecast_quantiles, selected_dir
+    from moirai_ft.evaluation.evaluate import selected_dir
+    from moirai_ft.evaluation.forecast import forecast_quantiles
+    from moirai_ft.evaluation.scoring import eval_items
     from moirai_ft.train.job import run
     from moirai_ft.data.windows import eval_batches
 
