@@ -33,11 +33,15 @@ from moirai_ft.evaluation.coverage import band_coverages
 from moirai_ft.evaluation.forecast import evaluating_on, forecast_quantiles
 from moirai_ft.evaluation.metrics import QUANTILE_LEVELS, rel_improvement, seasonal_errors, seasonality
 from moirai_ft.evaluation.scoring import EvalItems, eval_items, improvement_intervals, model_metrics
+from moirai_ft.search.monitor import MONITORS
 
 log = logging.getLogger(__name__)
 
 Quantiles = Float[np.ndarray, "item level pred"]
 FINETUNED, ZERO_SHOT, BLEND = "fine-tuned", "zero-shot", "blend"
+# what plan_forecasts may add to metrics.json: re-evaluation without an option drops its earlier keys
+KEYS = ("blend_weight", "blend_validation", "test_blend", "blend_rel_improvement", "blend_ci", "test_calibrated",
+        "test_blend_calibrated", "calibration")
 
 
 @dataclass
@@ -76,8 +80,6 @@ def wanted(cfg: DictConfig) -> bool:
 def blend_metric(cfg: DictConfig) -> str:
     """The test metric the blend's weight minimises on validation: the monitor's (val_crps: wql, val_mae:
     mae); val_nll has no value for an average of quantiles, so WQL."""
-    from moirai_ft.search.monitor import MONITORS  # here: the monitor module imports the evaluation
-
     monitor = str(getattr(cfg.monitor, "value", cfg.monitor))
     return MONITORS.get(monitor, (None, None, None))[2] or FALLBACK_METRIC
 
@@ -151,7 +153,8 @@ def evaluate_plans(
     "fine-tuned") forecast the validation windows, then the blend and the calibration are fitted there and
     scored on the test items. {} when neither option is on (a stale calibration.json is removed)."""
     if not wanted(cfg):
-        return plan_forecasts(cfg, None, None, {}, test_q, tested, None, job_dir)  # type: ignore[arg-type]
+        (Path(job_dir) / calibration.CALIBRATION).unlink(missing_ok=True)  # from an earlier evaluation
+        return {}
     val_q = {}
     for name, module in modules.items():
         with evaluating_on(module, device):
