@@ -14,12 +14,20 @@ its own defaults, so the group brings its own typing and a new option with other
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from enum import Enum
+from typing import Any, List, Optional, Union
 
 from omegaconf import MISSING
 
 # int (a number of steps) or float (a fraction of an epoch / of the run): the type tells which
 Steps = Union[int, float]
+
+
+class Calibrate(str, Enum):
+    """calibrate=: how the job's forecast bands are corrected on the validation windows."""
+
+    none = "none"
+    conformal = "conformal"  # CQR per level and horizon step (moirai_ft/evaluation/calibration.py)
 
 
 @dataclass
@@ -85,6 +93,11 @@ class RootSchema:
     # --- test evaluation ---
     eval: EvalSchema = field(default_factory=EvalSchema)
     seed: int = MISSING
+
+    # --- forecasts to plan with (moirai_ft/evaluation/calibration.py, blend.py) ---
+    calibrate: Calibrate = Calibrate.none
+    blend: bool = False
+    blend_grid: List[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
 
     # --- sweeps ---
     resume: bool = True

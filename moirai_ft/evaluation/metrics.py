@@ -23,6 +23,8 @@ from gluonts.time_feature import get_seasonality
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from moirai_ft.evaluation.coverage import BANDS
+
 log = logging.getLogger(__name__)
 
 # quantile levels kept per forecast: 0.1 and 0.9 bound the 80% band, 0.5 is the point forecast
@@ -122,6 +124,8 @@ def rel_improvement(finetuned: dict[str, float], zero_shot: dict[str, float]) ->
     """
     out: dict[str, float] = {}
     for name, zs in zero_shot.items():
+        if name in BANDS:  # coverage is no loss: closer to the nominal level is better, not lower
+            continue
         ft = finetuned.get(name, math.nan)
         ok = zs is not None and ft is not None and math.isfinite(zs) and math.isfinite(ft) and zs != 0
         out[name] = (zs - ft) / abs(zs) if ok else math.nan

@@ -12,7 +12,8 @@ from torch import Tensor
 from moirai_ft.data.prepare import PreparedData
 from moirai_ft.data.windows import Windows
 from moirai_ft.evaluation.bootstrap import item_parts, relative_improvement_interval
-from moirai_ft.evaluation.metrics import forecast_metrics
+from moirai_ft.evaluation.coverage import band_coverages
+from moirai_ft.evaluation.metrics import QUANTILE_LEVELS, forecast_metrics
 
 
 @dataclass
@@ -48,6 +49,8 @@ def model_metrics(
         "rmse": orig["rmse"],
         "mase": orig["mase"],
         "wql": orig["wql"],
+        # gluonts's Coverage of the central bands (moirai_ft/evaluation/coverage.py): not a loss, no rel_improvement
+        **band_coverages(data.table.values[rows, cols], q_orig, QUANTILE_LEVELS),
     }
 
 
