@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-import pytest
 
 from conftest import CONF, TINY, compose_cfg, run_train
 from moirai_ft.analysis.jobs import State, read_job
@@ -73,9 +72,7 @@ class Budgeted:
     after_second: dict[str, tuple[int, str]]
 
 
-@pytest.fixture(scope="module")
-def budgeted(tmp_path_factory) -> Budgeted:
-    cwd = tmp_path_factory.mktemp("budget")
+def budgeted_runs(cwd: Path) -> Budgeted:
     runs = [run_train([*GRID, "budget=10min"], cwd)]
     (first,) = (cwd / "multirun").glob("*/*")
     records = {d.name: json.loads((d / "metrics.json").read_text()) for d in job_dirs(first)}
@@ -87,7 +84,16 @@ def budgeted(tmp_path_factory) -> Budgeted:
     return Budgeted(first, second, [p.stdout for p in runs], records, after_first, snapshot(job_dirs(first)))
 
 
-def test_a_budget_smaller_than_the_plan_starts_the_grid_in_order_and_leaves_the_rest_out(budgeted):
+def test_a_grid_over_budget_leaves_the_rest_out_and_a_larger_budget_trains_them(tmp_path):
+    """One test, not three on one module fixture: pytest-xdist would run the two sweeps once per worker."""
+    budgeted = budgeted_runs(tmp_path)
+    leaves_the_rest_out(budgeted)
+    trains_the_rest_in_place(budgeted)
+    analyze_reads_a_job_left_out_as_not_started(budgeted, tmp_path / "copy")
+
+
+def leaves_the_rest_out(budgeted: Budgeted) -> None:
+    """The grid starts in its order while the budget lasts; the rest are recorded, not trained."""
     dirs = job_dirs(budgeted.first)
     plan = json.loads((budgeted.first / PLAN).read_text())
     assert [j["total_steps"] for j in plan["jobs"]] == [6, 6, 600_000, 600_000]
@@ -104,7 +110,8 @@ def test_a_budget_smaller_than_the_plan_starts_the_grid_in_order_and_leaves_the_
     assert budget["budget_s"] == 600 and budget["not_started"] == [d.name for d in dirs[2:]]
 
 
-def test_a_larger_budget_trains_the_rest_in_place_without_retraining_the_others(budgeted):
+def trains_the_rest_in_place(budgeted: Budgeted) -> None:
+    """The same command with a larger budget trains them where they are; the others are not retrained."""
     dirs = job_dirs(budgeted.first)
     done_first = {k: v for k, v in budgeted.after_first.items() if any(k.startswith(str(d) + "/") for d in dirs[:2])}
     assert done_first and all(budgeted.after_second[k] == v for k, v in done_first.items())  # not retrained
@@ -120,10 +127,10 @@ def test_a_larger_budget_trains_the_rest_in_place_without_retraining_the_others(
     assert left.left_out == [d.name for d in dirs[2:]] and left.trained_since == left.left_out
 
 
-def test_analyze_reads_a_job_left_out_as_not_started(budgeted, tmp_path):
+def analyze_reads_a_job_left_out_as_not_started(budgeted: Budgeted, where: Path) -> None:
     name = job_dirs(budgeted.first)[2].name
-    job_dir = tmp_path / name
-    job_dir.mkdir()
+    job_dir = where / name
+    job_dir.mkdir(parents=True)
     (job_dir / "metrics.json").write_text(json.dumps(budgeted.records[name]))
     job = read_job(job_dir)
     assert job.state == State.not_started and "larger budget=" in job.note
