@@ -34,8 +34,16 @@ from moirai_ft.sweep.runner import run_tracked
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     # here: torch loads only once the command line is checked
+    import optuna
+
     from moirai_ft.instrument import faults
     from moirai_ft.train.job import objective
+
+    # library noise that would bury the job's own lines; set here, in every job's process (a launcher's too),
+    # not on import: Optuna's study and trial INFO lines, and Lightning's warning that checkpoints/ is not
+    # empty (it holds best/, written at the zero-shot check, and last.ckpt on a resume: meant to be there)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
     hc = HydraConfig.get()
     # lock + fingerprint; in a sweep, skips a completed twin or continues an unfinished one (moirai_ft/sweep/runner.py)

@@ -28,9 +28,9 @@ from uni2ts.model.moirai2 import Moirai2Forecast, Moirai2Module
 
 from moirai_ft.data.windows import Batch, Windows, WindowSpec
 from moirai_ft.errors import UserError
-from moirai_ft.evaluation.metrics import QUANTILE_LEVELS
 from moirai_ft.model.families.decoder import CONVERTED, ahead, convert, forecast_inputs, same_series_ahead
 from moirai_ft.model.family import ModelFamily, encoder_kwargs
+from moirai_ft.scores import QUANTILE_LEVELS
 
 
 def forecaster(module: Moirai2Module, spec: WindowSpec, num_variates: int) -> Moirai2Forecast:
