@@ -23,6 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import moirai_ft.config.schema  # noqa: F401  (registers the group schemas before composing)
+from moirai_ft.console import quiet_third_party
 from moirai_ft.config.precheck import check_command_line
 from moirai_ft.errors import UserError
 from moirai_ft.sweep.hydra_callbacks import STATUS_FILE_ENV, exit_code
@@ -34,16 +35,8 @@ from moirai_ft.sweep.runner import run_tracked
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     # here: torch loads only once the command line is checked
-    import optuna
-
     from moirai_ft.instrument import faults
     from moirai_ft.train.job import objective
-
-    # library noise that would bury the job's own lines; set here, in every job's process (a launcher's too),
-    # not on import: Optuna's study and trial INFO lines, and Lightning's warning that checkpoints/ is not
-    # empty (it holds best/, written at the zero-shot check, and last.ckpt on a resume: meant to be there)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
     hc = HydraConfig.get()
     # lock + fingerprint; in a sweep, skips a completed twin or continues an unfinished one (moirai_ft/sweep/runner.py)
@@ -64,6 +57,7 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    quiet_third_party()  # Lightning's hints that do not apply to a job (moirai_ft/console.py)
     # a wrong key, type or value: one line before any directory, data or model (moirai_ft/config/precheck.py)
     if message := check_command_line(sys.argv[1:], Path(__file__).parent / "conf"):
         print(f"error: {message}", file=sys.stderr)

@@ -164,7 +164,14 @@ def read_job(job_dir: Path) -> Job:
             job.findings = diagnose(job.losses, metrics, config)
         except Exception as e:  # noqa: BLE001 - a hand-edited metrics.json costs its diagnosis, not the report
             job.note = f"no diagnosis: {type(e).__name__}: {e}"
+    if metrics.get("test_error"):  # trained, but its test evaluation failed: no test metrics to rank it by
+        job.note = "; ".join(filter(None, [no_test_result(job_dir, metrics), job.note]))
     return job
+
+
+def no_test_result(job_dir: Path, metrics: dict[str, Any]) -> str:
+    return (f"no test result: the test evaluation failed ({metrics['test_error']}; eval_error.log); "
+            f"re-evaluate with python -m moirai_ft.evaluate {job_dir}")
 
 
 def lr_find_note(metrics: dict[str, Any]) -> str:

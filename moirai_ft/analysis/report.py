@@ -82,7 +82,7 @@ def advice_lines(report: Report) -> list[str]:
             lines.append(f"- {name}: FAILED: {job.metrics.get('error')}; fix it and rerun the sweep (completed jobs are skipped)")
         elif job.state in (State.running, State.unfinished, State.unreadable, State.damaged):
             lines.append(f"- {name}: {job.state.value.upper()}{': ' + job.note if job.note else ''}")
-        elif not job.findings:
+        elif not job.findings or job.metrics.get("test_error"):
             lines.append(f"- {name}: {job.note or 'healthy, no rule fired'}")
         for finding in job.findings:
             lines.append(f"- {name}: {finding.rule.value}: {finding.message}")

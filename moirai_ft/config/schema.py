@@ -78,7 +78,7 @@ class MoEModelSchema(ModelSchema):
 
     family: str = "moe"
     d_ff: int = 512
-    patch_sizes: tuple[int, ...] = (8, 16, 32, 64, 128)
+    patch_sizes: tuple[int, ...] = (16,)  # the released moe_small / moe_base checkpoints' config.json
     patch_size: int = 16
 
 
@@ -123,7 +123,9 @@ class HardwareSchema:
     strategy: str = "auto"
     compile: CompileMode = CompileMode.off
     # each refresh of the bar and each logged step reads the loss back from the GPU (a host sync)
-    progress_bar_refresh: int = 1  # steps between progress-bar refreshes; 0 = no bar
+    progress_bar_refresh: int = 1  # steps between progress-bar refreshes; 0 = no bar (and no progress lines)
+    # output that is not a terminal (a file, a pipe) gets a plain progress line at most this often instead
+    progress_log_s: float = 30.0
     log_every_n_steps: int = 50  # steps between logged training losses (capped at the epoch length)
 
 
@@ -322,6 +324,10 @@ def validate(cfg: DictConfig) -> None:
     need(
         cfg.hardware.progress_bar_refresh >= 0,
         f"hardware.progress_bar_refresh must be >= 0 steps, 0 = no bar (got {cfg.hardware.progress_bar_refresh})",
+    )
+    need(
+        cfg.hardware.progress_log_s > 0,
+        f"hardware.progress_log_s must be > 0 seconds between progress lines (got {cfg.hardware.progress_log_s})",
     )
     need(
         cfg.hardware.log_every_n_steps >= 1,

@@ -28,11 +28,12 @@ from moirai_ft.train import distributed
 from moirai_ft.errors import UserError, first_line
 from moirai_ft.weights import CHECKSUM, best_dir, checksum
 from moirai_ft.evaluation.evaluate import evaluate_job, summary_line
+from moirai_ft.console import is_terminal, quiet_third_party
 from moirai_ft.train.from_config import build_callbacks, build_loggers, check_loggers
 from moirai_ft.train.loggers import checkpoint_step
 from moirai_ft.train.trackers import log_job_result
 from moirai_ft.train.finetuner import MoiraiFineTuner
-from moirai_ft.train.progress import SparseProgressBar
+from moirai_ft.train.progress import LineProgress, SparseProgressBar
 from moirai_ft.model.families import family_of
 from moirai_ft.model.load import apply_pattern, count_params, load_module
 from moirai_ft.model.lora import load_plain
@@ -52,8 +53,12 @@ def build_trainer(
     by_steps = isinstance(vci, int) and not isinstance(vci, bool)
     if by_steps:
         vci = vci * accumulate
+    quiet_third_party()  # every job: pytest and a sweep's in-process jobs reset warning filters
     refresh = cfg.hardware.progress_bar_refresh
-    progress_bar: list[L.Callback] = [SparseProgressBar(refresh_rate=refresh)] if refresh > 0 else []
+    progress_bar: list[L.Callback] = []
+    if refresh > 0:  # a terminal redraws a bar; a file gets lines, not carriage-return frames
+        progress_bar = [SparseProgressBar(refresh_rate=refresh) if is_terminal()
+                        else LineProgress(cfg.hardware.progress_log_s, cfg.batch_size)]
     return L.Trainer(
         default_root_dir=job_dir,
         max_epochs=cfg.epochs,
