@@ -14,7 +14,8 @@ its own defaults, so the group brings its own typing and a new option with other
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Optional, Union
+from enum import Enum
+from typing import Any, List, Optional, Union
 
 from omegaconf import MISSING
 
@@ -23,6 +24,13 @@ Steps = Union[int, float]
 # field metadata of a key that says how a run or a sweep runs, or where it reports, not what a job trains
 # (RUN_KEYS below): a new such key is one field with metadata=HOW_IT_RUNS
 HOW_IT_RUNS = {"how_it_runs": True}
+
+
+class Calibrate(str, Enum):
+    """calibrate=: how the job's forecast bands are corrected on the validation windows."""
+
+    none = "none"
+    conformal = "conformal"  # CQR per level and horizon step (moirai_ft/evaluation/calibration.py)
 
 
 @dataclass
@@ -88,6 +96,11 @@ class RootSchema:
     # --- test evaluation ---
     eval: EvalSchema = field(default_factory=EvalSchema)
     seed: int = MISSING
+
+    # --- forecasts to plan with (moirai_ft/evaluation/calibration.py, blend.py) ---
+    calibrate: Calibrate = Calibrate.none
+    blend: bool = False
+    blend_grid: List[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
 
     # --- sweeps ---
     resume: bool = field(default=True, metadata=HOW_IT_RUNS)

@@ -356,6 +356,9 @@ def validate(cfg: DictConfig) -> None:
     count("eval.batch_size", 1)
     count("eval.plot_windows", 0)
     count("eval.seed", 0)
+    grid = list(cfg.get("blend_grid") or [])
+    need(all(0.0 <= w <= 1.0 for w in grid) and 0.0 in grid and 1.0 in grid,
+         f"blend_grid must hold weights in [0, 1], among them 0 (zero-shot) and 1 (fine-tuned) (got {grid})")
 
 
 def unknown_choice(args: list[str], conf_dir: Path) -> str | None:

@@ -23,6 +23,7 @@ import numpy as np
 from gluonts.time_feature import get_seasonality
 from jaxtyping import Float, Int
 
+from moirai_ft.evaluation.coverage import BANDS
 from moirai_ft.scores import METRICS, QUANTILE_LEVELS, item_parts, metrics_from_sums
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ def rel_improvement(finetuned: dict[str, float], zero_shot: dict[str, float]) ->
     """
     out: dict[str, float] = {}
     for name, zs in zero_shot.items():
+        if name in BANDS:  # coverage is no loss: closer to the nominal level is better, not lower
+            continue
         ft = finetuned.get(name, math.nan)
         ok = zs is not None and ft is not None and math.isfinite(zs) and math.isfinite(ft) and zs != 0
         out[name] = (zs - ft) / abs(zs) if ok else math.nan

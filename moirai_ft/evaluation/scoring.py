@@ -12,8 +12,9 @@ from torch import Tensor
 from moirai_ft.data.prepare import PreparedData
 from moirai_ft.data.windows import Windows
 from moirai_ft.evaluation.bootstrap import relative_improvement_interval
+from moirai_ft.evaluation.coverage import band_coverages
 from moirai_ft.evaluation.metrics import forecast_metrics
-from moirai_ft.scores import item_parts, on_scale, report_names
+from moirai_ft.scores import QUANTILE_LEVELS, item_parts, on_scale, report_names
 
 
 @dataclass
@@ -43,7 +44,8 @@ def model_metrics(
     norm = forecast_metrics(data.normalized[rows, cols], q_norm)
     q_orig = q_norm * data.std[items.columns][:, None, None] + data.mean[items.columns][:, None, None]
     orig = forecast_metrics(data.table.values[rows, cols], q_orig, seasonal)
-    return report_names(norm, orig)
+    # gluonts's Coverage of the central bands (moirai_ft/evaluation/coverage.py): not a loss, no rel_improvement
+    return {**report_names(norm, orig), **band_coverages(data.table.values[rows, cols], q_orig, QUANTILE_LEVELS)}
 
 
 def improvement_intervals(

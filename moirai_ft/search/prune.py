@@ -139,11 +139,14 @@ def pruning_callbacks(cfg: DictConfig, trial: JobTrial | None) -> dict[str, L.Ca
     return {"pruning": Pruning(trial if name != "none" else None, cfg.prune.zero_shot_checks, name)}
 
 
-def finish_trial(trial: JobTrial | None, status: str, value: float) -> None:
-    """Tell the study how the job ended: pruned, complete with its objective, or failed."""
+def finish_trial(trial: JobTrial | None, status: str, value: float, error: str | None = None) -> None:
+    """Tell the study how the job ended: pruned, complete with its objective, or failed (`error`: why, kept
+    as the trial's user attribute "error", as the optuna sweeper records its failed trials)."""
     if trial is None:
         return
     try:
+        if error is not None:
+            trial.trial.set_user_attr("error", error)
         if status == "pruned":
             trial.study.tell(trial.trial, state=optuna.trial.TrialState.PRUNED)
         elif status == "completed" and math.isfinite(value):
