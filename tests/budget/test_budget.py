@@ -45,7 +45,7 @@ def snapshot(dirs: list[Path]) -> dict[str, tuple[int, str]]:
 
 def test_plan_true_trains_nothing_and_prints_each_job_and_a_total(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    code = before_hydra(["-m", *QUICK, "plan=true", "epochs=1", "lr=1e-3,2e-3,3e-3"], CONF, tmp_path)
+    code = before_hydra(["-m", *QUICK, "plan=true", "epochs=1", "monitor=val_crps", "lr=1e-3,2e-3,3e-3"], CONF, tmp_path)
     out = capsys.readouterr().out.splitlines()
     assert code == 0
     for lr in ("0.001", "0.002", "0.003"):  # one line per job, named as its directory will be
