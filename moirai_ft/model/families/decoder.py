@@ -20,17 +20,20 @@ CONVERTED = ("target", "observed_mask", "sample_id", "time_id", "variate_id", "p
 
 def forecast_inputs(windows: Windows, idx: Int[Tensor, "batch"]) -> dict[str, Tensor]:
     """The windows as a forecast class's arguments: (batch, time, variate) context and horizon, missing
-    values 0 with observed False (the normalised scale's 0 is the train split's mean), no padding."""
+    values 0 with observed False (the normalised scale's 0 is the train split's mean), is_pad over the
+    `windows.pad` leading steps (a series shorter than the context at prediction time), else none."""
     if getattr(windows, "has_covariates", False):
         raise UserError("covariates (data.known_covariates / data.past_covariates) are implemented for Moirai 1.x only")
     x = windows.raw(idx).transpose(1, 2)  # (batch, ctx + pred, var)
     observed = ~torch.isnan(x)
     x = torch.where(observed, x, 0.0)
     ctx = windows.spec.context_length
+    is_pad = torch.zeros(x.shape[0], ctx, dtype=torch.bool, device=x.device)
+    is_pad[:, : getattr(windows, "pad", 0)] = True  # steps before a short series' start (prediction time)
     return {
         "past_target": x[:, :ctx],
         "past_observed_target": observed[:, :ctx],
-        "past_is_pad": torch.zeros(x.shape[0], ctx, dtype=torch.bool, device=x.device),
+        "past_is_pad": is_pad,
         "future_target": x[:, ctx:],
         "future_observed_target": observed[:, ctx:],
     }

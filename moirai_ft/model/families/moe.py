@@ -38,7 +38,6 @@ from uni2ts.loss.packed import PackedNLLLoss
 from uni2ts.model.moirai_moe import MoiraiMoEForecast, MoiraiMoEModule
 
 from moirai_ft.data.windows import Batch, Windows, WindowSpec
-from moirai_ft.evaluation.metrics import sample_quantiles
 from moirai_ft.model.families.decoder import CONVERTED, ahead, convert, forecast_inputs, same_series_ahead
 from moirai_ft.model.family import ModelFamily, encoder_kwargs
 from moirai_ft.model.fast_path import distribution_validation
@@ -110,12 +109,12 @@ class MoiraiMoE(ModelFamily):
                 variate_id=batch["variate_id"],
             )
 
-    def batch_quantiles(self, module: MoiraiMoEModule, windows: Windows, idx: Int[Tensor, "batch"], num_samples: int) -> Tensor:
-        """MoiraiMoEForecast.forward's sampled paths, their quantiles as gluonts's SampleForecast computes them."""
+    def batch_paths(self, module: MoiraiMoEModule, windows: Windows, idx: Int[Tensor, "batch"], num_samples: int) -> Tensor:
+        """MoiraiMoEForecast.forward's sampled paths."""
         inputs = forecast_inputs(windows, idx)
         paths = forecaster(module, windows.spec, windows.num_variates, num_samples)(
             inputs["past_target"], inputs["past_observed_target"], inputs["past_is_pad"], num_samples=num_samples
         )  # (batch, sample, pred[, var])
         if paths.dim() == 3:
             paths = paths.unsqueeze(-1)
-        return sample_quantiles(paths.permute(1, 0, 3, 2)).permute(1, 2, 0, 3)  # (batch, var, level, pred)
+        return paths.permute(1, 0, 3, 2)  # (sample, batch, var, pred)
