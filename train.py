@@ -23,6 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import moirai_ft.config.schema  # noqa: F401  (registers the group schemas before composing)
+from moirai_ft.console import quiet_third_party
 from moirai_ft.config.precheck import check_command_line
 from moirai_ft.errors import UserError
 from moirai_ft.sweep.hydra_callbacks import STATUS_FILE_ENV, exit_code
@@ -56,6 +57,7 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    quiet_third_party()  # Lightning's hints that do not apply to a job (moirai_ft/console.py)
     # a wrong key, type or value: one line before any directory, data or model (moirai_ft/config/precheck.py)
     if message := check_command_line(sys.argv[1:], Path(__file__).parent / "conf"):
         print(f"error: {message}", file=sys.stderr)

@@ -2,6 +2,10 @@
 
 from typing import Any
 
+from moirai_ft import imports as _imports
+
+_imports.install()  # before any module of the package loads Lightning: no transformers without LoRA (imports.py)
+
 __version__ = "0.1.0"
 
 __all__ = ["Forecaster"]

@@ -15,6 +15,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from moirai_ft.budget.duration import parse_duration
 from moirai_ft.config.root import RootSchema
 from moirai_ft.errors import UserError
 
@@ -75,7 +76,7 @@ class MoEModelSchema(ModelSchema):
 
     family: str = "moe"
     d_ff: int = 512
-    patch_sizes: tuple[int, ...] = (8, 16, 32, 64, 128)
+    patch_sizes: tuple[int, ...] = (16,)  # the released moe_small / moe_base checkpoints' config.json
     patch_size: int = 16
 
 
@@ -120,7 +121,9 @@ class HardwareSchema:
     strategy: str = "auto"
     compile: CompileMode = CompileMode.off
     # each refresh of the bar and each logged step reads the loss back from the GPU (a host sync)
-    progress_bar_refresh: int = 1  # steps between progress-bar refreshes; 0 = no bar
+    progress_bar_refresh: int = 1  # steps between progress-bar refreshes; 0 = no bar (and no progress lines)
+    # output that is not a terminal (a file, a pipe) gets a plain progress line at most this often instead
+    progress_log_s: float = 30.0
     log_every_n_steps: int = 50  # steps between logged training losses (capped at the epoch length)
 
 
@@ -271,6 +274,8 @@ def validate(cfg: DictConfig) -> None:
             raise UserError(msg)
 
     check_accelerator(cfg)
+    if cfg.get("budget") is not None:
+        parse_duration(cfg.budget)  # raises the one line naming budget=
 
     need(cfg.lr > 0, f"lr must be > 0 (got {cfg.lr}); e.g. lr=1e-5")
     need(cfg.weight_decay >= 0, f"weight_decay must be >= 0 (got {cfg.weight_decay})")
@@ -319,6 +324,10 @@ def validate(cfg: DictConfig) -> None:
     need(
         cfg.hardware.progress_bar_refresh >= 0,
         f"hardware.progress_bar_refresh must be >= 0 steps, 0 = no bar (got {cfg.hardware.progress_bar_refresh})",
+    )
+    need(
+        cfg.hardware.progress_log_s > 0,
+        f"hardware.progress_log_s must be > 0 seconds between progress lines (got {cfg.hardware.progress_log_s})",
     )
     need(
         cfg.hardware.log_every_n_steps >= 1,

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from moirai_ft.config.schema import CompileMode
+from moirai_ft.console import is_terminal
 from moirai_ft.data.windows import Batch, Windows, WindowSpec
 from moirai_ft.errors import UserError
 from moirai_ft.evaluation.metrics import QUANTILE_LEVELS, sample_quantiles
@@ -122,7 +123,9 @@ class ModelFamily(ABC):
         # argument checks on the model's own outputs cost host synchronisations and never fail
         with torch.random.fork_rng(devices=cuda), torch.inference_mode(), distribution_validation(False):
             torch.manual_seed(seed)
-            for idx in tqdm(batches, desc=desc, disable=len(batches) < PROGRESS_MIN_BATCHES, leave=False):
+            # a bar only on a terminal: written to a file, each redraw is a carriage-return frame
+            quiet = len(batches) < PROGRESS_MIN_BATCHES or not is_terminal()
+            for idx in tqdm(batches, desc=desc, disable=quiet, leave=False):
                 q, mean = self.batch_forecast(module, windows, idx.to(device), num_samples)
                 quantiles.append(q.reshape(-1, len(QUANTILE_LEVELS), q.shape[-1]).float().cpu())
                 if mean is not None:

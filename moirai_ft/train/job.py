@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, open_dict
 
-from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LAST, METRICS, identity, write_json_atomic
+from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LAST, METRICS, identity, save_config, write_json_atomic
 from moirai_ft.train.callbacks import BestWeights, DivergenceGuard
 from moirai_ft.search.monitor import monitor_callbacks
 from moirai_ft.search.prune import finish_trial, job_trial, pruning_callbacks
@@ -28,8 +28,10 @@ from moirai_ft.data.prepare import PreparedData, prepare
 from moirai_ft.train import distributed
 from moirai_ft.errors import UserError, first_line
 from moirai_ft.weights import CHECKSUM, best_dir, checksum
-from moirai_ft.evaluation.evaluate import evaluate_job, save_config, summary_line
+from moirai_ft.evaluation.evaluate import evaluate_job, summary_line
+from moirai_ft.console import is_terminal, quiet_third_party
 from moirai_ft.model.fast_path import SparseProgressBar
+from moirai_ft.train.progress import LineProgress
 from moirai_ft.train.from_config import build_callbacks, build_loggers, check_loggers
 from moirai_ft.train.loggers import checkpoint_step
 from moirai_ft.train.trackers import log_job_result
@@ -56,8 +58,12 @@ def build_trainer(
     by_steps = isinstance(vci, int) and not isinstance(vci, bool)
     if by_steps:
         vci = vci * accumulate
+    quiet_third_party()  # every job: pytest and a sweep's in-process jobs reset warning filters
     refresh = cfg.hardware.progress_bar_refresh
-    progress_bar: list[L.Callback] = [SparseProgressBar(refresh_rate=refresh)] if refresh > 0 else []
+    progress_bar: list[L.Callback] = []
+    if refresh > 0:  # a terminal redraws a bar; a file gets lines, not carriage-return frames
+        progress_bar = [SparseProgressBar(refresh_rate=refresh) if is_terminal()
+                        else LineProgress(cfg.hardware.progress_log_s, cfg.batch_size)]
     return L.Trainer(
         default_root_dir=job_dir,
         max_epochs=cfg.epochs,
