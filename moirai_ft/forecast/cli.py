@@ -8,7 +8,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from moirai_ft.forecast.inputs import prepare_input
 from moirai_ft.forecast.job import open_job, resolve
-from moirai_ft.forecast.output import default_out, write_all
 
 
 def data_overrides(cfg: DictConfig, task: list[str]) -> dict[str, object]:
@@ -28,7 +27,9 @@ def run(cfg: DictConfig, data: dict[str, object]) -> list[Path]:
     job = open_job(job_dir)
     inp = prepare_input(job, data, None, cfg.future.path, cfg.backtest)
 
-    from moirai_ft.forecast.forecaster import Forecaster  # torch and uni2ts from here on
+    # torch and uni2ts from here on
+    from moirai_ft.forecast.forecaster import Forecaster
+    from moirai_ft.forecast.output import default_out, write_all
 
     forecast = Forecaster(job, zero_shot=cfg.zero_shot, data=data, device=cfg.device).forecast(inp)
     out = Path(cfg.out) if cfg.out else default_out(job.path)

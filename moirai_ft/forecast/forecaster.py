@@ -33,7 +33,8 @@ from moirai_ft import weights
 from moirai_ft.data.covariate_windows import CovariateWindows
 from moirai_ft.data.windows import WindowSpec, eval_batches
 from moirai_ft.errors import UserError, first_line
-from moirai_ft.evaluation.evaluate import EvalItems, eval_device, fingerprint, model_metrics
+from moirai_ft.evaluation.forecast import eval_device, fingerprint
+from moirai_ft.evaluation.scoring import EvalItems, model_metrics
 from moirai_ft.evaluation.metrics import QUANTILE_LEVELS, seasonal_errors, seasonality
 from moirai_ft.forecast.inputs import ForecastInput, prepare_input
 from moirai_ft.forecast.job import ForecastJob, open_job, resolve

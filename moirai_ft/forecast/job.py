@@ -14,18 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from moirai_ft import weights
-from moirai_ft.analysis.report import State, analyze
-from moirai_ft.artifacts import METRICS, read_json, read_metrics
+from moirai_ft.analysis.jobs import State
+from moirai_ft.analysis.report import analyze
+from moirai_ft.artifacts import CONFIG, HYDRA_CONFIG, METRICS, load_job_config, read_json, read_metrics
 from moirai_ft.data.roles import KNOWN, PAST, TARGET
 from moirai_ft.errors import UserError
 from moirai_ft.result import Status
 from moirai_ft.sweep.state import LINK, read_link
 
 NORMALIZATION = "normalization.json"  # written by the job: columns, roles, train mean/std, frequency
-CONFIG_FILES = (Path("config.yaml"), Path(".hydra") / "config.yaml")  # run_job's own, or Hydra's
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class ForecastJob:
 
 
 def is_job_dir(path: Path) -> bool:
-    return (path / METRICS).is_file() or (path / LINK).is_file() or any((path / f).is_file() for f in CONFIG_FILES)
+    return any((path / f).is_file() for f in (METRICS, LINK, CONFIG, HYDRA_CONFIG))
 
 
 def best_job(root: Path, rank_by: str) -> Path:
@@ -84,13 +84,6 @@ def resolve(path: Path | str, rank_by: str = "best_val_loss") -> tuple[Path, boo
     return best_job(path, rank_by), True
 
 
-def job_config(job_dir: Path) -> DictConfig:
-    path = next((job_dir / f for f in CONFIG_FILES if (job_dir / f).is_file()), None)
-    if path is None:
-        raise UserError(f"{job_dir} has no config.yaml or .hydra/config.yaml; pass the directory of a job run by train.py")
-    return OmegaConf.load(path)
-
-
 def open_job(job_dir: Path) -> ForecastJob:
     """The job, refused in one line when it cannot forecast."""
     job_dir = Path(job_dir)
@@ -111,7 +104,7 @@ def open_job(job_dir: Path) -> ForecastJob:
     columns = tuple(stats["columns"])
     return ForecastJob(
         path=job_dir,
-        config=job_config(job_dir),
+        config=load_job_config(job_dir),
         metrics=metrics,
         columns=columns,
         roles=tuple(stats.get("role") or [TARGET] * len(columns)),  # jobs from before roles: every column a target

@@ -258,3 +258,118 @@ def test_a_padded_context_is_laid_out_as_moirai_forecast_lays_out_past_is_pad(pa
             assert torch.equal(mine[name], theirs[name].to(mine[name].dtype)), name
     # padding-only patches: the targets' count the 8 aligning steps as padding, the covariates' do not
     assert int((mine["sample_id"] == 0).sum()) == {0: 0, 20: 1, 30: 2 + 2}[pad]
+
+
+# --- predict.py ----------------------------------------------------------------------------------------------
+
+def _predict_cfg(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    import moirai_ft.config.predict  # noqa: F401  (registers the schema)
+    from conftest import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="predict", overrides=overrides)
+
+
+def _copy(job_dir: Path, to: Path) -> Path:
+    import shutil
+
+    shutil.copytree(job_dir, to, ignore=shutil.ignore_patterns("predictions", "logs"))
+    return to
+
+
+def _bad_inputs(v1: Path, covariates: Path, tmp: Path) -> dict[str, tuple[list[str], str]]:
+    """name -> (predict.py overrides, what the one line says)."""
+    df = _frame(v1).rename_axis("timestamp")
+    files = {
+        "missing_column": df.drop(columns=["sensor_001"]),
+        "new_column": df.assign(sensor_099=1.0),
+        "other_frequency": df.iloc[::4],
+        "shorter_than_a_patch": df.iloc[:10],
+    }
+    for name, frame in files.items():
+        frame.to_csv(tmp / f"{name}.csv")
+    damaged = _copy(v1, tmp / "damaged")
+    with open(damaged / "checkpoints" / "best" / "model.safetensors", "ab") as f:
+        f.write(b"\0")
+    failed = _copy(v1, tmp / "sweep" / "failed")
+    metrics = json.loads((failed / "metrics.json").read_text())
+    (failed / "metrics.json").write_text(json.dumps({**metrics, "status": "failed", "error": "out of memory"}))
+    data = lambda name: [f"job={v1}", f"data.path={tmp / name}.csv"]  # noqa: E731
+    return {
+        "missing_column": (data("missing_column"), "column 'sensor_001' (target) is not in the data"),
+        "new_column": (data("new_column"), "column 'sensor_099' is new: the job was not trained on it; leave it out "
+                                           "with data.exclude=[sensor_099]"),
+        "other_frequency": (data("other_frequency"), f"the job's is {_stats(v1)['freq']}; resample the data"),
+        "shorter_than_a_patch": (data("shorter_than_a_patch"), "at least one patch of context (patch_size=16"),
+        "known_covariates_missing": ([f"job={covariates}"], "known covariate 'outdoor_temp' has no value"),
+        "damaged_weights": ([f"job={damaged}"], "no longer matches the checksum recorded in metrics.json"),
+        "not_completed": ([f"job={failed}"], "is failed (out of memory), not completed"),
+        "sweep_without_a_completed_job": ([f"job={tmp / 'sweep'}"], "no completed job below"),
+    }
+
+
+def test_each_bad_input_is_one_line_and_no_forecast_file(v1, covariates, tmp_path, capsys) -> None:
+    from moirai_ft.forecast.cli import data_overrides, run
+
+    for name, (overrides, message) in _bad_inputs(v1, covariates, tmp_path).items():
+        out = tmp_path / f"out_{name}"
+        cfg = _predict_cfg(overrides + [f"out={out}"])
+        with pytest.raises(UserError) as e:
+            run(cfg, data_overrides(cfg, overrides))
+        assert message in str(e.value) and "\n" not in str(e.value), (name, str(e.value))
+        assert not out.exists(), name
+
+
+def test_predict_py_writes_forecasts_and_refuses_in_one_line(root, v1, v2_lora, moe, covariates, tmp_path) -> None:
+    """The README's quick-start forecast on a sweep (run as written), a future file, parquet; and bad input
+    through the real command line: one `error:` line on stderr, exit 2, no forecast file."""
+    import shlex
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+    def predict(args: list[str], cwd: Path = tmp_path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "predict.py"), *args], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    line = next(l for l in (ROOT / "README.md").read_text().splitlines() if l.startswith("python predict.py "))
+    args = shlex.split(line)[2:]
+    assert "job=multirun/" in args
+    (tmp_path / "multirun").symlink_to(root)  # the sweep's jobs, as the quick start leaves them
+    r = predict(args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    best = next(j for j in analyze(root, "best_val_loss").jobs if j.state.value == "completed").path
+    assert f"best job by best_val_loss: {best}" in r.stdout
+    written = sorted((best / "predictions").glob("*/forecasts.csv"))
+    assert len(written) == 1 and (written[0].parent / "forecast.png").stat().st_size > 0
+    frame = pd.read_csv(written[0])
+    assert list(frame.columns)[:2] == ["item", "timestamp"] and set(LEVEL_COLUMNS) <= set(frame.columns)
+
+    # known covariates from a future file, written as parquet where out= says (predict.py's run, in-process)
+    from moirai_ft.forecast.cli import data_overrides, run
+
+    plant = building_plant(30, seed=0, num_sensors=3)
+    pred = compose_cfg().prediction_length
+    plant.iloc[-pred:][["outdoor_temp", "occupied"]].to_csv(tmp_path / "future.csv")
+    plant.iloc[:-pred].to_csv(tmp_path / "history.csv")
+    overrides = [f"job={covariates}", f"data.path={tmp_path / 'history.csv'}", f"future.path={tmp_path / 'future.csv'}",
+                 f"out={tmp_path / 'cov'}", "format=parquet"]
+    cfg = _predict_cfg(overrides)
+    run(cfg, data_overrides(cfg, overrides))
+    forecast = pd.read_parquet(tmp_path / "cov" / "forecasts.parquet")
+    api = Forecaster.from_job(covariates).predict(plant.iloc[:-pred], future=plant.iloc[-pred:][["outdoor_temp", "occupied"]])
+    assert list(forecast.columns) == list(api.columns)
+    np.testing.assert_allclose(forecast[list(LEVEL_COLUMNS)].to_numpy(), api[list(LEVEL_COLUMNS)].to_numpy(), rtol=1e-6)
+
+    # without it: refused, one line, exit 2, nothing written
+    for args in ([f"job={covariates}", f"data.path={tmp_path / 'history.csv'}", f"out={tmp_path / 'none'}"],
+                 [f"job={v1}", "format=xlsx", f"out={tmp_path / 'none'}"]):
+        r = predict(args)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+        assert not (tmp_path / "none").exists()
