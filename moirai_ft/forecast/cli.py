@@ -13,7 +13,7 @@ from moirai_ft.forecast.job import open_job, resolve
 def data_overrides(cfg: DictConfig, task: list[str]) -> dict[str, object]:
     """The data.* keys given on the command line (`task`: Hydra's task overrides), with the values Hydra
     parsed for them; the job's own data options hold for every other key."""
-    data = OmegaConf.to_container(cfg.data, resolve=True)
+    data = OmegaConf.to_container(cfg.data, resolve=True, enum_to_str=True)
     keys = [o.split("=", 1)[0].lstrip("+~") for o in task]
     return {k.split(".", 1)[1]: data[k.split(".", 1)[1]] for k in keys if k.startswith("data.")}
 
