@@ -11,7 +11,7 @@ Regret of a monitor on a dataset: how much worse the ranked-first job's test MAE
 per dataset), in % of the best. A monitor's regret on a dataset is the mean of its MAE and CRPS regrets;
 the last line is the contract, each monitor's mean over datasets:
   regret val_nll=<r>% val_crps=<r>% val_mae=<r>%
-Run: `python bench/selection_regret.py DATA.csv DATA2.csv DATA3.csv [--out DIR] [--json FILE]`;
+Run: `python bench/selection_regret.py DATA.csv DATA2.csv DATA3.csv [--seed N] [--out DIR] [--json FILE]`;
 `--smoke` (one dataset allowed, 1 pattern x 2 lrs, a few steps) checks that the script runs.
 """
 
@@ -38,7 +38,7 @@ JOB = [
     "model=tiny", "hardware=cpu", "data=csv", "context_length=64", "prediction_length=16", "patch_size=16",
     "batch_size=16", "steps_per_epoch=20", "epochs=3", "val_check_interval=10", "warmup_steps=0",
     "val_max_windows=64", "monitor_samples=16", "eval.max_windows=64", "eval.num_samples=32",
-    "eval.plot_windows=0", "seed=0",
+    "eval.plot_windows=0",
 ]
 SMOKE = ["steps_per_epoch=4", "epochs=1", "val_check_interval=2", "val_max_windows=8", "eval.max_windows=8",
          "eval.num_samples=8", "monitor_samples=4"]
@@ -79,12 +79,14 @@ def main() -> None:
     p.add_argument("data", nargs="+", type=Path, help="wide CSV files (a timestamp column, numeric columns)")
     p.add_argument("--out", type=Path, default=None, help="where the sweeps run (default: a temp dir)")
     p.add_argument("--json", type=Path, default=None, help="write every figure here too")
+    p.add_argument("--seed", type=int, default=0, help="the sweep's seed (the tiny model's random start, the data order)")
     p.add_argument("--smoke", action="store_true", help="1 pattern x 2 lrs, a few steps: checks the script runs")
     args = p.parse_args()
     if len(args.data) < 3 and not args.smoke:
         p.error("give at least three datasets: one or two decide nothing")
     out = args.out or Path(tempfile.mkdtemp(prefix="selection_regret_"))
     patterns, lrs, extra = (PATTERNS[:1], LRS[:2], SMOKE) if args.smoke else (PATTERNS, LRS, [])
+    extra = [*extra, f"seed={args.seed}"]
     started = time.perf_counter()
 
     rows = []

@@ -88,13 +88,28 @@ class JobResult:
                                       "analyze, the sweep's resume and re-evaluation tell damaged weights by it",
                                       trained=True)
     # --- test evaluation (moirai_ft/evaluation/evaluate.py), rank 0 of a trained job ---
-    test: dict = result_field("the selected model's test metrics (mase, wql, ..., val_nll)", nested=True)
+    test: dict = result_field("the selected model's test metrics (mase, wql, ..., val_nll; coverage_80: share of "
+                              "observed targets in the 0.1-0.9 band, coverage_50 in 0.25-0.75 where kept)",
+                              nested=True)
     zero_shot_test: dict = result_field("the starting model's test metrics", nested=True)
     rel_improvement: dict = result_field("per metric: 1 - selected / zero-shot (> 0: fine-tuning helped)",
                                          nested=True)
     rel_improvement_ci: dict = result_field("per metric: 95% paired bootstrap interval of rel_improvement")
     test_without_covariates: dict = result_field("the selected model's test metrics without its covariates "
                                                  "(jobs with covariates only)", nested=True)
+    # --- blend=true and calibrate=conformal (moirai_ft/evaluation/planning.py), fitted on the validation windows ---
+    blend_weight: float = result_field("(blend) w of w x fine-tuned + (1 - w) x zero-shot, chosen on validation")
+    blend_validation: dict = result_field("(blend) the metric w minimised on validation and each grid weight's value")
+    test_blend: dict = result_field("(blend) the blend's test metrics", nested=True)
+    blend_rel_improvement: dict = result_field("(blend) vs_fine_tuned / vs_zero_shot: per metric, 1 - blend / part")
+    blend_ci: dict = result_field("(blend) vs_fine_tuned / vs_zero_shot: per metric, 95% paired bootstrap interval "
+                                  "of blend_rel_improvement over test windows")
+    test_calibrated: dict = result_field("(calibrate) the selected model's test metrics with conformal bands",
+                                         nested=True)
+    test_blend_calibrated: dict = result_field("(calibrate and blend) the blend's test metrics with conformal bands",
+                                               nested=True)
+    calibration: dict = result_field("(calibrate) per forecast, test and validation coverage_80 (and wql) before "
+                                     "and after; the offsets are in calibration.json")
     test_eval: dict = result_field("how the test ran: windows, samples, seed, seasonality, device, wall_s")
     zero_shot_fingerprint: str = result_field("hash of the starting weights, checked by re-evaluation")
     test_error: str = result_field("the test evaluation failed (eval_error.log); training result kept")

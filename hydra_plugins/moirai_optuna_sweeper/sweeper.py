@@ -37,6 +37,8 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from moirai_ft.search import study as studies
+from moirai_ft.sweep.naming import format_value
+from moirai_ft.values import plain
 
 log = logging.getLogger(__name__)
 INTERRUPTED = "interrupted"  # user attribute of a trial a killed sweep left running (not counted, asked again)
@@ -57,7 +59,7 @@ def distribution(override: Override) -> optuna.distributions.BaseDistribution:
 
 
 def make_sampler(name: str, seed: Optional[int], space: dict[str, Any]) -> optuna.samplers.BaseSampler:
-    name = str(getattr(name, "value", name))
+    name = str(plain(name))
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
@@ -67,10 +69,6 @@ def make_sampler(name: str, seed: Optional[int], space: dict[str, Any]) -> optun
                                  "is an interval: list its values or use sampler=tpe")
         return optuna.samplers.GridSampler({k: list(d.choices) for k, d in space.items()}, seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
-
-
-def format_value(value: Any) -> str:
-    return repr(value) if isinstance(value, float) else str(value)
 
 
 class OptunaSweeper(Sweeper):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import shlex
 
+from moirai_ft.analysis.blend import ranked_value
 from moirai_ft.analysis.diagnose import PATTERN_LADDER
 from moirai_ft.analysis.jobs import Job, State
 from moirai_ft.config.presets import experiment_values, stage_order
@@ -27,7 +28,7 @@ def best_by_model(jobs: list[Job], metric: str) -> dict[str, Job]:
     """The best completed job per model (jobs already sorted best first)."""
     best: dict[str, Job] = {}
     for job in jobs:
-        value = job.value(metric)
+        value = ranked_value(job, metric)
         if job.state == State.completed and isinstance(value, (int, float)) and math.isfinite(value):
             best.setdefault(str(job.value("model")), job)
     return best

@@ -40,6 +40,7 @@ _EXPECTED = (
     ("converted to Integer", "a whole number"),
     ("Union[int, float]", "a number"),
     ("not a valid bool", "true or false"),
+    ("is not a ListConfig", "a list, e.g. [0,0.5,1]"),
 )
 
 

@@ -35,7 +35,8 @@ from moirai_ft.data.windows import WindowSpec, eval_batches
 from moirai_ft.errors import UserError, first_line
 from moirai_ft.evaluation.forecast import eval_device, fingerprint
 from moirai_ft.evaluation.scoring import EvalItems, model_metrics
-from moirai_ft.evaluation.metrics import QUANTILE_LEVELS, seasonal_errors, seasonality
+from moirai_ft.evaluation.metrics import seasonal_errors, seasonality
+from moirai_ft.scores import QUANTILE_LEVELS
 from moirai_ft.forecast.inputs import ForecastInput, prepare_input
 from moirai_ft.forecast.job import ForecastJob, open_job, resolve
 from moirai_ft.model.families import family_of
