@@ -227,7 +227,7 @@ def test_a_padded_context_is_laid_out_as_moirai_forecast_lays_out_past_is_pad(pa
     from moirai_ft.data.covariate_windows import CovariateWindows
     from moirai_ft.data.windows import WindowSpec
     from moirai_ft.model.load import random_module
-    from moirai_ft.train.finetuner import MODEL_FIELDS
+    from moirai_ft.model.families.moirai1 import MODEL_FIELDS
 
     ctx, pred, patch = 40, 16, 16
     g = torch.Generator().manual_seed(0)
