@@ -45,9 +45,9 @@ def base_stage_command(jobs: list[Job], metric: str) -> tuple[str | None, str]:
     small = [j for j in jobs if in_small_stage(j)]
     if not small:
         return None, "no small-stage job found (model=small or experiment=small_*)"
-    pending = [j for j in small if j.state in (State.running, State.unfinished)]
+    pending = [j for j in small if j.state in (State.running, State.unfinished, State.not_started)]
     if pending:
-        return None, f"the small stage is not finished: {len(pending)} job(s) running or unfinished"
+        return None, f"the small stage is not finished: {len(pending)} job(s) running, unfinished or not started"
     done = [j for j in small if j.state == State.completed and j.value(metric) is not None]
     if not done:
         return None, "no small-stage job completed"
