@@ -49,6 +49,7 @@ def reevaluate(job_dir: Path, overrides: list[str] | None = None) -> dict[str, A
         )
     metrics.update(evaluate_models(cfg, data, zero_shot, job_dir))
     metrics.pop("test_error", None)
+    metrics.pop("test_skipped", None)
     write_json_atomic(job_dir / METRICS, metrics)
     return metrics
 
