@@ -30,6 +30,7 @@ from moirai_ft.artifacts import BEST, CHECKPOINTS
 from moirai_ft.data.prepare import PreparedData
 from moirai_ft.data.windows import eval_batches
 from moirai_ft.errors import UserError, first_line
+from moirai_ft.evaluation import planning
 from moirai_ft.evaluation.forecast import eval_device, evaluating_on, fingerprint, forecast_quantiles, validation_nll
 from moirai_ft.evaluation.metrics import rel_improvement, seasonal_errors, seasonality
 from moirai_ft.evaluation.plot import forecast_panels, plot_forecasts
@@ -102,6 +103,9 @@ def evaluate_models(
     quantiles["zero-shot"], results["zero-shot"] = (
         shared.test(cfg, lambda: score("zero-shot", zero_shot)) if shared is not None else score("zero-shot", zero_shot))
     quantiles["fine-tuned"], results["fine-tuned"] = score("fine-tuned", selected)
+    # blend=true, calibrate=conformal: fitted on both models' validation forecasts (moirai_ft/evaluation/planning.py)
+    planned = planning.evaluate_plans(cfg, data, {"zero-shot": zero_shot, "fine-tuned": selected}, device, val_batches,
+                                      quantiles, results, items, seasonal, len(ids), job_dir)
     without: dict[str, Any] = {}
     if data.test.has_covariates:  # a third row: did the covariates help the fine-tuned model?
         with evaluating_on(selected, device):
@@ -117,6 +121,7 @@ def evaluate_models(
         "rel_improvement": rel_improvement(results["fine-tuned"], results["zero-shot"]),
         # 95% paired bootstrap interval of each rel_improvement, over test windows (seed eval.seed)
         "rel_improvement_ci": improvement_intervals(quantiles, items, data, seasonal, len(ids), cfg.eval.seed),
+        **planned,
         **without,
         "test_eval": {
             "windows": len(ids),

@@ -6,6 +6,8 @@ environment (`from_environment`), the one channel into a process a test starts. 
 variables outside tests:
 - MOIRAI_FT_INJECT_OOM_ABOVE=N: a training micro-batch of more than N windows raises CUDA's
   out-of-memory error, as a GPU too small for that batch would.
+- `oom_after_steps=N` (callback only): the first attempt runs out of memory when optimizer step N begins,
+  after N steps changed the weights; the retry at half the micro-batch runs clean.
 - MOIRAI_FT_INJECT_KILL_AT_STEP=N: the process SIGKILLs itself when optimizer step N begins, as a
   node failure or the OOM killer would, at a reproducible moment.
 """
@@ -27,14 +29,18 @@ class InjectFaults(L.Callback):
     """Before each training micro-batch: out of memory above `oom_above` windows, SIGKILL at optimizer
     step `kill_at_step` (None: that fault is off)."""
 
-    def __init__(self, oom_above: int | None = None, kill_at_step: int | None = None):
+    def __init__(self, oom_above: int | None = None, kill_at_step: int | None = None,
+                 oom_after_steps: int | None = None):
         self.oom_above = oom_above
         self.kill_at_step = kill_at_step
+        self.oom_after_steps = oom_after_steps
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         micro_batch = pl_module.train_order.batch_size  # every training batch is full (IndexBatches)
         if self.oom_above is not None and micro_batch > self.oom_above:
             raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected: micro-batch {micro_batch} > {self.oom_above})")
+        if trainer.accumulate_grad_batches == 1 and trainer.global_step == self.oom_after_steps:
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected at step {self.oom_after_steps})")
         if self.kill_at_step is not None and trainer.global_step == self.kill_at_step:
             os.kill(os.getpid(), signal.SIGKILL)
 
