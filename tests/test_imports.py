@@ -17,7 +17,9 @@ PACKAGE = "moirai_ft"
 # the command line, and a launcher's job process before the job's directory is resolved)
 TORCH_FREE = ("analysis", "sweep/state.py", "sweep/naming.py", "sweep/runner.py", "sweep/hydra_callbacks.py",
               "sweep/once.py", "result.py", "artifacts.py", "errors.py", "config",
-              "budget/duration.py", "budget/clock.py", "budget/expand.py", "budget/cli.py")
+              "budget/duration.py", "budget/clock.py", "budget/expand.py", "budget/cli.py",
+              # predict.py checks its job and data before any model loads
+              "forecast/job.py", "forecast/inputs.py", "forecast/cli.py")
 
 
 def modules(root: Path, package: str) -> dict[str, Path]:

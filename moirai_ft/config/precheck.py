@@ -11,12 +11,14 @@ a mistake costs a fraction of a second.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
+from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from moirai_ft.budget.duration import parse_duration
@@ -42,9 +44,11 @@ _EXPECTED = (
 )
 
 
-def check_command_line(args: list[str], conf_dir: Path, config_name: str = "train") -> str | None:
-    """The one-line message for the first mistake in train.py's arguments, or None when every job they
-    describe composes and passes validate()."""
+def check_command_line(
+    args: list[str], conf_dir: Path, config_name: str = "train", check: Callable[[DictConfig], None] = validate
+) -> str | None:
+    """The one-line message for the first mistake in train.py's arguments (predict.py's: config_name and
+    check), or None when every job they describe composes and passes `check`."""
     if any(a.split("=", 1)[0] in _HANDS_OFF for a in args):
         return None
     if message := unknown_choice(args, conf_dir):
@@ -66,7 +70,7 @@ def check_command_line(args: list[str], conf_dir: Path, config_name: str = "trai
             with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
                 cfg = compose(config_name=config_name, overrides=job)
             if not multirun:  # a sweep's job out of range is recorded as failed and the other jobs go on
-                validate(cfg)
+                check(cfg)
             elif cfg.get("budget") is not None:  # the whole sweep's: refused before any job
                 parse_duration(cfg.budget)
         except UserError as e:
