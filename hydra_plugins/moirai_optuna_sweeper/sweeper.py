@@ -11,6 +11,9 @@
   `prune=asha` sees every trial, and rerunning the same command continues the study up to n_trials.
   A trial left running by a killed sweep is asked again; its job then continues or is skipped by the
   sweep's fingerprint resume (moirai_ft/sweep/state.py, runner.py), so a completed job is never retrained.
+- `budget=2h` (moirai_ft/budget): a trial starts only if the plan of its own config (what it drew) says it
+  can finish in the sweep's time left; the first that cannot ends the search, told to the study as failed
+  and interrupted (not counted: the same command with a larger budget runs up to n_trials).
 - The objective is train.py's return value: the job's best monitored value (`monitor=`). A job that
   fails is a FAIL trial with its error as a user attribute, and the study goes on. A pruned job has
   told the study itself (moirai_ft/search/prune.py).

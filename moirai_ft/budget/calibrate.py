@@ -29,7 +29,7 @@ from moirai_ft.data.windows import eval_batches
 from moirai_ft.evaluation.evaluate import evaluate_models
 from moirai_ft.evaluation.forecast import eval_device, evaluating_on, forecast_quantiles
 from moirai_ft.model.load import apply_pattern, load_module
-from moirai_ft.search.monitor import MONITORS
+from moirai_ft.scores import MONITORS
 from moirai_ft.train import distributed
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ def calibrate(cfg: DictConfig, data: PreparedData, workdir: Path | None = None) 
         device = eval_device(cfg.hardware.accelerator)
         val_one = eval_batches(len(data.val), per_device, per_device)[:1]
         monitor_batch_s = 0.0
-        if MONITORS[str(getattr(cfg.monitor, "value", cfg.monitor))][2] is not None:
+        if MONITORS[str(getattr(cfg.monitor, "value", cfg.monitor))].metric is not None:
             trained = fitted.finetuner.module
             monitor_batch_s = _timed(lambda: forecast_quantiles(trained, data.val, val_one, cfg.monitor_samples,
                                                                 cfg.seed, desc="calibration monitor"))

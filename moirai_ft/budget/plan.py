@@ -76,14 +76,27 @@ class SweepPlan:
     def runnable(self) -> list[JobPlan]:
         return [j for j in self.jobs if j.error is None]
 
-    def total(self, low: bool = False) -> float:
-        """The sweep's wall time: its jobs in order, `at_a_time` together, and the start-up."""
+    def job_times(self, low: bool = False) -> list[float]:
+        """Each job's wall time as the sweep runs it (its own process's start-up included where it has one)."""
         times = [(j.low_s if low else j.estimate_s) for j in self.runnable]
         if self.kind == "optuna" and times:  # n_trials trials, each anywhere in the settings' range
             pick = min(times) if low else max(times)
             times = [pick] * int(self.n_trials or 0)
-        per_job = self.startup_s if self.process_per_job else 0.0
-        return sum(t + per_job for t in times) / max(1, self.at_a_time) + (0.0 if self.process_per_job else self.startup_s)
+        return [t + (self.startup_s if self.process_per_job else 0.0) for t in times]
+
+    def batch_ends(self, low: bool = False) -> list[float]:
+        """When each job ends: Hydra launches `at_a_time` jobs together and waits for the whole batch."""
+        ends, start = [], 0.0 if self.process_per_job else self.startup_s
+        times, size = self.job_times(low), max(1, self.at_a_time)
+        for first in range(0, len(times), size):
+            batch = [start + t for t in times[first:first + size]]
+            ends += batch
+            start = max(batch)
+        return ends
+
+    def total(self, low: bool = False) -> float:
+        """The sweep's wall time: its batches one after another, and the start-up."""
+        return max(self.batch_ends(low), default=0.0 if self.process_per_job else self.startup_s)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "jobs": [j.to_dict() for j in self.jobs],
@@ -248,17 +261,8 @@ def lines(plan: SweepPlan, budget_s: float | None = None, budget: str | None = N
 
 
 def fitting(plan: SweepPlan, budget_s: float) -> int:
-    """How many of the grid's jobs, started in order, the plan fits into the budget (run one after another,
-    or `at_a_time` together)."""
-    spent = plan.startup_s if not plan.process_per_job else 0.0
-    lanes = [spent] * max(1, plan.at_a_time)
-    for n, job in enumerate(plan.runnable):
-        lane = lanes.index(min(lanes))
-        end = lanes[lane] + job.estimate_s + (plan.startup_s if plan.process_per_job else 0.0)
-        if end > budget_s:
-            return n
-        lanes[lane] = end
-    return len(plan.runnable)
+    """How many of the grid's jobs, started in order, the plan says end inside the budget."""
+    return next((n for n, end in enumerate(plan.batch_ends()) if end > budget_s), len(plan.runnable))
 
 
 def budget_line(plan: SweepPlan, budget_s: float, budget: str | None) -> str:
