@@ -254,6 +254,10 @@ def test_known_covariates_come_from_the_rows_after_the_targets_or_a_future_file(
     same_file.iloc[-pred:, [plant.columns.get_loc(c) for c in targets]] = np.nan
     a = forecaster.predict(same_file)
     assert a["timestamp"].iloc[0] == plant.index[-pred] and list(a["item"].unique()) == targets
+    # past covariates need only their history: what the rows after say of them is not read
+    later = same_file.copy()
+    later.iloc[-pred:, [plant.columns.get_loc(c) for c in forecaster.job.past]] = 1e6
+    pd.testing.assert_frame_equal(forecaster.predict(later), a)
     # the same values from a future file
     history = plant.iloc[:-pred]
     future = plant.iloc[-pred:][known]
