@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from moirai_ft.budget.duration import parse_duration
 from moirai_ft.config.root import RootSchema
@@ -45,6 +45,9 @@ class Mode(str, Enum):
     M = "M"  # all columns of a window in one sample (uni2ts's wide_multivariate)
 
 
+DEFAULT_FAMILY = "moirai1"  # the family of a conf/model without a `family` key (moirai_ft/model/families)
+
+
 @dataclass
 class ModelSchema:
     name: str = "small"
@@ -65,7 +68,7 @@ class ModelSchema:
 class Moirai2ModelSchema(ModelSchema):
     """Moirai 2.0 (moirai_ft/model/families/moirai2.py): one patch size, quantiles for num_predict_token patches."""
 
-    family: str = "moirai2"
+    family: str = MISSING  # conf/model/<option>.yaml names it (moirai_ft/model/families/moirai2.py)
     d_ff: int = 1024
     num_predict_token: int = 4
     patch_sizes: tuple[int, ...] = (16,)
@@ -76,7 +79,7 @@ class Moirai2ModelSchema(ModelSchema):
 class MoEModelSchema(ModelSchema):
     """Moirai-MoE (moirai_ft/model/families/moe.py): 32 experts per layer, decoder-only."""
 
-    family: str = "moe"
+    family: str = MISSING  # conf/model/<option>.yaml names it (moirai_ft/model/families/moe.py)
     d_ff: int = 512
     patch_sizes: tuple[int, ...] = (16,)  # the released moe_small / moe_base checkpoints' config.json
     patch_size: int = 16
@@ -190,18 +193,13 @@ class DataSchema:
     eval_stride: int = 96
 
 
-class PrunerName(str, Enum):
-    none = "none"
-    asha = "asha"  # optuna.pruners.SuccessiveHalvingPruner
-    hyperband = "hyperband"  # optuna.pruners.HyperbandPruner
-    median = "median"  # optuna.pruners.MedianPruner
-
-
 @dataclass
 class PruneSchema:
-    """conf/prune: stop jobs of a sweep early on their monitored validation value (moirai_ft/search/prune.py)."""
+    """conf/prune: stop jobs of a sweep early on their monitored validation value (moirai_ft/search/prune.py).
+    ADDING A PRUNER: one conf/prune/<name>.yaml whose `pruner` is an Optuna pruner as a `_target_` entry."""
 
-    name: PrunerName = PrunerName.none
+    name: str = "none"  # the option's name: pruned_reason of the jobs it stops
+    pruner: Any = None  # an optuna.pruners.BasePruner as a `_target_` entry with its arguments; null: none
     # where the study every job of the sweep shares lives: null = Optuna's journal file
     # <sweep_root>/optuna_journal.log (safe under concurrent processes); a path = a journal file there;
     # a URL (postgresql://, mysql://, sqlite:///) = Optuna's RDB storage
@@ -211,6 +209,7 @@ class PruneSchema:
     # pruned (reason worse_than_zero_shot), whatever the pruner; null = off
     zero_shot_checks: Optional[int] = None
     eval_max_windows: Optional[int] = None  # test windows for a pruned job (null: eval.max_windows)
+    # the settings of the pruners moirai-ft ships with, interpolated into their `pruner` entries
     min_resource: int = 1  # asha, hyperband: validation checks before the first rung
     reduction_factor: int = 3  # asha, hyperband
     max_resource: Any = "auto"  # hyperband: checks of a full job, or "auto"
