@@ -17,7 +17,10 @@ PACKAGE = "moirai_ft"
 # (sweep/runner.py, sweep/naming.py, sweep/hydra_callbacks.py too: train.py imports them before it checks
 # the command line, and a launcher's job process before the job's directory is resolved)
 TORCH_FREE = ("analysis", "sweep/state.py", "sweep/naming.py", "sweep/runner.py", "sweep/hydra_callbacks.py",
-              "result.py", "artifacts.py", "errors.py", "config", "budget/duration.py")
+              "result.py", "artifacts.py", "errors.py", "config",
+              "budget/duration.py", "budget/clock.py", "budget/expand.py", "budget/cli.py",
+              # predict.py checks its job and data before any model loads
+              "forecast/job.py", "forecast/inputs.py", "forecast/cli.py")
 
 
 def modules(root: Path, package: str) -> dict[str, Path]:
@@ -182,10 +185,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("train",),  # the LightningModule, callbacks, loggers, trackers
     ("evaluation",),  # the test evaluation
     ("search",),  # monitors, pruning, the study, the lr finder
-    ("train.job", "train.from_config", "train.rank", "budget"),  # one job, put together from all the above
-    ("sweep",),  # a job as train.py runs it within a sweep
+    ("train.job", "train.from_config", "train.rank"),  # one job, put together from all the above
+    ("sweep", "budget"),  # a job as train.py runs it within a sweep; the sweep's plan and budget
     ("analysis",),  # what analyze.py reads from job directories
-    ("evaluate",),  # python -m moirai_ft.evaluate
+    ("evaluate", "forecast"),  # python -m moirai_ft.evaluate; forecasting with a finished job (predict.py)
 )
 
 

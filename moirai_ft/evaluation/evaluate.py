@@ -163,4 +163,5 @@ def summary_line(metrics: dict[str, Any]) -> str:
 
     parts = [f"{k} {num(test.get(k))} vs zero-shot {num(zero.get(k))} ({pct(rel.get(k))})" for k in SUMMARY_METRICS]
     n = metrics.get("test_eval", {}).get("series_windows", "?")
-    return f"test ({n} windows): " + ", ".join(parts) + f"; finetune_helped={metrics.get('finetune_helped')}"
+    line = f"test ({n} windows): " + ", ".join(parts) + f"; finetune_helped={metrics.get('finetune_helped')}"
+    return "; ".join([line, *planning.summary_parts(metrics)])
