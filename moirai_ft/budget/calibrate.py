@@ -147,8 +147,8 @@ def calibrate(cfg: DictConfig, data: PreparedData, workdir: Path | None = None) 
         starts = timer.batch_starts
         half = STEPS // 2
         # step intervals without a check inside, the first one (optimizer state, first-call costs) left out
-        plain = [b - a for i, (a, b) in enumerate(zip(starts, starts[1:])) if i + 1 != half and i > 0]
-        step_s = statistics.median(plain) if plain else 0.0
+        steps = [b - a for i, (a, b) in enumerate(zip(starts, starts[1:])) if i + 1 != half and i > 0]
+        step_s = statistics.median(steps) if steps else 0.0
         val_batch_s = statistics.median(timer.val_batches) if timer.val_batches else 0.0
         device = eval_device(cfg.hardware.accelerator)
         val_one = eval_batches(len(data.val), per_device, per_device)[:1]
