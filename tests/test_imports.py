@@ -17,7 +17,7 @@ PACKAGE = "moirai_ft"
 # (sweep/runner.py, sweep/naming.py, sweep/hydra_callbacks.py too: train.py imports them before it checks
 # the command line, and a launcher's job process before the job's directory is resolved)
 TORCH_FREE = ("analysis", "sweep/state.py", "sweep/naming.py", "sweep/runner.py", "sweep/hydra_callbacks.py",
-              "result.py", "artifacts.py", "errors.py", "config",
+              "sweep/once.py", "result.py", "artifacts.py", "errors.py", "config",
               "budget/duration.py", "budget/clock.py", "budget/expand.py", "budget/cli.py",
               # predict.py checks its job and data before any model loads
               "forecast/job.py", "forecast/inputs.py", "forecast/cli.py")
@@ -177,7 +177,7 @@ def test_the_cycle_check_finds_a_cycle_through_a_type_checking_import(tmp_path: 
 # never one above: what a layer needs lives below it. A module belongs to its longest matching name.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "values", "scores", "result", "console", "imports", "budget.duration", "instrument"),  # shared by all
-    ("artifacts", "weights"),  # a job's files
+    ("artifacts", "weights", "sweep.once"),  # a job's files; a value computed once for a whole sweep
     ("config",),  # the config's schema, checks and presets: torch-free
     ("data",),  # reading, windows, roles
     ("model",),  # families, loading, patterns, the fast path
@@ -185,7 +185,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("train",),  # the LightningModule, callbacks, loggers, trackers
     ("evaluation",),  # the test evaluation
     ("search",),  # monitors, pruning, the study, the lr finder
-    ("train.job", "train.from_config", "train.rank"),  # one job, put together from all the above
+    ("train.job", "train.from_config", "train.rank", "train.zero_shot"),  # one job, put together from all the above
     ("sweep", "budget"),  # a job as train.py runs it within a sweep; the sweep's plan and budget
     ("analysis",),  # what analyze.py reads from job directories
     ("evaluate", "forecast"),  # python -m moirai_ft.evaluate; forecasting with a finished job (predict.py)

@@ -5,6 +5,7 @@ frame or a future file. Real tiny jobs (trained once per module), real uni2ts cl
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from moirai_ft import Forecaster
 from moirai_ft.analysis.report import analyze
 from moirai_ft.data.synthetic import building_plant, building_telemetry
 from moirai_ft.errors import UserError
+from moirai_ft.evaluation.reevaluate import main as reevaluate_main
 from moirai_ft.model.family import sample_quantiles
 from moirai_ft.forecast.forecaster import LEVEL_COLUMNS
 from moirai_ft.train.job import run
@@ -176,6 +178,34 @@ def test_backtest_at_the_test_split_start_reproduces_the_jobs_test_metrics(v1, z
         assert value == pytest.approx(expected[key], rel=1e-6), key
 
 
+def test_the_blend_and_the_calibration_forecast_as_the_job_scored_them(v1, tmp_path) -> None:
+    """predict(..., blend=True) and the job's calibration.json: a backtest on the job's own test windows gives
+    the metrics the job recorded for its blend and its calibrated bands."""
+    job_dir = tmp_path / "v1"
+    shutil.copytree(v1, job_dir)
+    with pytest.raises(UserError, match=r"ran without blend=true.*python -m moirai_ft.evaluate .* blend=true") as e:
+        Forecaster.from_job(job_dir, load=False).predict(_frame(v1), blend=True)
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="drop zero_shot"):
+        Forecaster.from_job(job_dir, zero_shot=True, load=False).predict(_frame(v1), blend=True)
+    from conftest import CONF
+    from moirai_ft.config.precheck import check_command_line
+    from moirai_ft.config.predict import validate_predict
+    said = check_command_line([f"job={job_dir}", "blend=true", "zero_shot=true"], CONF, "predict", validate_predict)
+    assert said.endswith("drop zero_shot=true")
+    assert reevaluate_main([str(job_dir), "blend=true", "calibrate=conformal", "eval.plot_windows=0"]) == 0
+    metrics = json.loads((job_dir / "metrics.json").read_text())
+    forecaster = Forecaster.from_job(job_dir)
+    test_start = _stats(job_dir)["test_start"]
+    for kwargs, key in (({"blend": True}, "test_blend_calibrated"), ({"blend": True, "calibrated": False}, "test_blend"),
+                        ({}, "test_calibrated"), ({"calibrated": False}, "test")):
+        out = forecaster.predict(_frame(v1), backtest=test_start, **kwargs)
+        for name, value in out.attrs["metrics"].items():
+            assert value == pytest.approx(metrics[key][name], rel=1e-6), (key, name)
+        assert any("calibrated" in n for n in out.attrs["notes"]) == kwargs.get("calibrated", True)
+    assert metrics["calibration"]["fine-tuned"]["test"]["coverage_80_after"] == metrics["test_calibrated"]["coverage_80"]
+
+
 def test_a_sweep_means_the_job_analyze_ranks_first(root, v1, v2_lora, moe) -> None:
     for metric in ("best_val_loss", "test.mase"):
         first = next(j for j in analyze(root, metric).jobs if j.state.value == "completed").path
@@ -307,6 +337,7 @@ def _bad_inputs(v1: Path, covariates: Path, tmp: Path) -> dict[str, tuple[list[s
         "damaged_weights": ([f"job={damaged}"], "no longer matches the checksum recorded in metrics.json"),
         "not_completed": ([f"job={failed}"], "is failed (out of memory), not completed"),
         "sweep_without_a_completed_job": ([f"job={tmp / 'sweep'}"], "no completed job below"),
+        "blend_of_a_job_without_one": ([f"job={v1}", "blend=true"], "has no blend (it ran without blend=true)"),
     }
 
 
