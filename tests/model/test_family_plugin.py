@@ -38,9 +38,9 @@ class Fourth(Moirai1):
         CALLS["loss"] += 1
         return super().loss(module, batch)
 
-    def batch_quantiles(self, module, windows, idx, num_samples):
+    def batch_paths(self, module, windows, idx, num_samples):
         CALLS["forecast"] += 1
-        return super().batch_quantiles(module, windows, idx, num_samples)
+        return super().batch_paths(module, windows, idx, num_samples)
 
 
 # conf/model/fourth.yaml, as a user would add it: no schema of the package's, the family by module path
