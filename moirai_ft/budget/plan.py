@@ -34,6 +34,7 @@ from moirai_ft.errors import UserError
 from moirai_ft.sweep.state import fingerprint
 from moirai_ft.train import distributed
 from moirai_ft.train.job import plan_steps
+from moirai_ft.values import plain
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def expected_fraction(prune: DictConfig, checks: int) -> list[tuple[float, int]]
     """(share of jobs, checks they reach) with the pruner at its best: successive halving keeps
     1/reduction_factor of the jobs at each rung (min_resource x reduction_factor^k checks); the median rule
     stops half the jobs at the first check after its warm-up. No pruner: every job reaches every check."""
-    name = str(getattr(prune.name, "value", prune.name))
+    name = str(plain(prune.name))
     if name in ("asha", "hyperband") and checks > 0:
         eta, rung, share, out = int(prune.reduction_factor), int(prune.min_resource), 1.0, []
         while rung < checks:
@@ -241,7 +242,7 @@ def plan_sweep(command: Command, workdir: Path | None = None) -> SweepPlan:
     jobs = [plan_job(job, workdir, paid) for job in command.jobs]
     first = command.jobs[0].cfg
     return SweepPlan(command.kind, jobs, list(_CALIBRATIONS.values()), startup, command.process_per_job,
-                     command.at_a_time, command.n_trials, str(getattr(first.prune.name, "value", first.prune.name)),
+                     command.at_a_time, command.n_trials, str(plain(first.prune.name)),
                      time.perf_counter() - started)
 
 
