@@ -17,7 +17,10 @@ import warnings
 #   a job on a login node, a laptop with SLURM's client tools, or hardware=ddp (which starts its own
 #   ranks) is not meant to be started by srun, and a SLURM sweep's jobs are (hydra/launcher=slurm)
 # - advertisements for Lightning's hosted services, printed with every Trainer
-_LIGHTNING_WARNINGS = (r"The `srun` command is available on your system but is not used",)
+# - "Checkpoint directory ... exists and is not empty": checkpoints/ holds best/ (written at the zero-shot
+#   check, before Lightning's checkpoint callback sets up) and last.ckpt on a resume; it is meant to be
+_LIGHTNING_WARNINGS = (r"The `srun` command is available on your system but is not used",
+                       r"Checkpoint directory .* exists and is not empty")
 _LIGHTNING_INFO = ("💡 Tip:",)
 _RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 

@@ -9,7 +9,6 @@ import logging
 import math
 import time
 import traceback
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,9 +42,6 @@ from moirai_ft.data.windows import IndexBatches, eval_batches, index_loader
 from moirai_ft.result import JobResult, Status
 
 log = logging.getLogger(__name__)
-# checkpoints/ holds best/ (written at the zero-shot check, before Lightning's checkpoint callback sets up)
-# and last.ckpt on a resume: the directory is meant to be non-empty
-warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 def build_trainer(
