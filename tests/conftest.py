@@ -36,6 +36,9 @@ TINY = [
     "val_max_windows=64",
     "eval.max_windows=32",  # every job ends with a test evaluation of two models: keep it small
     "lr=1e-3",
+    # the cheapest monitor (no sampled forecasts at every check); the default, val_crps, runs in the README's
+    # main job (tests/train/test_console.py) and in the monitor tests (tests/search/test_monitor.py)
+    "monitor=val_nll",
 ]
 
 
