@@ -9,8 +9,10 @@ from typing import Any
 
 import pandas as pd
 
+from moirai_ft.analysis.blend import blend_cell, has_blend, ranked_value, ranks_by_blend
 from moirai_ft.analysis.diagnose import judged_metric
 from moirai_ft.analysis.jobs import NESTED_METRICS, STATE_ORDER, Job, State
+from moirai_ft.evaluation.coverage import BANDS, nominal
 from moirai_ft.evaluation.bootstrap import significant
 
 ROW_COLUMNS = (
@@ -25,7 +27,10 @@ def metric_columns(jobs: list[Job]) -> list[str]:
     cols: list[str] = []
     for group in NESTED_METRICS:
         names = sorted({n for j in jobs for n in (j.metrics.get(group) or {}) if isinstance(j.metrics.get(group), dict)})
-        cols += [f"{group}.{n}" for n in names]
+        bands = [n for n in names if n in BANDS]  # each band's coverage right after wql: read side by side
+        rest = [n for n in names if n not in bands]
+        at = rest.index("wql") + 1 if "wql" in rest else len(rest)
+        cols += [f"{group}.{n}" for n in rest[:at] + bands + rest[at:]]
     return cols
 
 
@@ -35,12 +40,16 @@ def higher_is_better(metric: str) -> bool:
 
 def sort_jobs(jobs: list[Job], metric: str) -> list[Job]:
     """Results first (completed and diverged: a diverged job keeps its best weights), best metric
-    first, no value last; then the rest by state: running, unfinished, failed, unreadable."""
+    first, no value last; then the rest by state: running, unfinished, failed, unreadable. A job with a
+    blend is ranked by its blend's test metric (analysis/blend.py); a coverage by its distance to nominal."""
     sign = -1.0 if higher_is_better(metric) else 1.0
+    band = metric.rsplit(".", 1)[-1]
 
     def number(job: Job) -> float:
-        value = job.value(metric)
+        value = ranked_value(job, metric)
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if ok and band in BANDS:
+            return abs(float(value) - nominal(band))
         return sign * float(value) if ok else math.inf
 
     results = [j for j in jobs if j.state in (State.completed, State.pruned, State.diverged)]
@@ -55,7 +64,8 @@ def significance_columns(jobs: list[Job]) -> list[str]:
     return [f"significant.{n}" for n in names]
 
 
-def table(jobs: list[Job], root: Path) -> pd.DataFrame:
+def table(jobs: list[Job], root: Path, metric: str | None = None) -> pd.DataFrame:
+    """summary.csv / summary.md: every figure of every job (`metric`: the ranking, for the blend column)."""
     sig_cols = significance_columns(jobs)
     cols = list(ROW_COLUMNS) + metric_columns(jobs) + sig_cols + list(TAIL_COLUMNS)
     rows = []
@@ -67,8 +77,10 @@ def table(jobs: list[Job], root: Path) -> pd.DataFrame:
         row["job"] = rel_path(job.path, root)
         row["state"] = job.state.value
         row["error"] = job.metrics.get("error") or job.note or None
+        row["blend"] = blend_cell(job, metric) if metric else ""  # blend=true: its weight, value against its parts
         rows.append(row)
-    return pd.DataFrame(rows, columns=cols)
+    blends = ["blend"] if any(has_blend(j) for j in jobs) else []
+    return pd.DataFrame(rows, columns=cols[:-len(TAIL_COLUMNS)] + blends + cols[-len(TAIL_COLUMNS):])
 
 
 def rel_path(path: Path, root: Path) -> str:
@@ -107,6 +119,9 @@ def _gain(job: Job, metric: str) -> float | None:
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         return float(v) if ok else None
 
+    if ranks_by_blend(job, metric):  # ranked by its blend: the blend's gain over the zero-shot model
+        rel = ((job.metrics.get("blend_rel_improvement") or {}).get("vs_zero_shot") or {}).get(metric.split(".", 1)[1])
+        return float(rel) if isinstance(rel, (int, float)) and math.isfinite(rel) else None
     if metric.startswith(("test.", "rel_improvement.")):
         return number("rel_improvement." + metric.split(".", 1)[1])
     best, zero = number(metric), number(_ZERO_SHOT.get(metric, ""))
@@ -138,7 +153,9 @@ def terminal_frame(jobs: list[Job], metric: str, root: Path) -> pd.DataFrame:
     rows = []
     for rank, (job, name) in enumerate(zip(jobs, _labels(jobs, root)), start=1):
         ci = (job.metrics.get("rel_improvement_ci") or {}).get(judged)
-        row = {"#": rank, "job": name, "state": job.state.value, label: fmt_cell(job.value(metric)),
+        if ranks_by_blend(job, metric):  # the blend's interval against the zero-shot model
+            ci = ((job.metrics.get("blend_ci") or {}).get("vs_zero_shot") or {}).get(judged)
+        row = {"#": rank, "job": name, "state": job.state.value, label: fmt_cell(ranked_value(job, metric)),
                "vs zero-shot": _pct(_gain(job, metric), ci if by_test else None)}
         if not by_test:
             rel = job.value(f"rel_improvement.{judged}")

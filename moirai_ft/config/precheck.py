@@ -61,7 +61,7 @@ def check_command_line(args: list[str], conf_dir: Path, config_name: str = "trai
     for raw, o in zip(overrides, parsed):
         if o.is_sweep_override() and o.get_key_element().lstrip("+~") in SWEEP_WIDE:
             return f"{raw}: {o.get_key_element()} is one setting for the whole sweep; give one value"
-    for job in _job_overrides(overrides, parsed):
+    for job in job_overrides(overrides, parsed):
         try:
             with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
                 cfg = compose(config_name=config_name, overrides=job)
@@ -76,7 +76,7 @@ def check_command_line(args: list[str], conf_dir: Path, config_name: str = "trai
     return None
 
 
-def _job_overrides(overrides: list[str], parsed: list[Override]) -> list[list[str]]:
+def job_overrides(overrides: list[str], parsed: list[Override]) -> list[list[str]]:
     """The override lists to check: the command line as it is, or for a sweep (`lr=1e-5,abc`,
     `epochs=range(1,3)`) each value of each swept key once, the other swept keys at their first value.
     A key's type and range do not depend on the other keys' values, so this finds every bad value with

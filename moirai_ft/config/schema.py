@@ -18,6 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from moirai_ft.budget.duration import parse_duration
 from moirai_ft.config.root import RootSchema
 from moirai_ft.errors import UserError
+from moirai_ft.scores import MONITORS
+from moirai_ft.values import plain
 
 
 class ModelInit(str, Enum):
@@ -294,9 +296,7 @@ def validate(cfg: DictConfig) -> None:
     lf = cfg.lr_finder
     need(0 < lf.min_lr < lf.max_lr, f"lr_finder.min_lr must be > 0 and below lr_finder.max_lr (got {lf.min_lr}, {lf.max_lr})")
     need(lf.num_steps >= 2, f"lr_finder.num_steps must be >= 2 (got {lf.num_steps})")
-    monitors = ("val_nll", "val_crps", "val_mae")
-    need(str(getattr(cfg.monitor, "value", cfg.monitor)) in monitors,
-         f"monitor must be one of {', '.join(monitors)} (got {cfg.monitor!r})")
+    need(str(plain(cfg.monitor)) in MONITORS, f"monitor must be one of {', '.join(MONITORS)} (got {cfg.monitor!r})")
     need(isinstance(cfg.monitor_samples, int) and cfg.monitor_samples >= 1,
          f"monitor_samples must be an integer >= 1 (got {cfg.monitor_samples!r})")
     warmup = cfg.warmup_steps

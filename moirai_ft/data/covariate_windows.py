@@ -24,6 +24,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from moirai_ft.data.windows import Batch, WindowSpec
+from moirai_ft.values import plain
 
 
 class CovariateWindows:
@@ -43,7 +44,7 @@ class CovariateWindows:
         self.series = series
         self.starts = starts
         self.spec = spec
-        self.mode = str(getattr(mode, "value", mode))
+        self.mode = str(plain(mode))
         if self.mode not in ("S", "M"):
             raise ValueError(f"mode must be 'S' or 'M', got {mode!r}")
         device = series.device

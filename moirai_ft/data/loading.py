@@ -20,9 +20,10 @@ from omegaconf import DictConfig
 from pandas.tseries.frequencies import to_offset
 
 from moirai_ft.config.schema import DataFormat, Duplicates, NonNumeric
-from moirai_ft.errors import UserError
+from moirai_ft.errors import UserError, preview
 from moirai_ft.data.reading import read_file
 from moirai_ft.data.synthetic import building_plant, building_telemetry
+from moirai_ft.values import plain
 
 log = logging.getLogger(__name__)
 
@@ -89,15 +90,10 @@ def non_finite_as_missing(frame: pd.DataFrame, counts: dict[str, int]) -> pd.Dat
     return pd.DataFrame(values, index=frame.index, columns=frame.columns)
 
 
-def _preview(names: list[str], limit: int = 8) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
-
-
 def _column(raw: pd.DataFrame, name: str, option: str) -> pd.Series:
     if name not in raw.columns:
         raise UserError(
-            f"no column named {name!r} ({option}); the file's columns are {_preview(list(raw.columns))}; "
+            f"no column named {name!r} ({option}); the file's columns are {preview(list(raw.columns))}; "
             f"set {option} to one of them"
         )
     return raw[name]
@@ -132,7 +128,7 @@ def epoch_unit(column: pd.Series) -> str | None:
 def _numeric_stamps(column: pd.Series, unit: str | None, data_cfg: DictConfig, notes: list[str]) -> pd.Series:
     """A column of numbers as Unix epoch times in data.timestamp_unit, else in the inferred unit."""
     name = column.name
-    given = getattr(data_cfg.get("timestamp_unit"), "value", data_cfg.get("timestamp_unit"))
+    given = plain(data_cfg.get("timestamp_unit"))
     unit = given or unit
     if unit is None:
         raise UserError(
@@ -281,7 +277,7 @@ def select_columns(available: list[str], include: Sequence[str] | None, exclude:
         for pattern in patterns:
             if not fnmatch.filter(available, str(pattern)):
                 raise UserError(
-                    f"{option} entry {str(pattern)!r} matches no column; the columns are {_preview(available)}"
+                    f"{option} entry {str(pattern)!r} matches no column; the columns are {preview(available)}"
                 )
     def matches(name: str, patterns: Sequence[str]) -> bool:
         return any(fnmatch.fnmatchcase(name, str(p)) for p in patterns)

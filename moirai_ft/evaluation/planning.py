@@ -31,9 +31,10 @@ from moirai_ft.evaluation.blend import FALLBACK_METRIC, blend, choose_weight
 from moirai_ft.evaluation.calibration import METHOD, Calibration, fit_conformal
 from moirai_ft.evaluation.coverage import band_coverages
 from moirai_ft.evaluation.forecast import evaluating_on, forecast_quantiles
-from moirai_ft.evaluation.metrics import QUANTILE_LEVELS, rel_improvement, seasonal_errors, seasonality
+from moirai_ft.evaluation.metrics import rel_improvement, seasonal_errors, seasonality
 from moirai_ft.evaluation.scoring import EvalItems, eval_items, improvement_intervals, model_metrics
-from moirai_ft.search.monitor import MONITORS
+from moirai_ft.scores import MONITORS, QUANTILE_LEVELS
+from moirai_ft.values import plain
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def scorer(data: PreparedData, items: EvalItems, pred: int,
 def calibrate_on(cfg: DictConfig) -> bool:
     """calibrate=conformal (a job from before the key existed has none)."""
     value = OmegaConf.select(cfg, "calibrate", default="none")
-    return str(getattr(value, "value", value)) == METHOD
+    return str(plain(value)) == METHOD
 
 
 def blend_on(cfg: DictConfig) -> bool:
@@ -80,8 +81,8 @@ def wanted(cfg: DictConfig) -> bool:
 def blend_metric(cfg: DictConfig) -> str:
     """The test metric the blend's weight minimises on validation: the monitor's (val_crps: wql, val_mae:
     mae); val_nll has no value for an average of quantiles, so WQL."""
-    monitor = str(getattr(cfg.monitor, "value", cfg.monitor))
-    return MONITORS.get(monitor, (None, None, None))[2] or FALLBACK_METRIC
+    monitor = MONITORS.get(str(plain(cfg.monitor)))
+    return (monitor.metric if monitor else None) or FALLBACK_METRIC
 
 
 def plan_forecasts(

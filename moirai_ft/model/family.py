@@ -24,14 +24,24 @@ from moirai_ft.config.schema import CompileMode
 from moirai_ft.console import is_terminal
 from moirai_ft.data.windows import Batch, Windows, WindowSpec
 from moirai_ft.errors import UserError
-from moirai_ft.evaluation.metrics import QUANTILE_LEVELS
 from moirai_ft.model.fast_path import distribution_validation, use_fast_path
+from moirai_ft.scores import QUANTILE_LEVELS
+from moirai_ft.values import plain
 
 PROGRESS_MIN_BATCHES = 20  # show a forecast progress bar from this many batches on
 HEAD_ONLY, FREEZE_FFN, FULL = "head_only", "freeze_ffn", "full"
 
-# per batch: (batch, variate, level, pred) quantiles on the normalised scale
-QuantileFn = Callable[[Windows, Int[Tensor, "batch"]], Float[Tensor, "batch var level pred"]]
+
+
+def sample_quantiles(
+    samples: Float[Tensor, "sample *rest"], levels: tuple[float, ...] = QUANTILE_LEVELS
+) -> Float[Tensor, "level *rest"]:
+    """Quantiles of sampled paths as gluonts's SampleForecast computes them (an order statistic)."""
+    n = samples.shape[0]
+    # np.round rounds half to even, as gluonts does; the index is plain Python, no host sync
+    picks = [int(np.round((n - 1) * q)) for q in levels]
+    ordered = samples.sort(dim=0).values
+    return ordered[picks]
 
 
 class ModelFamily(ABC):
@@ -139,7 +149,7 @@ class ModelFamily(ABC):
             )
 
     def check_compile(self, compile_mode: CompileMode | str) -> None:
-        if CompileMode(getattr(compile_mode, "value", compile_mode)) != CompileMode.off:
+        if CompileMode(plain(compile_mode)) != CompileMode.off:
             raise UserError(f"hardware.compile is implemented for Moirai 1.x only; set hardware.compile=off for {self.title}")
 
 

@@ -23,10 +23,10 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from moirai_ft.artifacts import read_json, write_json_atomic
+from moirai_ft.config.root import RUN_KEYS
 
 JOURNAL = "optuna_journal.log"
 TRIALS = "optuna_trials.json"  # in the sweep directory: {"<hydra.job.num>": trial number}
-NOT_IN_STUDY_NAME = ("resume", "sweep_root", "plan", "budget")  # how a sweep runs, not what it searches
 
 
 def storage_for(storage: str | None, sweep_root: str | Path, launch_dir: str | Path) -> optuna.storages.BaseStorage:
@@ -47,7 +47,7 @@ def study_name_for(task_overrides: list[str], given: str | None = None) -> str:
     if given:
         return given
     kept = sorted(o for o in task_overrides
-                  if not o.lstrip("+~").startswith("hydra") and o.split("=", 1)[0].lstrip("+~") not in NOT_IN_STUDY_NAME)
+                  if not o.lstrip("+~").startswith("hydra") and o.split("=", 1)[0].lstrip("+~") not in RUN_KEYS)
     return "moirai-ft-" + hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:12]
 
 

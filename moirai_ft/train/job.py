@@ -29,12 +29,11 @@ from moirai_ft.errors import UserError, first_line
 from moirai_ft.weights import CHECKSUM, best_dir, checksum
 from moirai_ft.evaluation.evaluate import evaluate_job, summary_line
 from moirai_ft.console import is_terminal, quiet_third_party
-from moirai_ft.model.fast_path import SparseProgressBar
-from moirai_ft.train.progress import LineProgress
 from moirai_ft.train.from_config import build_callbacks, build_loggers, check_loggers
 from moirai_ft.train.loggers import checkpoint_step
 from moirai_ft.train.trackers import log_job_result
 from moirai_ft.train.finetuner import MoiraiFineTuner
+from moirai_ft.train.progress import LineProgress, SparseProgressBar
 from moirai_ft.model.families import family_of
 from moirai_ft.model.load import apply_pattern, count_params, load_module
 from moirai_ft.model.lora import adapter_state, load_plain

@@ -26,10 +26,10 @@ from moirai_ft.evaluation.forecast import fingerprint
 from moirai_ft.evaluation.reevaluate import main
 from moirai_ft.evaluation.scoring import EvalItems, eval_items
 from moirai_ft.model.families.moirai1 import horizon_distribution, horizon_tokens
-from moirai_ft.train.finetuner import MODEL_FIELDS
+from moirai_ft.model.families.moirai1 import MODEL_FIELDS
 from moirai_ft.evaluation.plot import forecast_panels, plot_forecasts
 from moirai_ft.train.job import run
-from moirai_ft.evaluation.metrics import QUANTILE_LEVELS
+from moirai_ft.scores import QUANTILE_LEVELS
 from moirai_ft.model.load import random_module
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -43,11 +43,10 @@ from uni2ts.loss.packed import PackedNLLLoss
 from uni2ts.model.moirai_moe import MoiraiMoEForecast, MoiraiMoEModule
 
 from moirai_ft.data.windows import Batch, Windows, WindowSpec
-from moirai_ft.evaluation.metrics import sample_quantiles
 from moirai_ft.model.families.decoder import (
     CONVERTED, context_inputs, convert, covariate_dims, gather_ahead, targets_ahead,
 )
-from moirai_ft.model.family import ModelFamily, encoder_kwargs
+from moirai_ft.model.family import ModelFamily, encoder_kwargs, sample_quantiles
 from moirai_ft.model.fast_path import distribution_validation
 
 

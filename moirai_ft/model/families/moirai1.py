@@ -24,9 +24,8 @@ from uni2ts.model.moirai import MoiraiModule
 
 from moirai_ft.config.schema import CompileMode
 from moirai_ft.data.windows import Batch, Windows
-from moirai_ft.evaluation.metrics import sample_quantiles
 from moirai_ft.model.compat import forward_parts
-from moirai_ft.model.family import ModelFamily, encoder_kwargs
+from moirai_ft.model.family import ModelFamily, encoder_kwargs, sample_quantiles
 from moirai_ft.model.fast_path import compile_forward, distribution_validation
 
 MODEL_FIELDS = ("target", "observed_mask", "sample_id", "time_id", "variate_id", "prediction_mask", "patch_size")
