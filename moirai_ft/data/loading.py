@@ -160,6 +160,10 @@ def parse_timestamps(column: pd.Series, data_cfg: DictConfig, notes: list[str]) 
     def parse(how: str | None, utc: bool = False, dayfirst: bool = False) -> pd.Series:
         with warnings.catch_warnings():  # "could not infer format": we check the result ourselves
             warnings.simplefilter("ignore", UserWarning)
+            # pandas 2 returns mixed UTC offsets as objects with this warning (pandas 3 raises): either way
+            # the caller sees no datetime dtype and parses again with utc=True
+            warnings.filterwarnings("ignore", "In a future version of pandas, parsing datetimes with mixed time zones",
+                                    FutureWarning)
             try:
                 return pd.to_datetime(column, format=how, errors="coerce", utc=utc, dayfirst=dayfirst)
             except (ValueError, TypeError):  # mixed time zones without utc=True
