@@ -170,6 +170,9 @@ _STEPS = pd.date_range("2024-03-30", periods=60, freq="15min").strftime("%Y-%m-%
 @example(frame=pd.DataFrame({"timestamp": _STEPS, "sensor": np.where(np.arange(60) % 5, 3.0, np.inf),
                              "value": np.random.default_rng(0).standard_normal(60)}),
          fmt="csv", opts={**CLEAN, "drop_bad_columns": True})
+# local time across the DST change (+01:00 then +02:00): pandas 2 warned that mixed offsets will raise
+@example(frame=pd.DataFrame({"timestamp": [t.isoformat() for t in pd.date_range(
+    "2024-03-30", periods=120, freq="15min", tz="Europe/Berlin")], "sensor": np.arange(120) % 7}), fmt="csv", opts=CLEAN)
 # two names that trimming makes one (" a", "a"): pandas handed back a table for a column, a TypeError
 @example(frame=pd.DataFrame({"timestamp": _STEPS, " a": np.arange(60.0), "a": np.arange(60.0)}), fmt="parquet",
          opts=CLEAN)
