@@ -15,7 +15,7 @@ from moirai_ft.analysis.blend import blend_lines, ranked_value, ranks_by_blend
 from moirai_ft.analysis.budget import SweepBudget, budget_lines, sweep_budgets
 from moirai_ft.analysis.jobs import Job, State, find_job_dirs, read_job
 from moirai_ft.analysis.recommend import base_stage_command, best_by_model
-from moirai_ft.analysis.search import search_lines
+from moirai_ft.analysis.repeats import search_lines
 from moirai_ft.analysis.table import markdown_table, metric_columns, rel_path, render, sort_jobs, table, terminal_frame
 from moirai_ft.artifacts import write_json_atomic
 from moirai_ft.errors import UserError

@@ -12,7 +12,7 @@ import fnmatch
 import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import Sequence, Union
+from typing import Callable, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -46,26 +46,45 @@ class Table:
     non_finite: dict[str, int] = field(default_factory=dict)  # per column: inf/-inf cells read as missing
 
 
-def load_table(data_cfg: DictConfig, seed: int) -> Table:
-    """The selected columns of the configured data on a regular grid."""
+EMBEDDED = ("synthetic", "building")  # data.name values generated in moirai_ft/data/synthetic.py, no file read
+Select = Callable[[list[str]], list[str]]  # the series' names -> the columns to keep, in table order
+
+
+def load_table(data_cfg: DictConfig, seed: int, select: Select | None = None) -> Table:
+    """The selected columns of the configured data on a regular grid. `select` picks the columns from the
+    series' names (default: data.columns minus data.exclude)."""
     notes: list[str] = []
-    non_finite: dict[str, int] = {}
-    if data_cfg.name in ("synthetic", "building"):  # embedded (moirai_ft/data/synthetic.py)
+    if data_cfg.name in EMBEDDED:
         if data_cfg.name == "building":
             frame = building_plant(data_cfg.num_days, seed=seed, num_sensors=data_cfg.num_columns or 0)
         else:
             frame = building_telemetry(data_cfg.num_columns, data_cfg.num_days, seed=seed)
-        frame = frame[select_columns(list(frame.columns), data_cfg.columns, data_cfg.exclude)]
+        frame = frame[_selector(data_cfg, select)(list(frame.columns))]
+        return grid_table(frame, data_cfg, notes, {})
+    return table_from_raw(read_file(data_cfg, notes), data_cfg, notes, select)
+
+
+def _selector(data_cfg: DictConfig, select: Select | None) -> Select:
+    return select or (lambda names: select_columns(names, data_cfg.columns, data_cfg.exclude))
+
+
+def table_from_raw(raw: pd.DataFrame, data_cfg: DictConfig, notes: list[str], select: Select | None = None) -> Table:
+    """A frame as read from a file (wide or long, every column kept) as a regular table."""
+    select = _selector(data_cfg, select)
+    non_finite: dict[str, int] = {}
+    if data_cfg.format == DataFormat.long:
+        frame = long_to_wide(raw, data_cfg, notes, non_finite)
+        frame = frame[select(list(frame.columns))]
     else:
-        raw = read_file(data_cfg, notes)
-        if data_cfg.format == DataFormat.long:
-            frame = long_to_wide(raw, data_cfg, notes, non_finite)
-            frame = frame[select_columns(list(frame.columns), data_cfg.columns, data_cfg.exclude)]
-        else:
-            stamps, rest = split_timestamps(raw, data_cfg, notes)
-            rest = rest[select_columns(list(rest.columns), data_cfg.columns, data_cfg.exclude)]
-            frame = numeric(rest, data_cfg.non_numeric, notes).set_axis(stamps, axis=0)
-            frame = non_finite_as_missing(frame, non_finite)
+        stamps, rest = split_timestamps(raw, data_cfg, notes)
+        rest = rest[select(list(rest.columns))]
+        frame = numeric(rest, data_cfg.non_numeric, notes).set_axis(stamps, axis=0)
+        frame = non_finite_as_missing(frame, non_finite)
+    return grid_table(frame, data_cfg, notes, non_finite)
+
+
+def grid_table(frame: pd.DataFrame, data_cfg: DictConfig, notes: list[str], non_finite: dict[str, int]) -> Table:
+    """The numeric frame (DatetimeIndex) on its regular grid, with what loading noted."""
     non_finite = {str(c): non_finite[str(c)] for c in frame.columns if non_finite.get(str(c))}
     if non_finite:
         notes.append(f"{sum(non_finite.values())} non-finite values (inf, -inf) read as missing: "

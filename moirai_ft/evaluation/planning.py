@@ -85,6 +85,26 @@ def blend_metric(cfg: DictConfig) -> str:
     return (monitor.metric if monitor else None) or FALLBACK_METRIC
 
 
+def summary_parts(metrics: dict[str, Any]) -> list[str]:
+    """For the job's last line: the 80% band's coverage, and the blend's and the calibration's effect."""
+    def share(x: Any) -> str:
+        return f"{x:.1%}" if isinstance(x, (int, float)) and np.isfinite(x) else "n/a"
+
+    test, zero = metrics.get("test") or {}, metrics.get("zero_shot_test") or {}
+    parts = []
+    if "coverage_80" in test:
+        parts.append(f"80% band holds {share(test['coverage_80'])} (zero-shot {share(zero.get('coverage_80'))})")
+    cal = metrics.get("test_calibrated") or {}
+    if "coverage_80" in cal:
+        parts.append(f"{share(cal.get('coverage_80'))} calibrated")
+    if "blend_weight" in metrics:
+        metric = (metrics.get("blend_validation") or {}).get("metric", "wql")
+        value = (metrics.get("test_blend") or {}).get(metric)
+        parts.append(f"blend w={metrics['blend_weight']:g} {metric} "
+                     + (f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"))
+    return parts
+
+
 def plan_forecasts(
     cfg: DictConfig,
     val: Scorer,

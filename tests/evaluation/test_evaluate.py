@@ -168,6 +168,8 @@ def test_coverage_blend_and_calibration_of_a_finished_job(job, tmp_path):
     assert summary["test"]["coverage_80_after"] == m["test_calibrated"]["coverage_80"]
     assert summary["validation"]["coverage_80_after"] >= 0.8 > summary["validation"]["coverage_80_before"]
     assert "test_blend_calibrated" in m and (job_dir / "calibration.json").is_file()
+    line = summary_line(m)  # the job's last line says it too
+    assert "80% band holds" in line and "calibrated" in line and f"blend w={w:g} wql" in line
     assert main([str(job_dir), "eval.plot_windows=0"]) == 0
     plain = json.loads((job_dir / METRICS).read_text())
     assert not {"blend_weight", "test_blend", "blend_ci", "test_calibrated", "calibration"} & set(plain)
