@@ -11,7 +11,7 @@ Datasets (not in the repository; see --data): the embedded building plant (data=
 their covariates), and the CSVs weather.csv (Jena, 10 min, 21 columns), exchange_rate.csv (8 daily rates) and
 national_illness.csv (weekly ILI, 7 columns), the long-sequence-forecasting benchmark copies.
 
-Run: `python bench/calibration_blend.py [--data /work/wt/data] [--out DIR] [--smoke]`
+Run: `python bench/calibration_blend.py [--data /work/wt/data] [--out DIR] [--seed N] [--smoke]`
 Prints one markdown table (the BENCHMARKS.md one) and writes DIR/results.json.
 """
 
@@ -109,7 +109,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="where the jobs go (default: a temporary directory)")
     p.add_argument("--smoke", action="store_true", help="a few steps each: checks the script, measures nothing")
     p.add_argument("--only", nargs="*", default=None, help="dataset names to run (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="the jobs' seed: initialisation, data order, sampling")
     args = p.parse_args()
+    COMMON.append(f"seed={args.seed}")
     out = args.out or Path(tempfile.mkdtemp(prefix="calibration_blend_"))
     out.mkdir(parents=True, exist_ok=True)
     smoke = ["steps_per_epoch=3", "epochs=1", "eval.max_windows=16", "val_max_windows=32", "eval.num_samples=20"]
