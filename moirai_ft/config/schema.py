@@ -210,7 +210,8 @@ class PruneSchema:
     # a job whose monitored value is still above its zero-shot value after this many checks stops as
     # pruned (reason worse_than_zero_shot), whatever the pruner; null = off
     zero_shot_checks: Optional[int] = None
-    eval_max_windows: Optional[int] = None  # test windows for a pruned job (null: eval.max_windows)
+    # test windows for a pruned job: 0 = not tested (search/prune.py says why), null = eval.max_windows
+    eval_max_windows: Optional[int] = 0
     min_resource: int = 1  # asha, hyperband: validation checks before the first rung
     reduction_factor: int = 3  # asha, hyperband
     max_resource: Any = "auto"  # hyperband: checks of a full job, or "auto"
@@ -287,9 +288,9 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.epochs >= 0, f"epochs must be >= 0 (got {cfg.epochs}); 0 evaluates the zero-shot model alone")
     need(cfg.patience >= 1, f"patience must be >= 1 validation check (got {cfg.patience})")
     need(cfg.smoothing >= 1, f"smoothing must be >= 1 check (got {cfg.smoothing})")
-    for key in ("zero_shot_checks", "eval_max_windows"):
+    for key, low in (("zero_shot_checks", 1), ("eval_max_windows", 0)):
         v = cfg.prune[key]
-        need(v is None or (isinstance(v, int) and v >= 1), f"prune.{key} must be an integer >= 1 or null (got {v!r})")
+        need(v is None or (isinstance(v, int) and v >= low), f"prune.{key} must be an integer >= {low} or null (got {v!r})")
     need(cfg.prune.min_resource >= 1 and cfg.prune.reduction_factor >= 2,
          f"prune.min_resource must be >= 1 and prune.reduction_factor >= 2 (got {cfg.prune.min_resource}, "
          f"{cfg.prune.reduction_factor})")

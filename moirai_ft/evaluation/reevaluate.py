@@ -48,7 +48,7 @@ def reevaluate(job_dir: Path, overrides: list[str] | None = None) -> dict[str, A
             f"the zero-shot model rebuilt from model.checkpoint={cfg.model.checkpoint} (init={cfg.model.init}, "
             f"seed={cfg.seed}) is not the one {job_dir} started from; point model.checkpoint at that model"
         )
-    for key in ("test_error", *planning.KEYS):  # an earlier evaluation's, which this one may not repeat
+    for key in ("test_error", "test_skipped", *planning.KEYS):  # an earlier evaluation's, which this one may not repeat
         metrics.pop(key, None)
     metrics.update(evaluate_models(cfg, data, zero_shot, job_dir))
     write_json_atomic(job_dir / METRICS, metrics)

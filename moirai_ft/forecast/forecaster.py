@@ -110,6 +110,11 @@ class Forecaster:
         return forecaster.load() if load else forecaster
 
     @property
+    def mode(self) -> str:
+        """S: one sample per target; M: every target in one sample (the job's data.mode unless data= says)."""
+        return str(getattr(m := self.data.get("mode", self.job.config.data.mode), "value", m))
+
+    @property
     def label(self) -> str:
         return "zero-shot" if self.zero_shot else "fine-tuned"
 
@@ -166,7 +171,7 @@ class Forecaster:
         index = {c: i for i, c in enumerate(inp.columns)}
         rows = [torch.tensor([index[c] for c in names], dtype=torch.long) for names in (job.targets, job.known, job.past)]
         windows = CovariateWindows(torch.from_numpy(np.ascontiguousarray(normalized.T)),
-                                   torch.tensor([self.spec.context_length]), self.spec, str(cfg.data.mode), *rows,
+                                   torch.tensor([self.spec.context_length]), self.spec, self.mode, *rows,
                                    pad=inp.pad)
         q_norm, mean_norm = self.model_forecast(windows)
         label = self.label

@@ -9,12 +9,13 @@ Independently of the pruner, `prune.zero_shot_checks=N` stops a job whose monito
 above its zero-shot value at its N-th check or later (reason worse_than_zero_shot): the user's rule for
 fine-tuning that makes the model worse (uni2ts #31, #94, #188).
 
-A pruned job is a result: it keeps its best weights, is evaluated on test (prune.eval_max_windows
-windows if set), and records `status: pruned`, `pruned_at_check` and `pruned_reason`.
+A pruned job is a result: it keeps its best weights and records `status: pruned`, `pruned_at_check` and
+`pruned_reason`. It is not tested by default (prune.eval_max_windows=0; `pruned_test_config` says why).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import lightning as L
 import optuna
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from moirai_ft.search import study as studies
 from moirai_ft.train.callbacks import BestWeights
@@ -31,6 +32,7 @@ from moirai_ft.values import plain
 log = logging.getLogger(__name__)
 
 WORSE_THAN_ZERO_SHOT = "worse_than_zero_shot"
+UNTESTED = "pruned: not tested (prune.eval_max_windows=0); `python -m moirai_ft.evaluate <job_dir>` tests it"
 
 
 def build_pruner(prune: DictConfig) -> optuna.pruners.BasePruner | None:
@@ -155,3 +157,21 @@ def finish_trial(trial: JobTrial | None, status: str, value: float, error: str |
             trial.study.tell(trial.trial, state=optuna.trial.TrialState.FAIL)
     except (ValueError, RuntimeError) as e:  # already finished (a resumed job's trial): nothing to record
         log.warning("study not updated: %s", e)
+
+
+def pruned_test_config(cfg: DictConfig) -> DictConfig | None:
+    """The config a pruned job's test evaluation runs with, or None: not tested (prune.eval_max_windows=0,
+    the default). What the sweep and the user decide on is validation: the pruner, the sweeper's objective
+    and analyze's default ranking read best_monitored / best_val_loss, which a pruned job has; choosing the
+    winner on test would leak the test split into the choice. A pruned job's test figures describe a run
+    stopped early, not its configuration, and cost as much as a finished job's (the selected model's
+    forecast of every test window). prune.eval_max_windows=N tests it on N windows, null on eval.max_windows."""
+    windows = cfg.prune.eval_max_windows
+    if windows == 0:
+        return None
+    if windows is None:
+        return cfg
+    eval_cfg = copy.deepcopy(cfg)
+    with open_dict(eval_cfg):
+        eval_cfg.eval.max_windows = windows
+    return eval_cfg

@@ -144,6 +144,26 @@ def test_predict_is_the_families_uni2ts_forecast_class_in_original_units(family,
     assert forecaster.module is module and again["timestamp"].iloc[0] == df.index[-10]
 
 
+def test_mode_m_forecasts_every_target_in_one_sample(v2_lora) -> None:
+    """data.mode=M: the three targets as one multivariate sample, the forecast class's target_dim=3."""
+    cfg = compose_cfg(["model=tiny_moirai2"])
+    df = _frame(v2_lora)
+    out = Forecaster.from_job(v2_lora, data={"mode": "M"}).predict(df)
+    stats = _stats(v2_lora)
+    items = stats["columns"]
+    context = ((df[items].to_numpy(np.float32)[-cfg.context_length:] - np.float32(stats["mean"])) / np.float32(stats["std"]))
+    module = Moirai2Module.from_pretrained(str(v2_lora / "checkpoints" / "best")).eval()
+    forecast = Moirai2Forecast(prediction_length=cfg.prediction_length, target_dim=len(items), feat_dynamic_real_dim=0,
+                               past_feat_dynamic_real_dim=0, context_length=cfg.context_length, module=module)
+    x = torch.tensor(context)[None]
+    with torch.no_grad():
+        theirs = forecast(x, torch.ones_like(x, dtype=torch.bool), torch.zeros(x.shape[:2], dtype=torch.bool))
+    theirs = theirs[0].permute(2, 0, 1).numpy()  # (level, pred, target) -> (target, level, pred)
+    ours = _ours(out, items)[0]
+    np.testing.assert_allclose(ours, _original(theirs, stats, list(range(len(items)))), rtol=1e-5, atol=1e-4)
+    assert not np.allclose(ours, _ours(Forecaster.from_job(v2_lora).predict(df), items)[0])  # S is another question
+
+
 def test_a_short_context_is_padded_as_uni2ts_pads_it(v2_lora) -> None:
     cfg = compose_cfg(["model=tiny_moirai2"])
     df = _frame(v2_lora).iloc[: cfg.context_length - 24]  # 40 rows, 64 wanted
@@ -234,6 +254,10 @@ def test_known_covariates_come_from_the_rows_after_the_targets_or_a_future_file(
     same_file.iloc[-pred:, [plant.columns.get_loc(c) for c in targets]] = np.nan
     a = forecaster.predict(same_file)
     assert a["timestamp"].iloc[0] == plant.index[-pred] and list(a["item"].unique()) == targets
+    # past covariates need only their history: what the rows after say of them is not read
+    later = same_file.copy()
+    later.iloc[-pred:, [plant.columns.get_loc(c) for c in forecaster.job.past]] = 1e6
+    pd.testing.assert_frame_equal(forecaster.predict(later), a)
     # the same values from a future file
     history = plant.iloc[:-pred]
     future = plant.iloc[-pred:][known]

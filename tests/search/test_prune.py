@@ -88,7 +88,10 @@ def test_the_pruner_decides_across_processes_under_the_local_launcher(tmp_path: 
     import os
 
     from conftest import ROOT
+    from moirai_ft.evaluation.reevaluate import reevaluate
+    from moirai_ft.evaluation.zero_shot import SHARED_DIR
     from moirai_ft.search.study import JOURNAL
+    from moirai_ft.sweep.once import computations
 
     sweep = tmp_path / "sweep"
     env = {**ONE_THREAD, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -100,6 +103,15 @@ def test_the_pruner_decides_across_processes_under_the_local_launcher(tmp_path: 
     assert {by_lr[lr]["status"] for lr in (3e-3, 2e-3)} == {"completed"}
     for lr in (1e-9, 2e-9):
         assert by_lr[lr]["status"] == "pruned" and by_lr[lr]["pruned_at_check"] == 1, by_lr[lr]
+        # not tested (prune.eval_max_windows=0, the default), and says how to test it
+        assert "test" not in by_lr[lr] and "python -m moirai_ft.evaluate" in by_lr[lr]["test_skipped"]
+    # the four jobs, two at a time in their own processes, validated the zero-shot model once, and the
+    # two that were tested forecast its test windows once (moirai_ft/evaluation/zero_shot.py)
+    done = sorted(c["name"].split("-")[0] for c in computations(sweep / SHARED_DIR))
+    assert done == ["test", "validation"]
+    pruned = next(p.parent for p in sweep.glob("*/metrics.json") if json.loads(p.read_text())["lr"] == 1e-9)
+    again = reevaluate(pruned)  # the user's way to a pruned job's test metrics
+    assert again["test"] and "test_skipped" not in json.loads((pruned / "metrics.json").read_text())
     logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*.err"))
     assert "Traceback" not in logs and "StorageInternalError" not in logs
     from optuna.storages.journal import JournalFileBackend
