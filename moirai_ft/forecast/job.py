@@ -64,7 +64,10 @@ def is_job_dir(path: Path) -> bool:
 
 def best_job(root: Path, rank_by: str) -> Path:
     """The completed job analyze ranks first below `root` by `rank_by` (its --metric)."""
-    report = analyze(root, rank_by)
+    try:
+        report = analyze(root, rank_by)
+    except UserError as e:  # analyze's words are its command line's
+        raise UserError(str(e).replace("--metric ", "rank_by=").replace("analyze.py", "job=")) from None
     for job in report.jobs:
         if job.state == State.completed:
             return job.path

@@ -361,6 +361,7 @@ def _bad_inputs(v1: Path, covariates: Path, tmp: Path) -> dict[str, tuple[list[s
         "damaged_weights": ([f"job={damaged}"], "no longer matches the checksum recorded in metrics.json"),
         "not_completed": ([f"job={failed}"], "is failed (out of memory), not completed"),
         "sweep_without_a_completed_job": ([f"job={tmp / 'sweep'}"], "no completed job below"),
+        "unknown_rank_by": ([f"job={v1.parent}", "rank_by=test.masee"], "rank_by=test.masee is not in these jobs"),
         "blend_of_a_job_without_one": ([f"job={v1}", "blend=true"], "has no blend (it ran without blend=true)"),
     }
 
