@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from moirai_ft.config.precheck import job_overrides
 from moirai_ft.sweep.naming import dirname, format_value, override_key
+from moirai_ft.values import plain
 
 MULTIRUN = ("-m", "--multirun")
 OPTUNA = "moirai_optuna_sweeper"  # hydra_plugins/moirai_optuna_sweeper: hydra/sweeper=optuna
@@ -60,7 +61,7 @@ def _varied(parsed: list[Override], params: dict) -> set[str]:
 
 
 def _name(cfg: DictConfig, overrides: list[str], varied: set[str] | None) -> str:
-    return dirname(cfg.model.name, getattr(cfg.pattern.name, "value", cfg.pattern.name), cfg.lr, overrides, varied)
+    return dirname(cfg.model.name, plain(cfg.pattern.name), cfg.lr, overrides, varied)
 
 
 def _optuna_settings(parsed: list[Override]) -> tuple[list[list[str]], dict[str, str]]:

@@ -19,7 +19,8 @@ from typing import Any
 import lightning as L
 
 from moirai_ft import weights
-from moirai_ft.artifacts import METRICS, load_job_config, read_metrics, write_json_atomic
+from moirai_ft.artifacts import METRICS, read_metrics, write_json_atomic
+from moirai_ft.config.saved import load_job_config
 from moirai_ft.config.schema import validate
 from moirai_ft.data.prepare import prepare
 from moirai_ft.errors import UserError

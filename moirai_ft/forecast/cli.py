@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from moirai_ft.evaluation.blend import recorded_weight
 from moirai_ft.forecast.inputs import prepare_input
 from moirai_ft.forecast.job import open_job, resolve
+from moirai_ft.values import plain
 
 
 def data_overrides(cfg: DictConfig, task: list[str]) -> dict[str, object]:
@@ -39,7 +40,7 @@ def run(cfg: DictConfig, data: dict[str, object]) -> list[Path]:
     out = Path(cfg.out) if cfg.out else default_out(job.path)
     about = {"job": str(job.path), "selected_by": cfg.rank_by if from_sweep else None, "backtest": cfg.backtest,
              "data": data, "future": cfg.future.path}
-    written = write_all(forecast, out, str(getattr(cfg.format, "value", cfg.format)), cfg.plot_items, about)
+    written = write_all(forecast, out, str(plain(cfg.format)), cfg.plot_items, about)
     for note in forecast.notes:
         print(f"note: {note}")
     print(f"{forecast.label} forecast of {len(forecast.items)} target(s) x {len(inp.horizon_time)} steps from "

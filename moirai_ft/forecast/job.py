@@ -19,7 +19,8 @@ from omegaconf import DictConfig
 from moirai_ft import weights
 from moirai_ft.analysis.jobs import State
 from moirai_ft.analysis.report import analyze
-from moirai_ft.artifacts import CONFIG, HYDRA_CONFIG, METRICS, load_job_config, read_json, read_metrics
+from moirai_ft.artifacts import CONFIG, HYDRA_CONFIG, METRICS, read_json, read_metrics
+from moirai_ft.config.saved import load_job_config
 from moirai_ft.data.roles import KNOWN, PAST, TARGET
 from moirai_ft.errors import UserError
 from moirai_ft.result import Status

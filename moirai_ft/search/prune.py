@@ -3,7 +3,8 @@
 Each job is a trial of the Optuna study its sweep shares (moirai_ft/search/study.py). At every
 validation check it reports its best monitored value so far (what the job would end with if stopped
 now: the best weights are kept) with the check's number as the step, and stops when Optuna's pruner
-says so. The pruners are Optuna's own; nothing here decides rungs or medians.
+says so. The pruners are Optuna's own, each a `_target_` entry in conf/prune/ (a new one is one file there);
+nothing here decides rungs or medians.
 
 Independently of the pruner, `prune.zero_shot_checks=N` stops a job whose monitored value is still
 above its zero-shot value at its N-th check or later (reason worse_than_zero_shot): the user's rule for
@@ -23,11 +24,11 @@ from pathlib import Path
 
 import lightning as L
 import optuna
+from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from moirai_ft.search import study as studies
 from moirai_ft.train.callbacks import BestWeights
-from moirai_ft.values import plain
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +37,10 @@ UNTESTED = "pruned: not tested (prune.eval_max_windows=0); `python -m moirai_ft.
 
 
 def build_pruner(prune: DictConfig) -> optuna.pruners.BasePruner | None:
-    name = str(plain(prune.name))
-    if name == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=prune.min_resource, reduction_factor=prune.reduction_factor, min_early_stopping_rate=0)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(
-            min_resource=prune.min_resource, max_resource=prune.max_resource, reduction_factor=prune.reduction_factor)
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=prune.n_startup_trials, n_warmup_steps=prune.n_warmup_steps)
-    return None
+    """The `_target_` entry of conf/prune/<name>.yaml (None for prune=none: no pruner)."""
+    if prune.get("pruner") is None:
+        return None
+    return instantiate(prune.pruner)
 
 
 @dataclass
@@ -135,10 +130,11 @@ class Pruning(L.Callback):
 def pruning_callbacks(cfg: DictConfig, trial: JobTrial | None) -> dict[str, L.Callback]:
     """{"pruning": Pruning} when a pruner or the zero-shot rule is set (on every rank: they stop
     together), else {}."""
-    name = str(plain(cfg.prune.name))
-    if name == "none" and cfg.prune.zero_shot_checks is None:
+    name = str(cfg.prune.name)
+    pruner = cfg.prune.get("pruner") is not None
+    if not pruner and cfg.prune.zero_shot_checks is None:
         return {}
-    return {"pruning": Pruning(trial if name != "none" else None, cfg.prune.zero_shot_checks, name)}
+    return {"pruning": Pruning(trial if pruner else None, cfg.prune.zero_shot_checks, name)}
 
 
 def finish_trial(trial: JobTrial | None, status: str, value: float, error: str | None = None) -> None:

@@ -17,12 +17,13 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LAST, METRICS, identity, save_config, write_json_atomic
+from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LAST, METRICS, identity, write_json_atomic
+from moirai_ft.config.saved import save_config
 from moirai_ft.train.callbacks import BestWeights, DivergenceGuard
 from moirai_ft.search.monitor import monitor_callbacks
 from moirai_ft.search.prune import UNTESTED, finish_trial, job_trial, pruned_test_config, pruning_callbacks
 from moirai_ft.search.lr_find import run_lr_find
-from moirai_ft.config.schema import validate, warmup_step_count
+from moirai_ft.config.schema import validate
 from moirai_ft.data.prepare import PreparedData, prepare
 from moirai_ft.train import distributed
 from moirai_ft.errors import UserError, first_line
@@ -35,6 +36,7 @@ from moirai_ft.train.from_config import build_callbacks, build_loggers, check_lo
 from moirai_ft.train.loggers import checkpoint_step
 from moirai_ft.train.trackers import log_job_result
 from moirai_ft.train.finetuner import MoiraiFineTuner
+from moirai_ft.train.schedulers import warmup_step_count
 from moirai_ft.train.zero_shot import validate_zero_shot
 from moirai_ft.train.progress import LineProgress, SparseProgressBar
 from moirai_ft.model.families import family_of

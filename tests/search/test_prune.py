@@ -165,3 +165,30 @@ def test_a_crashed_grid_job_marks_its_trial_failed(tmp_path: Path):
     (trial,) = study.get_trials(deepcopy=False)
     assert trial.state == optuna.trial.TrialState.FAIL
     assert "out of GPU memory" in trial.user_attrs["error"]
+
+
+def test_a_pruner_added_by_one_conf_file_stops_a_bad_job(tmp_path: Path):
+    """A pruner moirai-ft does not ship (Optuna's PercentilePruner), added as one conf/prune file in a
+    directory of the test's own: no code. It prunes a job worse than the study as the shipped ones do."""
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF
+    from moirai_ft.search.prune import JobTrial, build_pruner
+
+    (tmp_path / "conf" / "prune").mkdir(parents=True)
+    (tmp_path / "conf" / "prune" / "percentile.yaml").write_text(
+        "defaults:\n  - /schema/prune@_here_\n  - _self_\nname: percentile\n"
+        "pruner:\n  _target_: optuna.pruners.PercentilePruner\n  percentile: 25.0\n  n_startup_trials: 2\n")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=TINY + [f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+                                                             "prune=percentile"])
+    pruner = build_pruner(cfg.prune)
+    assert isinstance(pruner, optuna.pruners.PercentilePruner)
+    study = optuna.create_study(direction="minimize", pruner=pruner)
+    for _ in range(3):
+        study.add_trial(optuna.trial.create_trial(
+            value=0.1, intermediate_values={s: 0.1 for s in range(1, 6)}, state=optuna.trial.TrialState.COMPLETE,
+            distributions={}, params={}))
+    rule = Pruning(JobTrial(study, study.ask(), owned_by_sweeper=False), None, cfg.prune.name)
+    select(tmp_path, "val/crps", nll=[1.0, 0.5, 0.4, 0.3], crps=[0.5, 0.45, 0.42, 0.41], patience=10, more=[rule])
+    assert rule.reason == "percentile" and rule.pruned_at == 1

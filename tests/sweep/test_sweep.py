@@ -20,7 +20,8 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from conftest import CONF, ROOT, TINY, compose_cfg, run_train
-from moirai_ft.artifacts import HISTORY, load_job_config
+from moirai_ft.artifacts import HISTORY
+from moirai_ft.config.saved import load_job_config
 from moirai_ft.evaluation.reevaluate import reevaluate
 from moirai_ft.evaluation.zero_shot import SHARED_DIR
 from moirai_ft.sweep.once import computations
