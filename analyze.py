@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from moirai_ft.analysis.report import advice_lines, analyze, higher_is_better, printable, write_summary
+from moirai_ft.analysis.report import advice_lines, analyze, printable, write_summary
+from moirai_ft.analysis.table import higher_is_better
 from moirai_ft.errors import UserError
 from moirai_ft.analysis.plots import HEATMAP, LEARNING_CURVES, heatmap, learning_curves
 from moirai_ft.analysis.params_plot import PARAMS_VS_METRIC, params_vs_metric

@@ -1,4 +1,4 @@
-"""`python -m moirai_ft.evaluate <job_dir> [overrides]`: re-score a finished job (moirai_ft/evaluation/evaluate.py)."""
+"""`python -m moirai_ft.evaluate <job_dir> [overrides]`: re-score a finished job (moirai_ft/evaluation/reevaluate.py)."""
 
 import sys
 
@@ -10,7 +10,7 @@ except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 
-from moirai_ft.evaluation.evaluate import main  # noqa: E402
+from moirai_ft.evaluation.reevaluate import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

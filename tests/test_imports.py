@@ -16,7 +16,7 @@ PACKAGE = "moirai_ft"
 # (sweep/runner.py, sweep/naming.py, sweep/hydra_callbacks.py too: train.py imports them before it checks
 # the command line, and a launcher's job process before the job's directory is resolved)
 TORCH_FREE = ("analysis", "sweep/state.py", "sweep/naming.py", "sweep/runner.py", "sweep/hydra_callbacks.py",
-              "result.py", "artifacts.py", "errors.py", "config")
+              "result.py", "artifacts.py", "errors.py", "config", "budget/duration.py")
 
 
 def modules(root: Path, package: str) -> dict[str, Path]:

@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt  # noqa: E402
 
-from moirai_ft.analysis.report import Job, State  # noqa: E402
+from moirai_ft.analysis.jobs import Job, State  # noqa: E402
 
 PARAMS_VS_METRIC = "params_vs_metric.png"
 MARKERS = "osD^v<>px*"

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from jaxtyping import Float  # noqa: E402
 
-from moirai_ft.analysis.report import Job, State  # noqa: E402
+from moirai_ft.analysis.jobs import Job, State  # noqa: E402
 from moirai_ft.analysis.diagnose import PATTERN_LADDER  # noqa: E402
 
 LEARNING_CURVES = "learning_curves.png"

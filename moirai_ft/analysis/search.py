@@ -5,23 +5,14 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
-if TYPE_CHECKING:  # report.py imports this module
-    from moirai_ft.analysis.report import Job
+from moirai_ft.analysis.jobs import Job, State, lr_find_note
 
-LR_FIND = "lr_find"  # metrics.json status of an lr range test (moirai_ft/search/lr_find.py)
 SEED_KEYS = ("seed",)  # what differs between repeats of one configuration (eval.seed follows seed)
-NOT_CONFIG = ("resume", "sweep_root", "prune")  # how a job ran, not what it trained
-
-
-def lr_find_note(metrics: dict[str, Any]) -> str:
-    s, sweep = metrics.get("lr_suggestion"), metrics.get("lr_sweep") or []
-    if s is None:
-        return "lr finder: no suggestion (the loss never fell)"
-    return f"lr finder: suggestion {s:.3g}; sweep -m lr={','.join(f'{v:g}' for v in sweep)}"
+NOT_CONFIG = ("resume", "sweep_root", "prune", "plan", "budget")  # how a job ran, not what it trained
 
 
 def _config_key(job: Job) -> str | None:
@@ -67,7 +58,7 @@ def seed_aggregates(jobs: list[Job], metrics: list[str]) -> pd.DataFrame:
 def search_lines(jobs: list[Job], metric: str) -> list[str]:
     """The lr finder's suggestions and the seed aggregates, as printed and in summary.md."""
     lines: list[str] = []
-    finds = [j for j in jobs if j.state.value == LR_FIND]
+    finds = [j for j in jobs if j.state == State.lr_find]
     if finds:
         lines += ["", "lr finder (lr_find=true), per model and pattern:"]
         for j in sorted(finds, key=lambda j: (str(j.value("model")), str(j.value("pattern")))):

@@ -19,6 +19,7 @@ from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from moirai_ft.budget.duration import parse_duration
 from moirai_ft.config.schema import unknown_choice, validate
 from moirai_ft.errors import UserError, first_line
 
@@ -28,6 +29,8 @@ _HANDS_OFF = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--
               "--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd", "--experimental-rerun",
               "--resolve", "--package", "-p")
 _MULTIRUN = ("-m", "--multirun")
+# settings of the whole run or sweep, not of one job (moirai_ft/budget): a sweep over them means nothing
+SWEEP_WIDE = ("plan", "budget")
 
 # OmegaConf's wording for a value of the wrong type -> what the key takes
 _EXPECTED = (
@@ -54,12 +57,17 @@ def check_command_line(args: list[str], conf_dir: Path, config_name: str = "trai
     sweeps = [raw for raw, o in zip(overrides, parsed) if o.is_sweep_override()]
     if sweeps and not multirun:
         return f"{sweeps[0]} is a sweep over several values: add -m to run one job per value, or give one value"
+    for raw, o in zip(overrides, parsed):
+        if o.is_sweep_override() and o.get_key_element().lstrip("+~") in SWEEP_WIDE:
+            return f"{raw}: {o.get_key_element()} is one setting for the whole sweep; give one value"
     for job in _job_overrides(overrides, parsed):
         try:
             with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
                 cfg = compose(config_name=config_name, overrides=job)
             if not multirun:  # a sweep's job out of range is recorded as failed and the other jobs go on
                 validate(cfg)
+            elif cfg.get("budget") is not None:  # the whole sweep's: refused before any job
+                parse_duration(cfg.budget)
         except UserError as e:
             return str(e)
         except (HydraException, OmegaConfBaseException) as e:

@@ -89,3 +89,7 @@ class RootSchema:
     # --- sweeps ---
     resume: bool = True
     sweep_root: str = "multirun"
+
+    # --- the user's budget (moirai_ft/budget): how a run or a sweep is run, not what a job trains ---
+    plan: bool = False  # print each job's windows, steps, checks and estimated wall time; train nothing
+    budget: Optional[str] = None  # a wall-clock duration (2h, 45min, 90s): start no job that cannot finish in it

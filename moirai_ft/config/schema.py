@@ -15,6 +15,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from moirai_ft.budget.duration import parse_duration
 from moirai_ft.config.root import RootSchema
 from moirai_ft.errors import UserError
 
@@ -75,7 +76,7 @@ class MoEModelSchema(ModelSchema):
 
     family: str = "moe"
     d_ff: int = 512
-    patch_sizes: tuple[int, ...] = (8, 16, 32, 64, 128)
+    patch_sizes: tuple[int, ...] = (16,)  # the released moe_small / moe_base checkpoints' config.json
     patch_size: int = 16
 
 
@@ -271,6 +272,8 @@ def validate(cfg: DictConfig) -> None:
             raise UserError(msg)
 
     check_accelerator(cfg)
+    if cfg.get("budget") is not None:
+        parse_duration(cfg.budget)  # raises the one line naming budget=
 
     need(cfg.lr > 0, f"lr must be > 0 (got {cfg.lr}); e.g. lr=1e-5")
     need(cfg.weight_decay >= 0, f"weight_decay must be >= 0 (got {cfg.weight_decay})")

@@ -92,6 +92,14 @@ class CovariateWindows:
         steps = start[:, None] + torch.cat([self._ctx, self._hor])
         return self.series[self._rows(idx)[:, :, None], steps[:, None, :]]
 
+    def covariates_raw(self, idx: Int[Tensor, "batch"]) -> tuple[Float[Tensor, "batch k ctx_plus_pred"], Float[Tensor, "batch p ctx"]]:
+        """The known covariates over context and horizon and the past covariates over the context, unpadded
+        (NaN where missing): a forecast class's feat_dynamic_real and past_feat_dynamic_real."""
+        idx = idx.to(self.series.device)
+        start = self.starts[idx % len(self.starts)] if self.mode == "S" else self.starts[idx]
+        known_steps, past_steps = start[:, None] + torch.cat([self._ctx, self._hor]), start[:, None] + self._ctx
+        return self.series[self.known[:, None], known_steps[:, None, :]], self.series[self.past[:, None], past_steps[:, None, :]]
+
     def horizon_positions(self, device: torch.device) -> Int[Tensor, "horizon_tokens"]:
         """Sequence positions of the targets' horizon tokens, variate by variate."""
         s, v = self.spec, self.num_variates

@@ -1,9 +1,7 @@
 """Test evaluation of a job: the zero-shot model and the selected model forecast the same test windows.
 
-Called at the end of every job (moirai_ft/train/job.py) and as a CLI that re-evaluates a finished job
-without retraining:
-
-    python -m moirai_ft.evaluate <job_dir> [eval.num_samples=200 ...]
+Called at the end of every job (moirai_ft/train/job.py); a finished job is re-evaluated without
+retraining by moirai_ft/evaluation/reevaluate.py (`python -m moirai_ft.evaluate <job_dir>`).
 
 Forecasts are uni2ts's: `num_samples` paths sampled from the distribution MoiraiModule returns for
 the horizon patches, the median (gluonts's order statistic) as point forecast. Both models draw the
@@ -13,190 +11,36 @@ rmse, mase, wql), plus the validation NLL; metrics.json gains `test`, `zero_shot
 `rel_improvement` (over the targets only when data.targets/covariates are set: the zero-shot model gets
 the same covariates, and `test_without_covariates` scores the selected model asked without them), and
 forecast.png shows a few windows.
-
-The zero-shot model for re-evaluation is rebuilt the way run_job built it (seed_everything, prepare,
-load_module): the pretrained checkpoint, or the same random initialisation for model.init=random.
-Nothing extra is saved per job (a copy of large's weights would be 1.2 GB a job); instead the job
-records a fingerprint of the zero-shot weights, and re-evaluation refuses a rebuilt model that differs.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import hashlib
 import logging
 import math
-import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
-from jaxtyping import Float, Int
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError
-from torch import Tensor
+from omegaconf import DictConfig
 
-from moirai_ft.artifacts import BEST, CHECKPOINTS, METRICS, read_metrics, write_json_atomic
-from moirai_ft.config.schema import validate
-from moirai_ft.data.prepare import PreparedData, prepare
-from moirai_ft import weights
+from moirai_ft.artifacts import BEST, CHECKPOINTS
+from moirai_ft.data.prepare import PreparedData
+from moirai_ft.data.windows import eval_batches
 from moirai_ft.errors import UserError, first_line
-from moirai_ft.model.families import family_of, family_of_module
-from moirai_ft.model.families.moirai1 import horizon_distribution, horizon_tokens  # noqa: F401  (re-exported)
-from moirai_ft.model.family import PROGRESS_MIN_BATCHES  # noqa: F401  (re-exported)
-from moirai_ft.evaluation.plot import Panel, plot_forecasts
-from moirai_ft.evaluation.bootstrap import item_parts, relative_improvement_interval
-from moirai_ft.evaluation.metrics import forecast_metrics, rel_improvement, seasonal_errors, seasonality
-from moirai_ft.model.load import load_module
-from moirai_ft.data.windows import Windows, eval_batches
+from moirai_ft.evaluation.forecast import eval_device, evaluating_on, fingerprint, forecast_quantiles, validation_nll
+from moirai_ft.evaluation.metrics import rel_improvement, seasonal_errors, seasonality
+from moirai_ft.evaluation.plot import forecast_panels, plot_forecasts
+from moirai_ft.evaluation.scoring import eval_items, improvement_intervals, model_metrics
+from moirai_ft.model.families import family_of
 
 log = logging.getLogger(__name__)
 
-CONFIG = "config.yaml"  # resolved config written by run_job when Hydra wrote none
-HYDRA_CONFIG = Path(".hydra") / "config.yaml"
 FORECAST_PNG = "forecast.png"
 EVAL_ERROR_LOG = "eval_error.log"
 SUMMARY_METRICS = ("mase", "wql", "mse_norm")  # the summary line's choice: scale-free, probabilistic, LSF
-
-
-@dataclass
-class EvalItems:
-    """The evaluated series windows: one per (test window, variate)."""
-
-    columns: Int[np.ndarray, "item"]
-    starts: Int[np.ndarray, "item"]  # forecast start row in the table
-
-
-# --- forecasting -------------------------------------------------------------------------------
-
-
-def forecast_quantiles(
-    module: torch.nn.Module,
-    windows: Windows,
-    batches: list[Int[Tensor, "batch"]],
-    num_samples: int,
-    seed: int,
-    desc: str,
-) -> Float[np.ndarray, "item level pred"]:
-    """Quantiles (metrics.QUANTILE_LEVELS) per item, normalised scale: the module's family's forecast
-    (for Moirai 1.x `num_samples` sampled paths). Runs on the module's device."""
-    return family_of_module(module).forecast_quantiles(module, windows, batches, num_samples, seed, desc)
-
-
-def validation_nll(module: torch.nn.Module, windows: Windows, batches: list[Int[Tensor, "batch"]]) -> float:
-    """Mean validation loss of the module's family (Moirai 1.x: packed NLL), weighted as the fine-tuner's."""
-    return family_of_module(module).validation_loss(module, windows, batches)
-
-
-@contextlib.contextmanager
-def evaluating_on(module: torch.nn.Module, device: torch.device) -> Iterator[torch.nn.Module]:
-    """The module in eval mode on `device`; its device and mode are restored afterwards."""
-    before, training = next(module.parameters()).device, module.training
-    module.to(device).eval()
-    try:
-        yield module
-    finally:
-        module.to(before).train(training)
-
-
-def eval_device(accelerator: str) -> torch.device:
-    """The GPU when the job's hardware allows one and there is one. fp32 either way, as uni2ts
-    evaluates: bf16 would coarsen the distribution's parameters and so the metrics."""
-    if str(accelerator) != "cpu" and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def fingerprint(module: torch.nn.Module) -> str:
-    """A short hash of the weights: tells whether a rebuilt zero-shot model is the job's."""
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-# --- metrics and picture -----------------------------------------------------------------------
-
-
-def eval_items(windows: Windows, ids: Int[Tensor, "n"]) -> EvalItems:
-    col, start = windows.locate(ids.to(windows.starts.device))
-    v = windows.num_variates
-    if windows.mode == "S":
-        return EvalItems(col.cpu().numpy(), start.cpu().numpy())
-    # mode M: each window holds every forecast column, item order (window, variate) as forecast_quantiles
-    return EvalItems(np.tile(windows.forecast_columns.cpu().numpy(), len(ids)), np.repeat(start.cpu().numpy(), v))
-
-
-def model_metrics(
-    q_norm: Float[np.ndarray, "item level pred"], items: EvalItems, data: PreparedData, seasonal: Float[np.ndarray, "item"]
-) -> dict[str, float]:
-    """Normalised-scale MSE/MAE (the long-sequence-forecasting convention) and original-unit metrics."""
-    rows = items.starts[:, None] + np.arange(q_norm.shape[-1])
-    cols = items.columns[:, None]
-    norm = forecast_metrics(data.normalized[rows, cols], q_norm)
-    q_orig = q_norm * data.std[items.columns][:, None, None] + data.mean[items.columns][:, None, None]
-    orig = forecast_metrics(data.table.values[rows, cols], q_orig, seasonal)
-    return {
-        "mse_norm": norm["mse"],
-        "mae_norm": norm["mae"],
-        "mae": orig["mae"],
-        "rmse": orig["rmse"],
-        "mase": orig["mase"],
-        "wql": orig["wql"],
-    }
-
-
-def improvement_intervals(
-    quantiles: dict[str, Float[np.ndarray, "item level pred"]], items: EvalItems, data: PreparedData,
-    seasonal: Float[np.ndarray, "item"], windows: int, seed: int,
-) -> dict[str, list[float] | None]:
-    """Per test metric, the 95% paired bootstrap interval of the relative improvement over zero-shot,
-    resampling test windows (moirai_ft/evaluation/bootstrap.py); the names of model_metrics."""
-    rows = items.starts[:, None] + np.arange(quantiles["zero-shot"].shape[-1])
-    cols = items.columns[:, None]
-    groups = np.repeat(np.arange(windows), len(items.starts) // max(windows, 1))  # mode M: a window's variates together
-    scale = lambda q: q * data.std[items.columns][:, None, None] + data.mean[items.columns][:, None, None]  # noqa: E731
-    norm = [item_parts(data.normalized[rows, cols], quantiles[k]) for k in ("fine-tuned", "zero-shot")]
-    orig = [item_parts(data.table.values[rows, cols], scale(quantiles[k]), seasonal) for k in ("fine-tuned", "zero-shot")]
-    on_norm = relative_improvement_interval(*norm, groups=groups, seed=seed, names=("mse", "mae"))
-    on_orig = relative_improvement_interval(*orig, groups=groups, seed=seed, names=("mae", "rmse", "mase", "wql"))
-    return {"mse_norm": on_norm["mse"], "mae_norm": on_norm["mae"], **on_orig}
-
-
-def forecast_panels(
-    data: PreparedData, items: EvalItems, forecasts: dict[str, Float[np.ndarray, "item level pred"]], count: int
-) -> list[Panel]:
-    """`count` evenly spaced items, in original units."""
-    if count <= 0 or len(items.starts) == 0:
-        return []
-    picks = np.unique(np.linspace(0, len(items.starts) - 1, count).round().astype(int))
-    ctx, pred = data.spec.context_length, data.spec.prediction_length
-    index, values = data.table.index, data.table.values
-    panels = []
-    for i in picks:
-        c, f = int(items.columns[i]), int(items.starts[i])
-        to_orig = lambda q: q * data.std[c] + data.mean[c]  # noqa: E731
-        panels.append(
-            Panel(
-                title=f"{data.table.columns[c]}, forecast from {index[f]}",
-                context_time=index[f - ctx : f],
-                context=values[f - ctx : f, c],
-                horizon_time=index[f : f + pred],
-                truth=values[f : f + pred, c],
-                forecasts={label: to_orig(q[i]) for label, q in forecasts.items()},
-            )
-        )
-    return panels
-
-
-# --- the job's evaluation ----------------------------------------------------------------------
 
 
 def selected_dir(job_dir: Path) -> Path:
@@ -315,76 +159,3 @@ def summary_line(metrics: dict[str, Any]) -> str:
     parts = [f"{k} {num(test.get(k))} vs zero-shot {num(zero.get(k))} ({pct(rel.get(k))})" for k in SUMMARY_METRICS]
     n = metrics.get("test_eval", {}).get("series_windows", "?")
     return f"test ({n} windows): " + ", ".join(parts) + f"; finetune_helped={metrics.get('finetune_helped')}"
-
-
-# --- re-evaluation of a finished job -----------------------------------------------------------
-
-
-def save_config(cfg: DictConfig, job_dir: Path) -> None:
-    """Write the resolved config to <job_dir>/config.yaml unless Hydra already wrote .hydra/config.yaml,
-    so a job run in-process can be re-evaluated too."""
-    job_dir = Path(job_dir)
-    job_dir.mkdir(parents=True, exist_ok=True)
-    if not (job_dir / HYDRA_CONFIG).is_file() and not (job_dir / CONFIG).is_file():
-        (job_dir / CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
-
-
-def load_job_config(job_dir: Path, overrides: list[str] | None = None) -> DictConfig:
-    job_dir = Path(job_dir)
-    path = next((p for p in (job_dir / CONFIG, job_dir / HYDRA_CONFIG) if p.is_file()), None)
-    if path is None:
-        raise UserError(f"{job_dir} has no {CONFIG} or {HYDRA_CONFIG}; pass the directory of a job run by train.py")
-    cfg = OmegaConf.load(path)
-    OmegaConf.set_struct(cfg, True)  # an override naming an unknown key is an error, not a new key
-    try:
-        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides or [])))
-    except ConfigKeyError as e:
-        raise UserError(f"unknown config key in {overrides}: {first_line(e)}; use keys of {path}") from e
-
-
-def reevaluate(job_dir: Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Rebuild the job's data and zero-shot model, load checkpoints/best, evaluate both and rewrite
-    the test keys of metrics.json and forecast.png. Returns the updated metrics."""
-    job_dir = Path(job_dir)
-    cfg = load_job_config(job_dir, overrides)
-    validate(cfg)
-    selected_dir(job_dir)  # fail before the data and the model are rebuilt
-    weights.check(job_dir)  # damaged since the job wrote them (moirai_ft/weights.py)
-    # the order of run_job: seeding, data, then the model, so a random init comes out the same
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = prepare(cfg)
-    zero_shot = load_module(cfg.model)
-    metrics = read_metrics(job_dir) or {}
-    expected = metrics.get("zero_shot_fingerprint")
-    if expected is not None and fingerprint(zero_shot) != expected:
-        raise UserError(
-            f"the zero-shot model rebuilt from model.checkpoint={cfg.model.checkpoint} (init={cfg.model.init}, "
-            f"seed={cfg.seed}) is not the one {job_dir} started from; point model.checkpoint at that model"
-        )
-    metrics.update(evaluate_models(cfg, data, zero_shot, job_dir))
-    metrics.pop("test_error", None)
-    write_json_atomic(job_dir / METRICS, metrics)
-    return metrics
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m moirai_ft.evaluate",
-        description="Re-evaluate a finished job on its test windows (zero-shot vs selected model) "
-        "and rewrite the test metrics in its metrics.json and forecast.png.",
-    )
-    parser.add_argument("job_dir", type=Path, help="the job's output directory (holds metrics.json)")
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.num_samples=200 hardware.accelerator=cpu")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        metrics = reevaluate(args.job_dir, args.overrides)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(summary_line(metrics))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

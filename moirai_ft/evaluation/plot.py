@@ -11,7 +11,9 @@ import pandas as pd
 from jaxtyping import Float
 from matplotlib.figure import Figure
 
+from moirai_ft.data.prepare import PreparedData
 from moirai_ft.evaluation.metrics import LOWER_80, MEDIAN, UPPER_80
+from moirai_ft.evaluation.scoring import EvalItems
 
 # one colour per model, in the order the forecasts are given
 COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
@@ -49,3 +51,29 @@ def plot_forecasts(panels: list[Panel], path: Path | None = None) -> Figure:
     if path is not None:
         fig.savefig(path, dpi=90)
     return fig
+
+
+def forecast_panels(
+    data: PreparedData, items: EvalItems, forecasts: dict[str, Float[np.ndarray, "item level pred"]], count: int
+) -> list[Panel]:
+    """`count` evenly spaced items, in original units."""
+    if count <= 0 or len(items.starts) == 0:
+        return []
+    picks = np.unique(np.linspace(0, len(items.starts) - 1, count).round().astype(int))
+    ctx, pred = data.spec.context_length, data.spec.prediction_length
+    index, values = data.table.index, data.table.values
+    panels = []
+    for i in picks:
+        c, f = int(items.columns[i]), int(items.starts[i])
+        to_orig = lambda q: q * data.std[c] + data.mean[c]  # noqa: E731
+        panels.append(
+            Panel(
+                title=f"{data.table.columns[c]}, forecast from {index[f]}",
+                context_time=index[f - ctx : f],
+                context=values[f - ctx : f, c],
+                horizon_time=index[f : f + pred],
+                truth=values[f : f + pred, c],
+                forecasts={label: to_orig(q[i]) for label, q in forecasts.items()},
+            )
+        )
+    return panels

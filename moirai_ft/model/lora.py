@@ -5,17 +5,19 @@ as a plain save_pretrained directory that the family's uni2ts forecast class loa
 Targets (conf/pattern/lora.yaml): `target_modules`, the nn.Linear names inside each transformer layer's
 `self_attn` (q_proj, k_proj, v_proj, out_proj), and with `ffn=true` every feed-forward nn.Linear (fc1,
 fc2, fc_gate; the MoE experts' included). The same names exist in every Moirai family's encoder.
+
+peft (and with it transformers, about 0.7 s) is imported only when a job injects adapters: the other
+patterns never load it (moirai_ft/imports.py).
 """
 
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
-from peft import LoraConfig, inject_adapter_in_model
-from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from moirai_ft.errors import UserError
@@ -48,6 +50,8 @@ def inject_lora(module: nn.Module, pattern_cfg: DictConfig) -> nn.Module:
             f"pattern=lora needs pattern.rank >= 1, pattern.alpha > 0 and pattern.dropout in [0, 1) "
             f"(got rank={pattern_cfg.rank}, alpha={pattern_cfg.alpha}, dropout={pattern_cfg.dropout})"
         )
+    from peft import LoraConfig, inject_adapter_in_model
+
     config = LoraConfig(
         r=int(pattern_cfg.rank), lora_alpha=float(pattern_cfg.alpha), lora_dropout=float(pattern_cfg.dropout),
         target_modules=lora_targets(module, pattern_cfg), bias="none",
@@ -58,18 +62,31 @@ def inject_lora(module: nn.Module, pattern_cfg: DictConfig) -> nn.Module:
     return module
 
 
+def _lora_layer_type() -> type | None:
+    """peft's LoraLayer, or None when peft was never imported: then no module has adapters."""
+    if "peft" not in sys.modules:
+        return None
+    from peft.tuners.lora import LoraLayer
+
+    return LoraLayer
+
+
+def _lora_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    layer_type = _lora_layer_type()
+    return [] if layer_type is None else [(n, s) for n, s in module.named_modules() if isinstance(s, layer_type)]
+
+
 def has_lora(module: nn.Module) -> bool:
-    return any(isinstance(sub, LoraLayer) for sub in module.modules())
+    return bool(_lora_layers(module))
 
 
 def _unload(module: nn.Module, merge: bool) -> nn.Module:
     """Each LoRA layer replaced by its base layer, merged first (peft's merge: W + scale * B A) if asked."""
-    for name, sub in list(module.named_modules()):
-        if isinstance(sub, LoraLayer):
-            if merge:
-                sub.merge()
-            parent_name, _, child = name.rpartition(".")
-            setattr(module.get_submodule(parent_name), child, sub.get_base_layer())
+    for name, sub in _lora_layers(module):
+        if merge:
+            sub.merge()
+        parent_name, _, child = name.rpartition(".")
+        setattr(module.get_submodule(parent_name), child, sub.get_base_layer())
     return module
 
 
@@ -90,7 +107,7 @@ def load_plain(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
         module.load_state_dict(state)
         return
     renamed = {}
-    lora_layers = {name for name, sub in module.named_modules() if isinstance(sub, LoraLayer)}
+    lora_layers = {name for name, _ in _lora_layers(module)}
     for key, value in state.items():
         layer, _, leaf = key.rpartition(".")
         renamed[f"{layer}.base_layer.{leaf}" if layer in lora_layers else key] = value

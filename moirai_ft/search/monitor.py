@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from moirai_ft.data.prepare import PreparedData
-from moirai_ft.evaluation.evaluate import eval_items, forecast_quantiles, model_metrics
+from moirai_ft.evaluation.forecast import forecast_quantiles
+from moirai_ft.evaluation.scoring import eval_items, model_metrics
 from moirai_ft.evaluation.metrics import seasonal_errors, seasonality
 
 log = logging.getLogger(__name__)

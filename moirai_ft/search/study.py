@@ -26,7 +26,7 @@ from moirai_ft.artifacts import read_json, write_json_atomic
 
 JOURNAL = "optuna_journal.log"
 TRIALS = "optuna_trials.json"  # in the sweep directory: {"<hydra.job.num>": trial number}
-NOT_IN_STUDY_NAME = ("resume", "sweep_root")  # how a sweep runs, not what it searches
+NOT_IN_STUDY_NAME = ("resume", "sweep_root", "plan", "budget")  # how a sweep runs, not what it searches
 
 
 def storage_for(storage: str | None, sweep_root: str | Path, launch_dir: str | Path) -> optuna.storages.BaseStorage:

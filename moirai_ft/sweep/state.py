@@ -44,7 +44,7 @@ PREVIOUS_SUFFIX = ".previous"  # a failed attempt's metrics.json / error.log, se
 REFUSED = "refused.json"  # beside another config's job: why a job was refused there (that job stays whole)
 
 # settings that say how to run a sweep or where it reports, not what a job computes: left out of the fingerprint
-NOT_IN_FINGERPRINT = ("resume", "sweep_root", "logger")
+NOT_IN_FINGERPRINT = ("resume", "sweep_root", "logger", "plan", "budget")
 # a rerun would reproduce them: never retrained (pruned: stopped by the sweep's pruner, a result kept)
 FINAL_STATUSES = FINAL  # lr_find: a range test's result
 

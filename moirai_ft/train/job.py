@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, open_dict
 
-from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LAST, METRICS, identity, write_json_atomic
+from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LAST, METRICS, identity, save_config, write_json_atomic
 from moirai_ft.train.callbacks import BestWeights, DivergenceGuard
 from moirai_ft.search.monitor import monitor_callbacks
 from moirai_ft.search.prune import finish_trial, job_trial, pruning_callbacks
@@ -28,7 +28,7 @@ from moirai_ft.data.prepare import PreparedData, prepare
 from moirai_ft.train import distributed
 from moirai_ft.errors import UserError, first_line
 from moirai_ft.weights import CHECKSUM, best_dir, checksum
-from moirai_ft.evaluation.evaluate import evaluate_job, save_config, summary_line
+from moirai_ft.evaluation.evaluate import evaluate_job, summary_line
 from moirai_ft.model.fast_path import SparseProgressBar
 from moirai_ft.train.from_config import build_callbacks, build_loggers, check_loggers
 from moirai_ft.train.loggers import checkpoint_step

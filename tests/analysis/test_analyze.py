@@ -175,3 +175,26 @@ def test_next_overrides_replace_the_jobs_own_and_drop_the_preset():
     job = ["sweep=small_stage", "experiment=small_head_lr5e5", "+data.path=x.csv", "lr=1e-4"]
     assert apply_overrides(job, {"lr": "5e-05", "warmup_steps": "200"}) == [
         "experiment=small_head_lr5e5", "+data.path=x.csv", "lr=5e-05", "warmup_steps=200"]
+
+
+def test_a_job_whose_test_evaluation_failed_shows_no_test_result(tmp_path: Path, capsys, monkeypatch):
+    """Trained, then the test evaluation raised: metrics.json keeps the training result and test_error, and
+    analyze says the job has no test result (not a plain `completed`), and how to get one."""
+    from conftest import compose_cfg
+    from moirai_ft.evaluation import evaluate
+    from moirai_ft.train.job import run
+
+    def fails(*_a, **_k):
+        raise RuntimeError("Shape mismatch, 14 != 2")
+
+    monkeypatch.setattr(evaluate, "forecast_quantiles", fails)
+    job = tmp_path / "sweep" / "0"
+    result = run(compose_cfg([*EVAL_TINY, "steps_per_epoch=2", "val_max_windows=8"]), job)
+    assert result["status"] == "completed" and "test" not in result
+    assert result["test_error"] == "RuntimeError: Shape mismatch, 14 != 2"
+    out = analyze_cli(capsys, tmp_path / "sweep", tmp_path / "out")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "no test result: the test evaluation failed (RuntimeError: Shape mismatch, 14 != 2" in out.stdout
+    assert f"python -m moirai_ft.evaluate {job}" in out.stdout
+    (row,) = json.loads((tmp_path / "out" / "summary.json").read_text())["jobs"]
+    assert row["note"].startswith("no test result")

@@ -171,7 +171,6 @@ BAD_ROLES = {
     "names_no_column": (["data.known_covariates=[outdoor_tmp]"], "'outdoor_tmp', which matches no column"),
     # tiny at context 256 / patch 16: 17 tokens a target or known covariate, 16 a past one; 64 leave room for 2
     "over_max_seq_len": (["context_length=256", "model.max_seq_len=64"], "there is room for 2 known or 2 past covariates"),
-    "family_without_covariates": (["model=tiny_moirai2"], "Moirai 2.0 is not trained with covariates here"),
 }
 
 
@@ -250,7 +249,9 @@ def test_known_covariate_beats_the_same_job_without_it(tmp_path: Path) -> None:
     from uni2ts.model.moirai import MoiraiModule
 
     from moirai_ft.evaluation.bootstrap import item_parts, relative_improvement_interval
-    from moirai_ft.evaluation.evaluate import eval_items, forecast_quantiles, selected_dir
+    from moirai_ft.evaluation.evaluate import selected_dir
+    from moirai_ft.evaluation.forecast import forecast_quantiles
+    from moirai_ft.evaluation.scoring import eval_items
     from moirai_ft.train.job import run
     from moirai_ft.data.windows import eval_batches
 

@@ -21,21 +21,13 @@ from moirai_ft.artifacts import BEST, CHECKPOINTS, HISTORY, METRICS
 from moirai_ft.config.schema import validate
 from moirai_ft.data.prepare import prepare
 from moirai_ft.errors import UserError
-from moirai_ft.evaluation.evaluate import (
-    EVAL_ERROR_LOG,
-    FORECAST_PNG,
-    EvalItems,
-    evaluate_job,
-    fingerprint,
-    forecast_panels,
-    horizon_distribution,
-    horizon_tokens,
-    main,
-    eval_items,
-    summary_line,
-)
+from moirai_ft.evaluation.evaluate import EVAL_ERROR_LOG, FORECAST_PNG, evaluate_job, summary_line
+from moirai_ft.evaluation.forecast import fingerprint
+from moirai_ft.evaluation.reevaluate import main
+from moirai_ft.evaluation.scoring import EvalItems, eval_items
+from moirai_ft.model.families.moirai1 import horizon_distribution, horizon_tokens
 from moirai_ft.train.finetuner import MODEL_FIELDS
-from moirai_ft.evaluation.plot import plot_forecasts
+from moirai_ft.evaluation.plot import forecast_panels, plot_forecasts
 from moirai_ft.train.job import run
 from moirai_ft.evaluation.metrics import QUANTILE_LEVELS
 from moirai_ft.model.load import random_module

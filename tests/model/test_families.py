@@ -18,7 +18,9 @@ from conftest import compose_cfg
 from moirai_ft.data.prepare import prepare
 from moirai_ft.data.windows import IndexBatches, eval_batches, index_loader
 from moirai_ft.errors import UserError
-from moirai_ft.evaluation.evaluate import eval_items, forecast_quantiles, model_metrics, reevaluate
+from moirai_ft.evaluation.forecast import forecast_quantiles
+from moirai_ft.evaluation.reevaluate import reevaluate
+from moirai_ft.evaluation.scoring import eval_items, model_metrics
 from moirai_ft.evaluation.metrics import sample_quantiles, seasonal_errors, seasonality
 from moirai_ft.model.families import family_of
 from moirai_ft.model.families.decoder import CONVERTED

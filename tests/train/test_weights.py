@@ -16,10 +16,11 @@ from hydra.errors import OverrideParseException
 from hydra.types import RunMode
 
 from conftest import compose_cfg
-from moirai_ft.analysis.report import State, advice_lines, analyze
+from moirai_ft.analysis.jobs import State
+from moirai_ft.analysis.report import advice_lines, analyze
 from moirai_ft.artifacts import HISTORY, METRICS
 from moirai_ft.errors import UserError
-from moirai_ft.evaluation.evaluate import main as evaluate_main
+from moirai_ft.evaluation.reevaluate import main as evaluate_main
 from moirai_ft.model.load import load_module
 from moirai_ft.sweep.runner import run_tracked
 from moirai_ft.sweep.state import LINK, Action, fingerprint, plan_job
