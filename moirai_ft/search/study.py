@@ -10,6 +10,8 @@ no torch here.
   included, Hydra's own settings left out), so rerunning the same command continues the same study.
 - Trial: the optuna sweeper asks the study for trials and writes job number -> trial number into
   <sweep_dir>/optuna_trials.json before launching; a job of a plain `-m` grid asks for a trial itself.
+- Pruner: the first sweep or job of a study records its pruner settings in the study; one with other settings
+  is refused (`agree_on_pruner`), so every worker of a shared study (sweeps on several nodes) prunes alike.
 """
 
 from __future__ import annotations
@@ -23,9 +25,15 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from moirai_ft.artifacts import read_json, write_json_atomic
+from moirai_ft.errors import UserError
 
 JOURNAL = "optuna_journal.log"
 TRIALS = "optuna_trials.json"  # in the sweep directory: {"<hydra.job.num>": trial number}
+PRUNER_ATTR = "pruner"  # study user attribute: the pruner settings its first sweep or job recorded
+# the settings that make a pruner decide differently (conf/prune), by pruner
+PRUNER_SETTINGS = {"none": (), "asha": ("min_resource", "reduction_factor"),
+                   "hyperband": ("min_resource", "reduction_factor", "max_resource"),
+                   "median": ("n_startup_trials", "n_warmup_steps")}
 NOT_IN_STUDY_NAME = ("resume", "sweep_root", "plan", "budget")  # how a sweep runs, not what it searches
 
 
@@ -91,3 +99,20 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
     for t in study.get_trials(deepcopy=False):
         counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
     return counts
+
+
+def pruner_label(prune: DictConfig) -> str:
+    """`asha(min_resource=1, reduction_factor=3)`: the pruner a prune config builds."""
+    name = str(getattr(prune.name, "value", prune.name))
+    return f"{name}(" + ", ".join(f"{k}={prune[k]}" for k in PRUNER_SETTINGS.get(name, ())) + ")"
+
+
+def agree_on_pruner(study: optuna.Study, prune: DictConfig) -> None:
+    """Record the study's pruner on first use; UserError when this sweep or job would prune differently."""
+    label = pruner_label(prune)
+    recorded = study.user_attrs.get(PRUNER_ATTR)
+    if recorded is None:
+        study.set_user_attr(PRUNER_ATTR, label)
+    elif recorded != label:
+        raise UserError(f"optuna study {study.study_name} prunes with prune={recorded}; this sweep asks for "
+                        f"prune={label}: use the same prune settings to join it, or another prune.study_name")

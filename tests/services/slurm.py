@@ -48,7 +48,8 @@ def write_conf(root: Path, munge_socket: Path) -> dict[str, Any]:
         f"SlurmUser={user}",
         "AuthType=auth/munge",
         "CredType=cred/munge",
-        f"AuthInfo=socket={munge_socket}",
+        # cred_expire: also how long a requeued job waits before it may start again (default 120 s)
+        f"AuthInfo=socket={munge_socket},cred_expire=30",
         f"StateSaveLocation={root / 'state'}",
         f"SlurmdSpoolDir={root / 'spool'}",
         f"SlurmctldPidFile={root / 'slurmctld.pid'}",

@@ -28,11 +28,11 @@ SMALL_JOBS = ["hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
 PAUSE_AT = 4  # after the checkpoint of the check at step 3: a job paused here resumes from step 3
 
 
-def cluster_env(cluster, **extra: str) -> dict[str, str]:
+def cluster_env(cluster=None, **extra: str) -> dict[str, str]:
     # the job processes (submitit's `python -m submitit.core._submit`) import moirai_ft from this checkout
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": path, **cluster.env, **extra}
+            "PYTHONPATH": path, **(cluster.env if cluster is not None else {}), **extra}
 
 
 def start_train(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -59,7 +59,7 @@ def job_dirs(sweep: Path) -> dict[str, Path]:
 
 def array_ids(sweep: Path) -> set[str]:
     """The SLURM job arrays that ran the sweep's jobs (submitit's folders are named <array>_<task>)."""
-    return {p.name.split("_")[0] for p in (sweep / ".submitit").iterdir() if "_" in p.name}
+    return {p.name.split("_")[0] for p in (sweep / ".submitit").iterdir() if re.fullmatch(r"\d+_\d+", p.name)}
 
 
 def wait_until(condition, what: str, timeout: float = 300, proc: subprocess.Popen | None = None) -> None:
@@ -141,13 +141,15 @@ def ref_sbatch_script(sweep: Path) -> str:
 
 
 def test_a_job_at_its_time_limit_is_requeued_and_finishes_from_its_checkpoint(slurm_cluster, tmp_path: Path):
-    """timeout_min=1: the job sleeps at step 4 until SLURM warns it (SIGUSR2, signal_delay_s before the limit);
-    submitit requeues it (max_num_timeout=1) and the next attempt continues from checkpoints/last.ckpt."""
+    """The job sleeps at step 4 until SLURM warns it of its time limit (SIGUSR2, signal_delay_s before it);
+    submitit requeues it (max_num_timeout=1) and the next attempt continues from checkpoints/last.ckpt.
+    timeout_min=2, not 1: slurmctld checks time limits every 30 s and sends the warning as much as that early,
+    so with 1 minute it can come before the job has trained a step (seen here: 21 s after the start)."""
     sweep = tmp_path / "sweep"
     env = cluster_env(slurm_cluster, **{PAUSE_AT_STEP: str(PAUSE_AT), PAUSE_ONCE: str(tmp_path / "paused")})
     code, out = finish(start_train(
-        ["-m", "hydra/launcher=slurm", *TINY, *QUICK, *SMALL_JOBS, "lr=1e-3", "hydra.launcher.timeout_min=1",
-         "hydra.launcher.max_num_timeout=1", "hydra.launcher.signal_delay_s=15", f"hydra.sweep.dir={sweep}"],
+        ["-m", "hydra/launcher=slurm", *TINY, *QUICK, *SMALL_JOBS, "lr=1e-3", "hydra.launcher.timeout_min=2",
+         "hydra.launcher.max_num_timeout=1", "hydra.launcher.signal_delay_s=30", f"hydra.sweep.dir={sweep}"],
         tmp_path, env))
     assert code == 0, out[-3000:]
     (job,) = job_dirs(sweep).values()
