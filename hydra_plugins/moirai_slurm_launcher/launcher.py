@@ -38,10 +38,10 @@ log = logging.getLogger(__name__)
 _GPU_SETTINGS = "hydra.launcher.gpus_per_node / hydra.launcher.gres"
 _REFUSALS: tuple[tuple[str, str], ...] = (
     (r"generic resource|gres|gpus", "gpu"),
-    (r"partition", "hydra.launcher.partition"),
-    (r"account", "hydra.launcher.account"),
+    (r"account", "hydra.launcher.account"),  # before partition: "Invalid account or account/partition combination"
     (r"qos", "hydra.launcher.qos"),
     (r"time limit", "hydra.launcher.timeout_min"),
+    (r"partition", "hydra.launcher.partition"),
     (r"array", "hydra.sweeper.max_batch_size (jobs per array) / hydra.launcher.array_parallelism"),
     (r"memory|node configuration|processors|cpus|resources", "resources"),
 )

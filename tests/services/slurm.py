@@ -71,7 +71,10 @@ def write_conf(root: Path, munge_socket: Path) -> dict[str, Any]:
     conf.write_text("\n".join(lines) + "\n")
     node = node_line(root)
     conf.write_text(conf.read_text() + node + "\n"
-                    + f"PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP\n")
+                    # the tests' jobs are tiny or asleep (waiting for scancel or their time limit): up to 4 share
+                    # each of the node's real CPUs, so a sleeping job does not hold a CPU another test needs
+                    + f"PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP "
+                    "OverSubscribe=FORCE:4\n")
     return {"conf": str(conf), "ctld_port": ctld_port, "slurmd_port": slurmd_port, "node": node}
 
 
@@ -128,20 +131,45 @@ def healthy(info: dict[str, Any]) -> bool:
 
 
 def stop(info: dict[str, Any]) -> None:
+    """Cancel the cluster's jobs, stop its daemons, then end what its jobs left (slurmstepd, srun and the job
+    processes, which ignore SIGTERM under submitit)."""
+    if healthy(info):
+        try:
+            run(["scancel", "--full", f"--partition={PARTITION}"], timeout=30, env={**os.environ, **client_env(info)})
+        except ServiceError:
+            pass
     for key in ("slurmd_pid", "slurmctld_pid", "munged_pid"):
         terminate(info.get(key))
-    # job steps slurmd started (slurmstepd) and their jobs: ours, found by the cluster's spool directory
+    if info.get("conf"):
+        for pid in _job_processes(info["conf"]):
+            terminate(pid, grace=2)
     if info.get("root"):
-        for pid in _processes_mentioning(info["root"]):
+        for pid in _processes_with_cmdline(info["root"]):
             terminate(pid, grace=2)
 
 
-def _processes_mentioning(text: str) -> list[int]:
-    found = []
+def _job_processes(conf: str) -> list[int]:
+    """slurmstepd and the jobs' processes of the cluster whose config is `conf` (not a shell that only
+    exported its SLURM_CONF)."""
+    def match(proc: Path) -> bool:
+        env = (proc / "environ").read_bytes().split(b"\0")
+        if f"SLURM_CONF={conf}".encode() not in env:
+            return False
+        return any(e.startswith(b"SLURM_JOB_ID=") for e in env) or (proc / "cmdline").read_bytes().startswith(b"slurmstepd")
+
+    return _scan(match)
+
+
+def _processes_with_cmdline(text: str) -> list[int]:
+    return _scan(lambda proc: text.encode() in (proc / "cmdline").read_bytes())
+
+
+def _scan(match) -> list[int]:
+    found, own = [], {os.getpid(), os.getppid()}
     for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and int(proc.name) != os.getpid():
+        if proc.name.isdigit() and int(proc.name) not in own:
             try:
-                if text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                if match(proc):
                     found.append(int(proc.name))
             except OSError:
                 continue
