@@ -161,12 +161,12 @@ class OptunaSweeper(Sweeper):
     def _study(self, space: dict[str, Any]) -> optuna.Study:
         assert self.config is not None
         cfg = self.config
-        storage = studies.storage_for(cfg.prune.storage, cfg.sweep_root, Path.cwd())
         name = studies.study_name_for([str(o) for o in cfg.hydra.overrides.task], cfg.prune.study_name)
-        first = studies.open_study(storage, name)
         try:
+            storage = studies.storage_for(cfg.prune.storage, cfg.sweep_root, Path.cwd())
+            first = studies.open_study(storage, name)
             studies.agree_on_pruner(first, cfg.prune)
-        except UserError as e:
+        except UserError as e:  # no driver for prune.storage, another pruner on the study: one line
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         existing = len(first.get_trials(deepcopy=False))

@@ -40,7 +40,12 @@ NOT_IN_STUDY_NAME = ("resume", "sweep_root", "plan", "budget")  # how a sweep ru
 def storage_for(storage: str | None, sweep_root: str | Path, launch_dir: str | Path) -> optuna.storages.BaseStorage:
     """The study storage of a sweep (module doc)."""
     if storage and "://" in storage:
-        return optuna.storages.RDBStorage(storage)
+        try:
+            return optuna.storages.RDBStorage(storage)
+        except ImportError as e:  # SQLAlchemy found no driver for the URL's database
+            extra = ' (pip install "moirai-ft[postgres]")' if storage.startswith("postgres") else ""
+            raise UserError(f"prune.storage={storage.split('://')[0]}://... needs a database driver{extra}: "
+                            f"{e.__cause__ or e}") from None
     root = Path(sweep_root)
     path = Path(storage) if storage else (root if root.is_absolute() else Path(launch_dir) / root) / JOURNAL
     path = path if path.is_absolute() else Path(launch_dir) / path

@@ -162,8 +162,8 @@ def test_a_job_at_its_time_limit_is_requeued_and_finishes_from_its_checkpoint(sl
 
 
 @pytest.mark.parametrize("extra, names", [
-    ([], ["hardware=auto", "hardware=cpu", "hydra.launcher.gpus_per_node"]),  # the default preset on a node without GPUs
-    (["hardware=gpu"], ["hardware=gpu", "hydra.launcher.gpus_per_node"]),
+    # the default preset on a node without GPUs (hardware=auto asks the same: tests/sweep/test_launchers.py)
+    (["hardware=gpu"], ["hardware=gpu", "hardware=cpu", "hydra.launcher.gpus_per_node"]),
     (["hardware=cpu", "hydra.launcher.partition=no_such_partition"], ["hydra.launcher.partition"]),
 ])
 def test_sbatch_refusing_the_array_is_one_error_line_naming_the_setting(slurm_cluster, tmp_path: Path, extra, names):
