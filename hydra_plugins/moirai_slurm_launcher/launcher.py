@@ -74,6 +74,45 @@ def submission_error(error: str, hardware: str, uses_gpu: bool, params: dict[str
     return f"sbatch refused the sweep's job array: {said}; {hint}"
 
 
+# squeue's reasons a pending job waits for a change the cluster will not make by itself (Slurm 22.05 accepts a
+# job over a partition's limits unless EnforcePartLimits is set; it would wait forever) -> the setting to change
+NEVER_RUNS = {
+    "PartitionTimeLimit": "hydra.launcher.timeout_min (the partition's time limit: sinfo -o '%P %l')",
+    "PartitionNodeLimit": "hydra.launcher.nodes",
+    "PartitionConfig": "what each job asks for to fit the partition's limits (sinfo -o '%P %l %c %m'): "
+                       "hydra.launcher.timeout_min, cpus_per_task / mem_gb (hardware=cpu) or gpus_per_node / "
+                       "cpus_per_gpu / mem_per_gpu, or pick another hydra.launcher.partition",
+    "BadConstraints": "hydra.launcher.constraint or the resources each job asks for",
+    "InvalidAccount": "hydra.launcher.account",
+    "InvalidQOS": "hydra.launcher.qos",
+    "AccountNotAllowed": "hydra.launcher.account or hydra.launcher.partition",
+    "QOSNotAllowed": "hydra.launcher.qos or hydra.launcher.partition",
+    "AssocMaxWallDurationPerJobLimit": "hydra.launcher.timeout_min",
+    "QOSMaxWallDurationPerJobLimit": "hydra.launcher.timeout_min",
+}
+FIRST_LOOK_S = 20  # how long after submitting the sweep looks for such a reason
+
+
+def never_runs(job_id: str, timeout: float = FIRST_LOOK_S) -> tuple[str, str] | None:
+    """(reason, setting) when squeue says the array's pending jobs wait for what will not come; None once the
+    scheduler has looked at them and found nothing of the kind (or after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc = subprocess.run(["squeue", "--noheader", "--array", f"--jobs={job_id}", "--format=%T|%r"],
+                              capture_output=True, text=True, timeout=60)
+        rows = [ln.split("|", 1) for ln in proc.stdout.splitlines() if "|" in ln]
+        if proc.returncode != 0 or not rows:
+            return None  # gone already, or squeue cannot tell: submitit's waiting takes over
+        pending = [reason.strip() for state, reason in rows if state.strip() == "PENDING"]
+        bad = next((r for r in pending if r in NEVER_RUNS), None)
+        if bad:
+            return bad, NEVER_RUNS[bad]
+        if all(r not in ("None", "") for r in pending):  # every pending job evaluated: it waits its turn
+            return None
+        time.sleep(1)
+    return None
+
+
 def has_accounting() -> bool:
     """Whether the cluster keeps job accounting (sacct answers); False where slurmdbd is absent."""
     try:
@@ -158,7 +197,12 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         except (FailedJobError, subprocess.SubprocessError, OSError) as e:
             self._refuse(submission_error(f"{said.getvalue()}\n{e}", str(self.config.hardware.name),
                                           str(self.config.hardware.accelerator) != "cpu", self.params))
-        log.info(f"job array {jobs[0].job_id.split('_')[0]}: {len(jobs)} job(s)")
+        array = jobs[0].job_id.split("_")[0]
+        log.info(f"job array {array}: {len(jobs)} job(s)")
+        if stuck := never_runs(array):
+            subprocess.run(["scancel", array], capture_output=True, timeout=60)
+            self._refuse(f"SLURM accepted the sweep's job array {array} but will never start it (squeue reason "
+                         f"{stuck[0]}); cancelled it: change {stuck[1]}")
         watcher = self._watcher()
         returns = []
         for job, overrides in zip(jobs, job_overrides):
