@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError
 
 from moirai_ft.errors import UserError, first_line
+from moirai_ft.values import plain
 
 METRICS = "metrics.json"
 HISTORY = "training_history.csv"
@@ -70,12 +71,8 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
     """The fields that place a job in a table, whatever its outcome. Enum choices as their value
     ("full"), not str(enum) ("PatternName.full"): tables group jobs by it."""
 
-    def plain(key: str) -> Any:
-        value = OmegaConf.select(cfg, key)
-        return getattr(value, "value", value)
-
-    return {"model": plain("model.name"), "pattern": plain("pattern.name"), "lr": plain("lr"),
-            "scheduler": plain("scheduler.name")}
+    keys = {"model": "model.name", "pattern": "pattern.name", "lr": "lr", "scheduler": "scheduler.name"}
+    return {field: plain(OmegaConf.select(cfg, key)) for field, key in keys.items()}
 
 
 def read_metrics(job_dir: Path) -> dict[str, Any] | None:

@@ -33,6 +33,9 @@ class Status(str, Enum):
     lr_find = "lr_find"  # an lr range test (lr_find=true, moirai_ft/search/lr_find.py): a suggestion, no model
     failed = "failed"  # stopped with `error`; `error_type` config (fix the command) or runtime
     running = "running"  # (the sweep's record for a skipped job) another process runs this config now
+    # budget=: the plan said the job could not finish in the sweep's time left; it never trained (no result).
+    # The same command with a larger budget continues it (moirai_ft/budget/clock.py)
+    not_started = "not started: budget"
 
 
 # results a rerun would reproduce: a sweep never retrains them
@@ -45,7 +48,8 @@ def result_field(doc: str, *, trained: bool = False, nested: bool = False) -> An
 
 @dataclass
 class JobResult:
-    status: str = result_field("completed | diverged | pruned | lr_find | failed | running (Status)", trained=True)
+    status: str = result_field("completed | diverged | pruned | lr_find | failed | running | not started: budget "
+                               "(Status)", trained=True)
     # --- identity: where the job sits in a table, whatever its outcome (artifacts.identity) ---
     model: Any = result_field("model.name", trained=True)
     pattern: Any = result_field("pattern.name: what trained", trained=True)
@@ -60,6 +64,8 @@ class JobResult:
     lr_suggestion: float = result_field("(lr_find) the lr where the loss falls fastest; null when it never fell")
     lr_sweep: list = result_field("(lr_find) lr values around the suggestion, for `-m lr=...`")
     lr_find_steps: int = result_field("(lr_find) steps the range test ran")
+    planned_s: float = result_field("(not started: budget) the plan's estimate of the job's wall time, s")
+    budget_left_s: float = result_field("(not started: budget) seconds of the sweep's budget left when it was due")
     # --- how it trained ---
     batch_size: int = result_field("global batch size (windows per optimizer step)", trained=True)
     world_size: int = result_field("processes (devices) the global batch was split over", trained=True)
@@ -88,13 +94,28 @@ class JobResult:
                                       "analyze, the sweep's resume and re-evaluation tell damaged weights by it",
                                       trained=True)
     # --- test evaluation (moirai_ft/evaluation/evaluate.py), rank 0 of a trained job ---
-    test: dict = result_field("the selected model's test metrics (mase, wql, ..., val_nll)", nested=True)
+    test: dict = result_field("the selected model's test metrics (mase, wql, ..., val_nll; coverage_80: share of "
+                              "observed targets in the 0.1-0.9 band, coverage_50 in 0.25-0.75 where kept)",
+                              nested=True)
     zero_shot_test: dict = result_field("the starting model's test metrics", nested=True)
     rel_improvement: dict = result_field("per metric: 1 - selected / zero-shot (> 0: fine-tuning helped)",
                                          nested=True)
     rel_improvement_ci: dict = result_field("per metric: 95% paired bootstrap interval of rel_improvement")
     test_without_covariates: dict = result_field("the selected model's test metrics without its covariates "
                                                  "(jobs with covariates only)", nested=True)
+    # --- blend=true and calibrate=conformal (moirai_ft/evaluation/planning.py), fitted on the validation windows ---
+    blend_weight: float = result_field("(blend) w of w x fine-tuned + (1 - w) x zero-shot, chosen on validation")
+    blend_validation: dict = result_field("(blend) the metric w minimised on validation and each grid weight's value")
+    test_blend: dict = result_field("(blend) the blend's test metrics", nested=True)
+    blend_rel_improvement: dict = result_field("(blend) vs_fine_tuned / vs_zero_shot: per metric, 1 - blend / part")
+    blend_ci: dict = result_field("(blend) vs_fine_tuned / vs_zero_shot: per metric, 95% paired bootstrap interval "
+                                  "of blend_rel_improvement over test windows")
+    test_calibrated: dict = result_field("(calibrate) the selected model's test metrics with conformal bands",
+                                         nested=True)
+    test_blend_calibrated: dict = result_field("(calibrate and blend) the blend's test metrics with conformal bands",
+                                               nested=True)
+    calibration: dict = result_field("(calibrate) per forecast, test and validation coverage_80 (and wql) before "
+                                     "and after; the offsets are in calibration.json")
     test_eval: dict = result_field("how the test ran: windows, samples, seed, seasonality, device, wall_s")
     zero_shot_fingerprint: str = result_field("hash of the starting weights, checked by re-evaluation")
     test_error: str = result_field("the test evaluation failed (eval_error.log); training result kept")

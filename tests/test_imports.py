@@ -16,7 +16,10 @@ PACKAGE = "moirai_ft"
 # (sweep/runner.py, sweep/naming.py, sweep/hydra_callbacks.py too: train.py imports them before it checks
 # the command line, and a launcher's job process before the job's directory is resolved)
 TORCH_FREE = ("analysis", "sweep/state.py", "sweep/naming.py", "sweep/runner.py", "sweep/hydra_callbacks.py",
-              "result.py", "artifacts.py", "errors.py", "config", "budget/duration.py")
+              "result.py", "artifacts.py", "errors.py", "config",
+              "budget/duration.py", "budget/clock.py", "budget/expand.py", "budget/cli.py",
+              # predict.py checks its job and data before any model loads
+              "forecast/job.py", "forecast/inputs.py", "forecast/cli.py")
 
 
 def modules(root: Path, package: str) -> dict[str, Path]:

@@ -44,6 +44,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from moirai_ft.errors import UserError
 from moirai_ft.search import study as studies
+from moirai_ft.sweep.naming import format_value
+from moirai_ft.values import plain
 
 log = logging.getLogger(__name__)
 INTERRUPTED = "interrupted"  # user attribute of a trial a killed sweep left running (not counted, asked again)
@@ -118,7 +120,7 @@ def distribution(override: Override) -> optuna.distributions.BaseDistribution:
 
 
 def make_sampler(name: str, seed: Optional[int], space: dict[str, Any]) -> optuna.samplers.BaseSampler:
-    name = str(getattr(name, "value", name))
+    name = str(plain(name))
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
@@ -128,10 +130,6 @@ def make_sampler(name: str, seed: Optional[int], space: dict[str, Any]) -> optun
                                  "is an interval: list its values or use sampler=tpe")
         return optuna.samplers.GridSampler({k: list(d.choices) for k, d in space.items()}, seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
-
-
-def format_value(value: Any) -> str:
-    return repr(value) if isinstance(value, float) else str(value)
 
 
 class OptunaSweeper(Sweeper):
@@ -223,19 +221,59 @@ class OptunaSweeper(Sweeper):
     def _run_trials(self, study: optuna.Study, worker: Worker, space: dict[str, Any], fixed: list[str],
                     sweep_dir: Path) -> list[Any]:
         self._requeue_interrupted(study, worker)
+        gate = self._budget_gate(sweep_dir)
         job_idx, returns = 0, []
         while (remaining := self.n_trials - self._counted(study, worker)) > 0:
             trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
             for t in trials:
                 t.set_user_attr(OWNER, worker.id)
-            studies.write_trial_numbers(sweep_dir, {job_idx + i: t.number for i, t in enumerate(trials)})
             batch = [fixed + [f"{k}={format_value(v)}" for k, v in t.params.items()] for t in trials]
+            fits = self._within_budget(gate, study, sweep_dir, trials, batch)
+            spent = fits < len(trials)  # budget=: the rest of the search is left out
+            trials, batch = trials[:fits], batch[:fits]
+            if not trials:
+                break
+            studies.write_trial_numbers(sweep_dir, {job_idx + i: t.number for i, t in enumerate(trials)})
             results = self.launcher.launch(batch, initial_job_idx=job_idx)
             for trial, result in zip(trials, results):
                 self._tell(study, trial, result)
             job_idx += len(trials)
             returns.append(results)
+            if spent:
+                break
         return returns
+
+    def _budget_gate(self, sweep_dir: Path) -> Any:
+        """budget=: what says whether a trial can finish in the time left (moirai_ft/budget/trials.py)."""
+        assert self.config is not None
+        if self.config.get("budget") is None:
+            return None
+        from moirai_ft.budget.trials import TrialGate  # torch: only with a budget
+
+        per_job = "BasicLauncher" not in str(self.config.hydra.launcher.get("_target_", ""))
+        return TrialGate(self.config, sweep_dir, self.hydra_context.config_loader, per_job)
+
+    @staticmethod
+    def _within_budget(gate: Any, study: optuna.Study, sweep_dir: Path, trials: list, batch: list) -> int:
+        """How many of the asked trials start; from the first the plan says cannot finish in the budget left,
+        none: those are told the study as failed and interrupted (not counted, so a larger budget runs its
+        n_trials) and listed in budget.json as `not started: budget`."""
+        if gate is None:
+            return len(trials)
+        from moirai_ft.budget import clock
+
+        for i, (trial, overrides) in enumerate(zip(trials, batch)):
+            if (why := gate.refuse(overrides)) is None:
+                continue
+            for t, o in zip(trials[i:], batch[i:]):
+                t.set_user_attr(INTERRUPTED, True)
+                t.set_user_attr("not_started", clock.NOT_STARTED)
+                study.tell(t, state=optuna.trial.TrialState.FAIL)
+                clock.record_left_out(sweep_dir, {"trial": t.number, "overrides": " ".join(o), "planned_s": why[0],
+                                                  "budget_left_s": why[1]})
+                print(f"{clock.NOT_STARTED}: trial {t.number} ({' '.join(o)})")
+            return i
+        return len(trials)
 
     @staticmethod
     def _tell(study: optuna.Study, trial: optuna.Trial, result: Any) -> None:

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from moirai_ft import weights
 from moirai_ft.analysis.diagnose import Finding, apply_overrides, diagnose
+from moirai_ft.budget.duration import format_duration
 from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LOGS, METRICS, read_json
 from moirai_ft.result import NESTED_FIELDS
 from moirai_ft.sweep.state import FINGERPRINT, LINK, is_running, read_link
@@ -34,6 +35,7 @@ class State(str, Enum):
     diverged = "diverged"
     running = "running"  # a process holds the job's lock now
     unfinished = "unfinished"  # no metrics.json and nobody running it: killed, or not started yet
+    not_started = "not started: budget"  # budget=: left out before it trained (moirai_ft/budget/clock.py), no result
     failed = "failed"
     unreadable = "unreadable"  # metrics.json exists but is not a JSON object (cut short, edited)
     damaged = "damaged"  # finished, but checkpoints/best no longer matches its recorded checksum
@@ -159,6 +161,8 @@ def read_job(job_dir: Path) -> Job:
         job.note = f"pruned at check {metrics.get('pruned_at_check')} ({metrics.get('pruned_reason')})"
     if state == State.lr_find:
         job.note = lr_find_note(metrics)
+    if state == State.not_started:
+        job.note = not_started_note(metrics)
     if state in (State.completed, State.diverged):
         try:
             job.findings = diagnose(job.losses, metrics, config)
@@ -179,3 +183,9 @@ def lr_find_note(metrics: dict[str, Any]) -> str:
     if s is None:
         return "lr finder: no suggestion (the loss never fell)"
     return f"lr finder: suggestion {s:.3g}; sweep -m lr={','.join(f'{v:g}' for v in sweep)}"
+
+
+def not_started_note(metrics: dict[str, Any]) -> str:
+    planned, left = metrics.get("planned_s"), metrics.get("budget_left_s")
+    return (f"{State.not_started.value}: the plan said {format_duration(planned) if planned is not None else 'it'}, "
+            f"{format_duration(left)} of the budget was left; rerun the same command with a larger budget=")

@@ -7,17 +7,20 @@ the base-stage command (recommend.py).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from moirai_ft.analysis.blend import blend_cell, blend_lines, has_blend, ranked_value, ranks_by_blend
+from moirai_ft.analysis.budget import SweepBudget, budget_lines, sweep_budgets
 from moirai_ft.analysis.jobs import Job, State, find_job_dirs, read_job
 from moirai_ft.analysis.recommend import base_stage_command, best_by_model
 from moirai_ft.analysis.search import search_lines
 from moirai_ft.analysis.table import ROW_COLUMNS, fmt_cell, markdown_table, metric_columns, rel_path, sort_jobs, table
 from moirai_ft.artifacts import write_json_atomic
 from moirai_ft.errors import UserError
+from moirai_ft.evaluation.coverage import BANDS
 
 SUMMARY = "summary"  # summary.csv, summary.md, summary.json
 
@@ -30,6 +33,7 @@ class Report:
     frame: pd.DataFrame
     best: dict[str, Job]
     next_stage: tuple[str | None, str]
+    budgets: list[SweepBudget] = field(default_factory=list)  # budget=: each budgeted sweep below root
 
 
 def analyze(root: Path, metric: str = "best_val_loss") -> Report:
@@ -45,7 +49,17 @@ def analyze(root: Path, metric: str = "best_val_loss") -> Report:
     if metric not in allowed:
         raise UserError(f"--metric {metric} is not in these jobs; use one of: {', '.join(allowed)}")
     jobs = sort_jobs(jobs, metric)
-    return Report(root, metric, jobs, table(jobs, root), best_by_model(jobs, metric), base_stage_command(jobs, metric))
+    return Report(root, metric, jobs, table(jobs, root), best_by_model(jobs, metric), base_stage_command(jobs, metric),
+                  sweep_budgets(root))
+
+
+def test_columns(frame: pd.DataFrame) -> list[str]:
+    """The selected model's test metrics, each band's coverage right after wql (read side by side)."""
+    cols = [c for c in frame.columns if c.startswith("test.")]
+    bands = [c for c in cols if c.split(".", 1)[1] in BANDS]
+    rest = [c for c in cols if c not in bands]
+    at = rest.index("test.wql") + 1 if "test.wql" in rest else len(rest)
+    return rest[:at] + bands + rest[at:]
 
 
 def printable(report: Report) -> pd.DataFrame:
@@ -55,7 +69,7 @@ def printable(report: Report) -> pd.DataFrame:
     out = pd.DataFrame({"#": range(1, len(frame) + 1)})
     for col in ROW_COLUMNS[1:]:
         out[col] = frame[col].values
-    for col in (c for c in frame.columns if c.startswith("test.")):
+    for col in test_columns(frame):
         name = col.split(".", 1)[1]
         rel = frame.get(f"rel_improvement.{name}")
         sig = frame.get(f"significant.{name}")
@@ -65,6 +79,10 @@ def printable(report: Report) -> pd.DataFrame:
             fmt_cell(v) + (f" ({r:+.1%}{m})" if rel is not None and isinstance(r, float) and not math.isnan(r) else "")
             for v, r, m in zip(frame[col], rel if rel is not None else [None] * len(frame), marks)
         ]
+    if "test_calibrated.coverage_80" in frame.columns:  # calibrate=conformal: the bands after calibration
+        out["coverage_80_calibrated"] = [fmt_cell(v) for v in frame["test_calibrated.coverage_80"]]
+    if any(has_blend(j) for j in report.jobs):  # blend=true: its weight and its value against both parts
+        out["blend"] = [blend_cell(j, report.metric) for j in report.jobs]
     if "test_without_covariates.mae" in frame.columns:  # jobs with covariates: did they help? (the rest in summary.csv)
         out["mae_without_covariates"] = [fmt_cell(v) for v in frame["test_without_covariates.mae"]]
     for col in ("wall_s", "train_samples_per_s", "job"):
@@ -80,7 +98,7 @@ def advice_lines(report: Report) -> list[str]:
         name = f"#{rank} {job.value('model')} {job.value('pattern')} lr={job.value('lr')}"
         if job.state == State.failed:
             lines.append(f"- {name}: FAILED: {job.metrics.get('error')}; fix it and rerun the sweep (completed jobs are skipped)")
-        elif job.state in (State.running, State.unfinished, State.unreadable, State.damaged):
+        elif job.state in (State.running, State.unfinished, State.not_started, State.unreadable, State.damaged):
             lines.append(f"- {name}: {job.state.value.upper()}{': ' + job.note if job.note else ''}")
         elif not job.findings or job.metrics.get("test_error"):
             lines.append(f"- {name}: {job.note or 'healthy, no rule fired'}")
@@ -90,13 +108,16 @@ def advice_lines(report: Report) -> list[str]:
     lines.append("")
     lines.append(f"Best by {report.metric}:")
     for model, job in report.best.items():
-        lines.append(f"- {model}: {job.value(report.metric):.4g} {rel_path(job.path, report.root)}")
+        whose = " (its blend)" if ranks_by_blend(job, report.metric) else ""
+        lines.append(f"- {model}: {ranked_value(job, report.metric):.4g}{whose} {rel_path(job.path, report.root)}")
         lines.append(f"    {job.command()}")
     if report.best:  # jobs are sorted best first: the first per-model winner is the overall one
         overall = next(j for j in report.jobs if any(j is b for b in report.best.values()))
         lines.append(f"- overall: model={overall.value('model')} pattern={overall.value('pattern')} "
                      f"lr={overall.value('lr')} ({rel_path(overall.path, report.root)})")
+    lines += blend_lines(report.jobs, report.metric)  # blend=true: better than both parts?
     lines += search_lines(report.jobs, report.metric)  # lr-finder suggestions, seed repeats
+    lines += budget_lines(report.budgets, report.root)  # budget=: what each budgeted sweep spent and left out
     command, why = report.next_stage
     lines += ["", f"Base stage (the seed's phase 3): {why}"]
     if command:
@@ -120,5 +141,6 @@ def write_summary(report: Report, out: Path) -> list[Path]:
         } for j in report.jobs],
         "best": {m: rel_path(j.path, report.root) for m, j in report.best.items()},
         "base_stage_command": report.next_stage[0], "base_stage_note": report.next_stage[1],
+        "budgets": [b.to_dict(report.root) for b in report.budgets],
     })
     return [csv_path, md_path, json_path]

@@ -9,7 +9,9 @@ from typing import Any
 
 import pandas as pd
 
+from moirai_ft.analysis.blend import ranked_value
 from moirai_ft.analysis.jobs import NESTED_METRICS, STATE_ORDER, Job, State
+from moirai_ft.evaluation.coverage import BANDS, nominal
 from moirai_ft.evaluation.bootstrap import significant
 
 ROW_COLUMNS = (
@@ -34,12 +36,16 @@ def higher_is_better(metric: str) -> bool:
 
 def sort_jobs(jobs: list[Job], metric: str) -> list[Job]:
     """Results first (completed and diverged: a diverged job keeps its best weights), best metric
-    first, no value last; then the rest by state: running, unfinished, failed, unreadable."""
+    first, no value last; then the rest by state: running, unfinished, failed, unreadable. A job with a
+    blend is ranked by its blend's test metric (analysis/blend.py); a coverage by its distance to nominal."""
     sign = -1.0 if higher_is_better(metric) else 1.0
+    band = metric.rsplit(".", 1)[-1]
 
     def number(job: Job) -> float:
-        value = job.value(metric)
+        value = ranked_value(job, metric)
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if ok and band in BANDS:
+            return abs(float(value) - nominal(band))
         return sign * float(value) if ok else math.inf
 
     results = [j for j in jobs if j.state in (State.completed, State.pruned, State.diverged)]

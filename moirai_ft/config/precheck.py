@@ -11,12 +11,14 @@ a mistake costs a fraction of a second.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
+from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from moirai_ft.budget.duration import parse_duration
@@ -38,12 +40,15 @@ _EXPECTED = (
     ("converted to Integer", "a whole number"),
     ("Union[int, float]", "a number"),
     ("not a valid bool", "true or false"),
+    ("is not a ListConfig", "a list, e.g. [0,0.5,1]"),
 )
 
 
-def check_command_line(args: list[str], conf_dir: Path, config_name: str = "train") -> str | None:
-    """The one-line message for the first mistake in train.py's arguments, or None when every job they
-    describe composes and passes validate()."""
+def check_command_line(
+    args: list[str], conf_dir: Path, config_name: str = "train", check: Callable[[DictConfig], None] = validate
+) -> str | None:
+    """The one-line message for the first mistake in train.py's arguments (predict.py's: config_name and
+    check), or None when every job they describe composes and passes `check`."""
     if any(a.split("=", 1)[0] in _HANDS_OFF for a in args):
         return None
     if message := unknown_choice(args, conf_dir):
@@ -60,12 +65,12 @@ def check_command_line(args: list[str], conf_dir: Path, config_name: str = "trai
     for raw, o in zip(overrides, parsed):
         if o.is_sweep_override() and o.get_key_element().lstrip("+~") in SWEEP_WIDE:
             return f"{raw}: {o.get_key_element()} is one setting for the whole sweep; give one value"
-    for job in _job_overrides(overrides, parsed):
+    for job in job_overrides(overrides, parsed):
         try:
             with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
                 cfg = compose(config_name=config_name, overrides=job)
             if not multirun:  # a sweep's job out of range is recorded as failed and the other jobs go on
-                validate(cfg)
+                check(cfg)
             elif cfg.get("budget") is not None:  # the whole sweep's: refused before any job
                 parse_duration(cfg.budget)
         except UserError as e:
@@ -75,7 +80,7 @@ def check_command_line(args: list[str], conf_dir: Path, config_name: str = "trai
     return None
 
 
-def _job_overrides(overrides: list[str], parsed: list[Override]) -> list[list[str]]:
+def job_overrides(overrides: list[str], parsed: list[Override]) -> list[list[str]]:
     """The override lists to check: the command line as it is, or for a sweep (`lr=1e-5,abc`,
     `epochs=range(1,3)`) each value of each swept key once, the other swept keys at their first value.
     A key's type and range do not depend on the other keys' values, so this finds every bad value with

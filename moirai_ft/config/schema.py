@@ -18,6 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from moirai_ft.budget.duration import parse_duration
 from moirai_ft.config.root import RootSchema
 from moirai_ft.errors import UserError
+from moirai_ft.scores import MONITORS
+from moirai_ft.values import plain
 
 
 class ModelInit(str, Enum):
@@ -121,7 +123,9 @@ class HardwareSchema:
     strategy: str = "auto"
     compile: CompileMode = CompileMode.off
     # each refresh of the bar and each logged step reads the loss back from the GPU (a host sync)
-    progress_bar_refresh: int = 1  # steps between progress-bar refreshes; 0 = no bar
+    progress_bar_refresh: int = 1  # steps between progress-bar refreshes; 0 = no bar (and no progress lines)
+    # output that is not a terminal (a file, a pipe) gets a plain progress line at most this often instead
+    progress_log_s: float = 30.0
     log_every_n_steps: int = 50  # steps between logged training losses (capped at the epoch length)
 
 
@@ -292,9 +296,7 @@ def validate(cfg: DictConfig) -> None:
     lf = cfg.lr_finder
     need(0 < lf.min_lr < lf.max_lr, f"lr_finder.min_lr must be > 0 and below lr_finder.max_lr (got {lf.min_lr}, {lf.max_lr})")
     need(lf.num_steps >= 2, f"lr_finder.num_steps must be >= 2 (got {lf.num_steps})")
-    monitors = ("val_nll", "val_crps", "val_mae")
-    need(str(getattr(cfg.monitor, "value", cfg.monitor)) in monitors,
-         f"monitor must be one of {', '.join(monitors)} (got {cfg.monitor!r})")
+    need(str(plain(cfg.monitor)) in MONITORS, f"monitor must be one of {', '.join(MONITORS)} (got {cfg.monitor!r})")
     need(isinstance(cfg.monitor_samples, int) and cfg.monitor_samples >= 1,
          f"monitor_samples must be an integer >= 1 (got {cfg.monitor_samples!r})")
     warmup = cfg.warmup_steps
@@ -324,6 +326,10 @@ def validate(cfg: DictConfig) -> None:
         f"hardware.progress_bar_refresh must be >= 0 steps, 0 = no bar (got {cfg.hardware.progress_bar_refresh})",
     )
     need(
+        cfg.hardware.progress_log_s > 0,
+        f"hardware.progress_log_s must be > 0 seconds between progress lines (got {cfg.hardware.progress_log_s})",
+    )
+    need(
         cfg.hardware.log_every_n_steps >= 1,
         f"hardware.log_every_n_steps must be >= 1 (got {cfg.hardware.log_every_n_steps})",
     )
@@ -350,6 +356,9 @@ def validate(cfg: DictConfig) -> None:
     count("eval.batch_size", 1)
     count("eval.plot_windows", 0)
     count("eval.seed", 0)
+    grid = list(cfg.get("blend_grid") or [])
+    need(all(0.0 <= w <= 1.0 for w in grid) and 0.0 in grid and 1.0 in grid,
+         f"blend_grid must hold weights in [0, 1], among them 0 (zero-shot) and 1 (fine-tuned) (got {grid})")
 
 
 def unknown_choice(args: list[str], conf_dir: Path) -> str | None:

@@ -12,7 +12,7 @@ import fnmatch
 import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import Sequence, Union
+from typing import Callable, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -20,9 +20,10 @@ from omegaconf import DictConfig
 from pandas.tseries.frequencies import to_offset
 
 from moirai_ft.config.schema import DataFormat, Duplicates, NonNumeric
-from moirai_ft.errors import UserError
+from moirai_ft.errors import UserError, preview
 from moirai_ft.data.reading import read_file
 from moirai_ft.data.synthetic import building_plant, building_telemetry
+from moirai_ft.values import plain
 
 log = logging.getLogger(__name__)
 
@@ -45,26 +46,45 @@ class Table:
     non_finite: dict[str, int] = field(default_factory=dict)  # per column: inf/-inf cells read as missing
 
 
-def load_table(data_cfg: DictConfig, seed: int) -> Table:
-    """The selected columns of the configured data on a regular grid."""
+EMBEDDED = ("synthetic", "building")  # data.name values generated in moirai_ft/data/synthetic.py, no file read
+Select = Callable[[list[str]], list[str]]  # the series' names -> the columns to keep, in table order
+
+
+def load_table(data_cfg: DictConfig, seed: int, select: Select | None = None) -> Table:
+    """The selected columns of the configured data on a regular grid. `select` picks the columns from the
+    series' names (default: data.columns minus data.exclude)."""
     notes: list[str] = []
-    non_finite: dict[str, int] = {}
-    if data_cfg.name in ("synthetic", "building"):  # embedded (moirai_ft/data/synthetic.py)
+    if data_cfg.name in EMBEDDED:
         if data_cfg.name == "building":
             frame = building_plant(data_cfg.num_days, seed=seed, num_sensors=data_cfg.num_columns or 0)
         else:
             frame = building_telemetry(data_cfg.num_columns, data_cfg.num_days, seed=seed)
-        frame = frame[select_columns(list(frame.columns), data_cfg.columns, data_cfg.exclude)]
+        frame = frame[_selector(data_cfg, select)(list(frame.columns))]
+        return grid_table(frame, data_cfg, notes, {})
+    return table_from_raw(read_file(data_cfg, notes), data_cfg, notes, select)
+
+
+def _selector(data_cfg: DictConfig, select: Select | None) -> Select:
+    return select or (lambda names: select_columns(names, data_cfg.columns, data_cfg.exclude))
+
+
+def table_from_raw(raw: pd.DataFrame, data_cfg: DictConfig, notes: list[str], select: Select | None = None) -> Table:
+    """A frame as read from a file (wide or long, every column kept) as a regular table."""
+    select = _selector(data_cfg, select)
+    non_finite: dict[str, int] = {}
+    if data_cfg.format == DataFormat.long:
+        frame = long_to_wide(raw, data_cfg, notes, non_finite)
+        frame = frame[select(list(frame.columns))]
     else:
-        raw = read_file(data_cfg, notes)
-        if data_cfg.format == DataFormat.long:
-            frame = long_to_wide(raw, data_cfg, notes, non_finite)
-            frame = frame[select_columns(list(frame.columns), data_cfg.columns, data_cfg.exclude)]
-        else:
-            stamps, rest = split_timestamps(raw, data_cfg, notes)
-            rest = rest[select_columns(list(rest.columns), data_cfg.columns, data_cfg.exclude)]
-            frame = numeric(rest, data_cfg.non_numeric, notes).set_axis(stamps, axis=0)
-            frame = non_finite_as_missing(frame, non_finite)
+        stamps, rest = split_timestamps(raw, data_cfg, notes)
+        rest = rest[select(list(rest.columns))]
+        frame = numeric(rest, data_cfg.non_numeric, notes).set_axis(stamps, axis=0)
+        frame = non_finite_as_missing(frame, non_finite)
+    return grid_table(frame, data_cfg, notes, non_finite)
+
+
+def grid_table(frame: pd.DataFrame, data_cfg: DictConfig, notes: list[str], non_finite: dict[str, int]) -> Table:
+    """The numeric frame (DatetimeIndex) on its regular grid, with what loading noted."""
     non_finite = {str(c): non_finite[str(c)] for c in frame.columns if non_finite.get(str(c))}
     if non_finite:
         notes.append(f"{sum(non_finite.values())} non-finite values (inf, -inf) read as missing: "
@@ -89,15 +109,10 @@ def non_finite_as_missing(frame: pd.DataFrame, counts: dict[str, int]) -> pd.Dat
     return pd.DataFrame(values, index=frame.index, columns=frame.columns)
 
 
-def _preview(names: list[str], limit: int = 8) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
-
-
 def _column(raw: pd.DataFrame, name: str, option: str) -> pd.Series:
     if name not in raw.columns:
         raise UserError(
-            f"no column named {name!r} ({option}); the file's columns are {_preview(list(raw.columns))}; "
+            f"no column named {name!r} ({option}); the file's columns are {preview(list(raw.columns))}; "
             f"set {option} to one of them"
         )
     return raw[name]
@@ -132,7 +147,7 @@ def epoch_unit(column: pd.Series) -> str | None:
 def _numeric_stamps(column: pd.Series, unit: str | None, data_cfg: DictConfig, notes: list[str]) -> pd.Series:
     """A column of numbers as Unix epoch times in data.timestamp_unit, else in the inferred unit."""
     name = column.name
-    given = getattr(data_cfg.get("timestamp_unit"), "value", data_cfg.get("timestamp_unit"))
+    given = plain(data_cfg.get("timestamp_unit"))
     unit = given or unit
     if unit is None:
         raise UserError(
@@ -161,27 +176,33 @@ def parse_timestamps(column: pd.Series, data_cfg: DictConfig, notes: list[str]) 
     present = column.notna().to_numpy()
     numbers = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
 
-    def parse(how: str | None, utc: bool = False) -> pd.Series:
+    def parse(how: str | None, utc: bool = False, dayfirst: bool = False) -> pd.Series:
         with warnings.catch_warnings():  # "could not infer format": we check the result ourselves
             warnings.simplefilter("ignore", UserWarning)
             try:
-                return pd.to_datetime(column, format=how, errors="coerce", utc=utc)
+                return pd.to_datetime(column, format=how, errors="coerce", utc=utc, dayfirst=dayfirst)
             except (ValueError, TypeError):  # mixed time zones without utc=True
                 try:
-                    return pd.to_datetime(column, format=how, errors="coerce", utc=True)
+                    return pd.to_datetime(column, format=how, errors="coerce", utc=True, dayfirst=dayfirst)
                 except (ValueError, TypeError, OverflowError):  # e.g. a format pandas cannot use
                     return pd.Series(pd.NaT, index=column.index, dtype="datetime64[ns]")
             except OverflowError:
                 return pd.Series(pd.NaT, index=column.index, dtype="datetime64[ns]")
 
+    def read(dayfirst: bool) -> pd.Series:
+        parsed = parse(fmt, dayfirst=dayfirst)
+        if fmt is None and (parsed.isna().to_numpy() & present).any():  # rows in another layout than the first
+            parsed = parse("mixed", dayfirst=dayfirst)
+        if not pd.api.types.is_datetime64_any_dtype(parsed):  # several UTC offsets
+            parsed = parse(fmt or "mixed", utc=True, dayfirst=dayfirst)
+        return parsed
+
     if numbers or data_cfg.get("timestamp_unit"):
         parsed = _numeric_stamps(column, epoch_unit(column) if numbers else None, data_cfg, notes)
     else:
-        parsed = parse(fmt)
-        if fmt is None and (parsed.isna().to_numpy() & present).any():  # rows in another layout than the first
-            parsed = parse("mixed")
-        if not pd.api.types.is_datetime64_any_dtype(parsed):  # several UTC offsets
-            parsed = parse(fmt or "mixed", utc=True)
+        parsed = read(dayfirst=False)
+        if fmt is None:  # 03.04.2024: the 3rd of April or March the 4th? The calendar decides
+            parsed = day_month_order(column, parsed, read(dayfirst=True), notes)
     bad = np.flatnonzero(parsed.isna().to_numpy())
     if len(bad) == len(column):
         raise UserError(
@@ -209,13 +230,73 @@ def parse_timestamps(column: pd.Series, data_cfg: DictConfig, notes: list[str]) 
     return pd.DatetimeIndex(parsed, name="timestamp")
 
 
+def _grid_tier(stamps: pd.Series) -> int:
+    """How well timestamps in file order form a time grid: 2 regular (monotonic, one step, or a calendar
+    step pandas infers), 1 monotonic with gaps (every step a multiple of the smallest), 0 neither."""
+    values = stamps.dropna().to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    steps = np.diff(values)
+    if len(steps) == 0:
+        return 0
+    if (steps < 0).all():  # newest first: the same grid read backwards
+        values, steps = values[::-1], -steps[::-1]
+    if not (steps > 0).all():
+        return 0
+    if (steps == steps[0]).all() or (len(values) >= 3 and pd.infer_freq(pd.DatetimeIndex(values)) is not None):
+        return 2
+    return 1 if (steps % steps.min() == 0).all() else 0
+
+
+def _order_formats(text: str) -> tuple[str, str] | None:
+    """('%d.%m.%Y %H:%M', '%m.%d.%Y %H:%M') for a sample like '03.04.2024 00:00'; None if not of that shape."""
+    import re
+
+    match = re.fullmatch(r"\s*\d{1,2}([./-])\d{1,2}\1(\d{2}|\d{4})(?:([ T])\d{1,2}:\d{2}(:\d{2})?)?\s*", text)
+    if not match:
+        return None
+    sep, year, tsep, seconds = match.groups()
+    rest = f"{tsep}%H:%M{':%S' if seconds else ''}" if tsep else ""
+    y = "%Y" if len(year) == 4 else "%y"
+    return f"%d{sep}%m{sep}{y}{rest}", f"%m{sep}%d{sep}{y}{rest}"
+
+
+def day_month_order(column: pd.Series, month_first: pd.Series, day_first: pd.Series, notes: list[str]) -> pd.Series:
+    """Text dates read month-first and day-first: when they differ, the order whose timestamps form a
+    regular, increasing grid (a wrong order scrambles the calendar: 13.01 follows 12.01 as Jan 13 after
+    Dec 1). Both or neither: refused, naming data.timestamp_format, never a reindex that would keep
+    the scrambled calendar."""
+    differ = (month_first != day_first) & ~(month_first.isna() & day_first.isna())
+    if not differ.any():
+        return month_first
+    name = column.name
+    example = str(column[differ].iloc[0])
+    readings = {"day first": day_first, "month first": month_first}
+    complete = {k: v for k, v in readings.items() if not v[column.notna()].isna().any()}
+    if len(complete) < 2:  # an order some rows cannot be read in is not theirs (13.01 has no month 13)
+        return next(iter(complete.values()), month_first)  # none: the unreadable rows are reported next
+    tiers = {k: _grid_tier(v) for k, v in complete.items()}
+    best = max(tiers.values())
+    winners = [k for k, t in tiers.items() if t == best and t > 0]
+    if len(winners) == 1:
+        notes.append(f"timestamps in column {name!r} read {winners[0]} (e.g. {example!r}): the only order that "
+                     "gives an increasing time grid; set data.timestamp_format to override")
+        return readings[winners[0]]
+    formats = _order_formats(example)
+    hint = (f"'{formats[0]}' (day first) or '{formats[1]}' (month first)" if formats
+            else "e.g. '%d.%m.%Y %H:%M' (day first) or '%m.%d.%Y %H:%M' (month first)")
+    why = "both orders give a regular time grid" if winners else "neither order gives an increasing time grid"
+    raise UserError(
+        f"timestamps in column {name!r} read as day-month or month-day differ (e.g. {example!r}) and {why}; "
+        f"set data.timestamp_format={hint}"
+    )
+
+
 def select_columns(available: list[str], include: Sequence[str] | None, exclude: Sequence[str]) -> list[str]:
     """Columns named or matched by a glob in data.columns (all when null), minus data.exclude, in file order."""
     for option, patterns in (("data.columns", include or []), ("data.exclude", exclude or [])):
         for pattern in patterns:
             if not fnmatch.filter(available, str(pattern)):
                 raise UserError(
-                    f"{option} entry {str(pattern)!r} matches no column; the columns are {_preview(available)}"
+                    f"{option} entry {str(pattern)!r} matches no column; the columns are {preview(available)}"
                 )
     def matches(name: str, patterns: Sequence[str]) -> bool:
         return any(fnmatch.fnmatchcase(name, str(p)) for p in patterns)

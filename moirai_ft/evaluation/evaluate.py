@@ -30,6 +30,7 @@ from moirai_ft.artifacts import BEST, CHECKPOINTS
 from moirai_ft.data.prepare import PreparedData
 from moirai_ft.data.windows import eval_batches
 from moirai_ft.errors import UserError, first_line
+from moirai_ft.evaluation import planning
 from moirai_ft.evaluation.forecast import eval_device, evaluating_on, fingerprint, forecast_quantiles, validation_nll
 from moirai_ft.evaluation.metrics import rel_improvement, seasonal_errors, seasonality
 from moirai_ft.evaluation.plot import forecast_panels, plot_forecasts
@@ -96,6 +97,9 @@ def evaluate_models(
                 **model_metrics(quantiles[label], items, data, seasonal),
                 "val_nll": float(nll) if nll is not None else validation_nll(module, data.val, val_batches),
             }
+    # blend=true, calibrate=conformal: fitted on both models' validation forecasts (moirai_ft/evaluation/planning.py)
+    planned = planning.evaluate_plans(cfg, data, {"zero-shot": zero_shot, "fine-tuned": selected}, device, val_batches,
+                                      quantiles, results, items, seasonal, len(ids), job_dir)
     without: dict[str, Any] = {}
     if data.test.has_covariates:  # a third row: did the covariates help the fine-tuned model?
         with evaluating_on(selected, device):
@@ -111,6 +115,7 @@ def evaluate_models(
         "rel_improvement": rel_improvement(results["fine-tuned"], results["zero-shot"]),
         # 95% paired bootstrap interval of each rel_improvement, over test windows (seed eval.seed)
         "rel_improvement_ci": improvement_intervals(quantiles, items, data, seasonal, len(ids), cfg.eval.seed),
+        **planned,
         **without,
         "test_eval": {
             "windows": len(ids),
@@ -158,4 +163,5 @@ def summary_line(metrics: dict[str, Any]) -> str:
 
     parts = [f"{k} {num(test.get(k))} vs zero-shot {num(zero.get(k))} ({pct(rel.get(k))})" for k in SUMMARY_METRICS]
     n = metrics.get("test_eval", {}).get("series_windows", "?")
-    return f"test ({n} windows): " + ", ".join(parts) + f"; finetune_helped={metrics.get('finetune_helped')}"
+    line = f"test ({n} windows): " + ", ".join(parts) + f"; finetune_helped={metrics.get('finetune_helped')}"
+    return "; ".join([line, *planning.summary_parts(metrics)])

@@ -12,8 +12,8 @@ from jaxtyping import Float
 from matplotlib.figure import Figure
 
 from moirai_ft.data.prepare import PreparedData
-from moirai_ft.evaluation.metrics import LOWER_80, MEDIAN, UPPER_80
 from moirai_ft.evaluation.scoring import EvalItems
+from moirai_ft.scores import LOWER_80, MEDIAN, UPPER_80
 
 # one colour per model, in the order the forecasts are given
 COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
@@ -28,7 +28,7 @@ class Panel:
     context: Float[np.ndarray, "ctx"]
     horizon_time: pd.DatetimeIndex
     truth: Float[np.ndarray, "pred"]
-    # model label -> quantiles at metrics.QUANTILE_LEVELS
+    # model label -> quantiles at scores.QUANTILE_LEVELS
     forecasts: dict[str, Float[np.ndarray, "level pred"]] = field(default_factory=dict)
 
 

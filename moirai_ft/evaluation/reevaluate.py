@@ -23,6 +23,7 @@ from moirai_ft.artifacts import METRICS, load_job_config, read_metrics, write_js
 from moirai_ft.config.schema import validate
 from moirai_ft.data.prepare import prepare
 from moirai_ft.errors import UserError
+from moirai_ft.evaluation import planning
 from moirai_ft.evaluation.evaluate import evaluate_models, selected_dir, summary_line
 from moirai_ft.evaluation.forecast import fingerprint
 from moirai_ft.model.load import load_module
@@ -47,8 +48,9 @@ def reevaluate(job_dir: Path, overrides: list[str] | None = None) -> dict[str, A
             f"the zero-shot model rebuilt from model.checkpoint={cfg.model.checkpoint} (init={cfg.model.init}, "
             f"seed={cfg.seed}) is not the one {job_dir} started from; point model.checkpoint at that model"
         )
+    for key in ("test_error", *planning.KEYS):  # an earlier evaluation's, which this one may not repeat
+        metrics.pop(key, None)
     metrics.update(evaluate_models(cfg, data, zero_shot, job_dir))
-    metrics.pop("test_error", None)
     write_json_atomic(job_dir / METRICS, metrics)
     return metrics
 

@@ -6,6 +6,8 @@ environment (`from_environment`), the one channel into a process a test starts. 
 variables outside tests:
 - MOIRAI_FT_INJECT_OOM_ABOVE=N: a training micro-batch of more than N windows raises CUDA's
   out-of-memory error, as a GPU too small for that batch would.
+- `oom_after_steps=N` (callback only): the first attempt runs out of memory when optimizer step N begins,
+  after N steps changed the weights; the retry at half the micro-batch runs clean.
 - MOIRAI_FT_INJECT_KILL_AT_STEP=N: the process SIGKILLs itself when optimizer step N begins, as a
   node failure or the OOM killer would, at a reproducible moment.
 """
@@ -33,15 +35,18 @@ class InjectFaults(L.Callback):
     step `kill_at_step` (None: that fault is off)."""
 
     def __init__(self, oom_above: int | None = None, kill_at_step: int | None = None,
-                 pause_at_step: int | None = None, pause_once: str | None = None):
+                 oom_after_steps: int | None = None, pause_at_step: int | None = None, pause_once: str | None = None):
         self.oom_above = oom_above
         self.kill_at_step = kill_at_step
+        self.oom_after_steps = oom_after_steps
         self.pause_at_step, self.pause_once = pause_at_step, pause_once
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         micro_batch = pl_module.train_order.batch_size  # every training batch is full (IndexBatches)
         if self.oom_above is not None and micro_batch > self.oom_above:
             raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected: micro-batch {micro_batch} > {self.oom_above})")
+        if trainer.accumulate_grad_batches == 1 and trainer.global_step == self.oom_after_steps:
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected at step {self.oom_after_steps})")
         if self.kill_at_step is not None and trainer.global_step == self.kill_at_step:
             os.kill(os.getpid(), signal.SIGKILL)
         if self.pause_at_step is not None and trainer.global_step == self.pause_at_step and self._first_to_pause(trainer):
@@ -67,4 +72,4 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> dict[str, L.Cal
         pause_at_step = None
     if oom_above is None and kill_at_step is None and pause_at_step is None:
         return {}
-    return {"faults": InjectFaults(oom_above, kill_at_step, pause_at_step, environ.get(PAUSE_ONCE))}
+    return {"faults": InjectFaults(oom_above, kill_at_step, pause_at_step=pause_at_step, pause_once=environ.get(PAUSE_ONCE))}

@@ -100,9 +100,17 @@ def save_plain(module: nn.Module, directory: Path) -> None:
     merged(module).save_pretrained(directory)
 
 
-def load_plain(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+def adapter_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the adapters' own weights (every lora_A and lora_B; {} without adapters): what `load_plain`
+    puts back so a new start (an out-of-memory retry) is the first start again, not a half-trained A."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items() if "lora_" in k}
+
+
+def load_plain(module: nn.Module, state: dict[str, torch.Tensor], adapters: dict[str, torch.Tensor] | None = None) -> None:
     """Load a plain state dict (save_plain's) into the module. With adapters: the weights go to the base
-    layers and every adapter's B is zeroed, so the module computes exactly the plain weights."""
+    layers and every adapter's B is zeroed, so the module computes exactly the plain weights; `adapters`
+    (adapter_state's) then sets every A, and B, to the values they started from: zeroing B alone would
+    leave A with what the last training run made of it."""
     if not has_lora(module):
         module.load_state_dict(state)
         return
@@ -118,3 +126,7 @@ def load_plain(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
         for name in lora_layers:
             for b in module.get_submodule(name).lora_B.values():
                 b.weight.zero_()
+    if adapters:
+        missing, unexpected = module.load_state_dict(adapters, strict=False)
+        if unexpected:
+            raise RuntimeError(f"adapter state does not fit the module: unexpected {unexpected[:3]}")

@@ -26,15 +26,15 @@ from omegaconf import DictConfig
 
 from moirai_ft.search import study as studies
 from moirai_ft.train.callbacks import BestWeights
+from moirai_ft.values import plain
 
 log = logging.getLogger(__name__)
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 WORSE_THAN_ZERO_SHOT = "worse_than_zero_shot"
 
 
 def build_pruner(prune: DictConfig) -> optuna.pruners.BasePruner | None:
-    name = str(getattr(prune.name, "value", prune.name))
+    name = str(plain(prune.name))
     if name == "asha":
         return optuna.pruners.SuccessiveHalvingPruner(
             min_resource=prune.min_resource, reduction_factor=prune.reduction_factor, min_early_stopping_rate=0)
@@ -134,17 +134,20 @@ class Pruning(L.Callback):
 def pruning_callbacks(cfg: DictConfig, trial: JobTrial | None) -> dict[str, L.Callback]:
     """{"pruning": Pruning} when a pruner or the zero-shot rule is set (on every rank: they stop
     together), else {}."""
-    name = str(getattr(cfg.prune.name, "value", cfg.prune.name))
+    name = str(plain(cfg.prune.name))
     if name == "none" and cfg.prune.zero_shot_checks is None:
         return {}
     return {"pruning": Pruning(trial if name != "none" else None, cfg.prune.zero_shot_checks, name)}
 
 
-def finish_trial(trial: JobTrial | None, status: str, value: float) -> None:
-    """Tell the study how the job ended: pruned, complete with its objective, or failed."""
+def finish_trial(trial: JobTrial | None, status: str, value: float, error: str | None = None) -> None:
+    """Tell the study how the job ended: pruned, complete with its objective, or failed (`error`: why, kept
+    as the trial's user attribute "error", as the optuna sweeper records its failed trials)."""
     if trial is None:
         return
     try:
+        if error is not None:
+            trial.trial.set_user_attr("error", error)
         if status == "pruned":
             trial.study.tell(trial.trial, state=optuna.trial.TrialState.PRUNED)
         elif status == "completed" and math.isfinite(value):

@@ -25,6 +25,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from moirai_ft.artifacts import read_json, write_json_atomic
+from moirai_ft.config.root import RUN_KEYS
 from moirai_ft.errors import UserError
 
 # "Using an existing study ..." and the like on every start: the sweep's own lines say what a user needs
@@ -37,7 +38,6 @@ PRUNER_ATTR = "pruner"  # study user attribute: the pruner settings its first sw
 PRUNER_SETTINGS = {"none": (), "asha": ("min_resource", "reduction_factor"),
                    "hyperband": ("min_resource", "reduction_factor", "max_resource"),
                    "median": ("n_startup_trials", "n_warmup_steps")}
-NOT_IN_STUDY_NAME = ("resume", "sweep_root", "plan", "budget")  # how a sweep runs, not what it searches
 
 
 def storage_for(storage: str | None, sweep_root: str | Path, launch_dir: str | Path) -> optuna.storages.BaseStorage:
@@ -63,7 +63,7 @@ def study_name_for(task_overrides: list[str], given: str | None = None) -> str:
     if given:
         return given
     kept = sorted(o for o in task_overrides
-                  if not o.lstrip("+~").startswith("hydra") and o.split("=", 1)[0].lstrip("+~") not in NOT_IN_STUDY_NAME)
+                  if not o.lstrip("+~").startswith("hydra") and o.split("=", 1)[0].lstrip("+~") not in RUN_KEYS)
     return "moirai-ft-" + hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:12]
 
 

@@ -18,11 +18,11 @@ from typing import Any, Iterable
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from moirai_ft.sweep.state import NOT_IN_FINGERPRINT
+from moirai_ft.config.root import RUN_KEYS
 
 # keys that name the job first in its directory, then every other override but these
 DIRNAME_HEAD = ("model", "pattern", "lr")
-NOT_IN_DIRNAME = ("sweep",) + NOT_IN_FINGERPRINT
+NOT_IN_DIRNAME = ("sweep",) + RUN_KEYS
 MAX_DIRNAME = 240  # bytes; file systems allow 255 per name
 RESOLVER = "moirai_job_dirname"
 

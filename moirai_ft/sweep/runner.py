@@ -17,6 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from moirai_ft import weights
+from moirai_ft.budget import clock
 from moirai_ft.artifacts import CHECKPOINTS, LAST, METRICS, identity, write_json_atomic
 from moirai_ft.result import JobResult, Status
 from moirai_ft.sweep import naming  # noqa: F401 - registers hydra.sweep.subdir's resolver wherever a job runs
@@ -59,6 +60,9 @@ def run_tracked(
     from moirai_ft.train.job import run  # here: importing this module loads no torch (module doc)
 
     job_dir = Path(job_dir)
+    if cfg.get("plan"):  # train.py prints the plan and stops before Hydra: plan=true never trains
+        return JobResult.failed(identity(cfg), "plan=true is read from train.py's command line: "
+                                "`python train.py plan=true ...`", "config").to_dict()
     if mode != RunMode.MULTIRUN and sweep_preset:
         return _refused(job_dir, f"sweep={sweep_preset} is a sweep preset: run it with -m, "
                         f"as `python train.py -m sweep={sweep_preset}`", cfg)
@@ -78,6 +82,9 @@ def run_tracked(
         write_link(job_dir, plan.target, f"{metrics['status']} earlier", fp)
         log.info("skipped: %s earlier in %s (best_val_loss %s)", metrics["status"], plan.target, metrics.get("best_val_loss"))
         return metrics
+    if mode == RunMode.MULTIRUN and plan.action in (Action.run_here, Action.continue_twin):
+        if (why := clock.refuse(clock.sweep_dir_of(job_dir), fp)) is not None:  # budget=: the plan says it cannot finish
+            return clock.not_started(cfg, job_dir, plan.target, fp, config, *why)
     if plan.action == Action.continue_twin:
         try:
             with JobLock(plan.target):

@@ -9,16 +9,16 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 from torch import nn
-from torch.distributions import Distribution
 
 from moirai_ft.config.schema import CompileMode
 from moirai_ft.model.families import family_of_module
-from moirai_ft.model.families.moirai1 import LOSS_FIELDS, MODEL_FIELDS  # noqa: F401  (their historical home)
 from moirai_ft.model.family import ModelFamily
-from moirai_ft.model.fast_path import TRAIN_LOSS, adamw_options
+from moirai_ft.model.fast_path import adamw_options
 from moirai_ft.model.load import param_groups
+from moirai_ft.train.progress import TRAIN_LOSS
 from moirai_ft.train.schedulers import build_scheduler
 from moirai_ft.data.windows import Batch, IndexBatches, Windows
+from moirai_ft.values import plain
 
 
 class MoiraiFineTuner(L.LightningModule):
@@ -41,7 +41,7 @@ class MoiraiFineTuner(L.LightningModule):
         self.family = family or family_of_module(module)  # the objective and the batch layout
         # same values; no host sync in the step; fp32 head under bf16
         self.module = self.family.prepare_module(module)
-        self.compile_mode = CompileMode(getattr(compile, "value", compile))
+        self.compile_mode = CompileMode(plain(compile))
         # training only: validation runs eager (other shapes, inference mode), so one graph serves the run
         self._train_loss = self.family.train_loss(self.module, self.compile_mode)
         self.train_windows = train_windows
@@ -73,9 +73,6 @@ class MoiraiFineTuner(L.LightningModule):
 
     def on_validation_start(self) -> None:
         self._place_windows()
-
-    def forward(self, batch: Batch) -> Distribution | Tensor:
-        return self.module(**{k: batch[k] for k in MODEL_FIELDS})
 
     def loss(self, batch: Batch) -> Tensor:
         """The family's objective on a batch laid out by `self.family.batch`."""

@@ -9,7 +9,6 @@ import logging
 import math
 import time
 import traceback
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,21 +28,19 @@ from moirai_ft.train import distributed
 from moirai_ft.errors import UserError, first_line
 from moirai_ft.weights import CHECKSUM, best_dir, checksum
 from moirai_ft.evaluation.evaluate import evaluate_job, summary_line
-from moirai_ft.model.fast_path import SparseProgressBar
+from moirai_ft.console import is_terminal, quiet_third_party
 from moirai_ft.train.from_config import build_callbacks, build_loggers, check_loggers
 from moirai_ft.train.loggers import checkpoint_step
 from moirai_ft.train.trackers import log_job_result
 from moirai_ft.train.finetuner import MoiraiFineTuner
+from moirai_ft.train.progress import LineProgress, SparseProgressBar
 from moirai_ft.model.families import family_of
 from moirai_ft.model.load import apply_pattern, count_params, load_module
-from moirai_ft.model.lora import load_plain
+from moirai_ft.model.lora import adapter_state, load_plain
 from moirai_ft.data.windows import IndexBatches, eval_batches, index_loader
 from moirai_ft.result import JobResult, Status
 
 log = logging.getLogger(__name__)
-# checkpoints/ holds best/ (written at the zero-shot check, before Lightning's checkpoint callback sets up)
-# and last.ckpt on a resume: the directory is meant to be non-empty
-warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 def build_trainer(
@@ -56,8 +53,12 @@ def build_trainer(
     by_steps = isinstance(vci, int) and not isinstance(vci, bool)
     if by_steps:
         vci = vci * accumulate
+    quiet_third_party()  # every job: pytest and a sweep's in-process jobs reset warning filters
     refresh = cfg.hardware.progress_bar_refresh
-    progress_bar: list[L.Callback] = [SparseProgressBar(refresh_rate=refresh)] if refresh > 0 else []
+    progress_bar: list[L.Callback] = []
+    if refresh > 0:  # a terminal redraws a bar; a file gets lines, not carriage-return frames
+        progress_bar = [SparseProgressBar(refresh_rate=refresh) if is_terminal()
+                        else LineProgress(cfg.hardware.progress_log_s, cfg.batch_size)]
     return L.Trainer(
         default_root_dir=job_dir,
         max_epochs=cfg.epochs,
@@ -191,6 +192,7 @@ class Attempts:
 def fit_within_memory(
     cfg: DictConfig, job_dir: Path, module: torch.nn.Module, zero_shot: torch.nn.Module, data: PreparedData,
     rank: int, world: int, per_device: int, plan: StepPlan, extra_callbacks: dict[str, L.Callback] | None,
+    adapters: dict[str, torch.Tensor] | None = None,
 ) -> Attempts:
     """fit(); out of GPU memory, start again from the zero-shot weights with half the micro-batch and twice the
     gradient accumulation, so the effective batch, the schedule and the data order stay those of the config."""
@@ -214,7 +216,8 @@ def fit_within_memory(
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            load_plain(module, zero_shot.state_dict())  # from scratch: the failed attempt may have taken steps
+            # from scratch: the failed attempt may have taken steps (LoRA: A and B back to their start, too)
+            load_plain(module, zero_shot.state_dict(), adapters)
             for stale in (job_dir / CHECKPOINTS / LAST, job_dir / HISTORY):
                 stale.unlink(missing_ok=True)
 
@@ -314,20 +317,27 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
 
     # the job's trial in its sweep's Optuna study (prune=..., hydra/sweeper=optuna): rank 0 reports to it
     trial = job_trial(cfg, job_dir) if rank == 0 else None
-    extra_callbacks = {**pruning_callbacks(cfg, trial), **(extra_callbacks or {})}
-    attempts = fit_within_memory(cfg, job_dir, module, zero_shot, data, rank, world, per_device, plan, extra_callbacks)
-    distributed.collectives_finished()  # rank 0 waits on no other rank from here
-    best: BestWeights = attempts.fitted.callbacks["best_weights"]
-    best.restore_best(attempts.fitted.finetuner)
-    if not best.finetune_helped:
-        log.warning("no validation check beat the zero-shot model: the job's result is the starting model")
-    metrics = training_result(cfg, attempts, plan, world, params, started).to_dict()
-    metrics[CHECKSUM] = checksum(best_dir(job_dir))  # later readers tell damaged weights (moirai_ft/weights.py)
-    if rank == 0:  # test evaluation has no collectives: one rank does it and writes its files
-        metrics = evaluate(cfg, data, zero_shot, job_dir, best, metrics)
-        log_job_result(attempts.fitted.trainer.loggers, metrics, job_dir)  # the trackers' test metrics and plots
-        finish_trial(trial, metrics["status"], objective(metrics))
-    return metrics
+    try:
+        extra_callbacks = {**pruning_callbacks(cfg, trial), **(extra_callbacks or {})}
+        attempts = fit_within_memory(cfg, job_dir, module, zero_shot, data, rank, world, per_device, plan, extra_callbacks,
+                                     adapter_state(module))
+        distributed.collectives_finished()  # rank 0 waits on no other rank from here
+        best: BestWeights = attempts.fitted.callbacks["best_weights"]
+        best.restore_best(attempts.fitted.finetuner)
+        if not best.finetune_helped:
+            log.warning("no validation check beat the zero-shot model: the job's result is the starting model")
+        metrics = training_result(cfg, attempts, plan, world, params, started).to_dict()
+        metrics[CHECKSUM] = checksum(best_dir(job_dir))  # later readers tell damaged weights (moirai_ft/weights.py)
+        if rank == 0:  # test evaluation has no collectives: one rank does it and writes its files
+            metrics = evaluate(cfg, data, zero_shot, job_dir, best, metrics)
+            log_job_result(attempts.fitted.trainer.loggers, metrics, job_dir)  # the trackers' test metrics and plots
+            finish_trial(trial, metrics["status"], objective(metrics))
+        return metrics
+    except BaseException as e:
+        # a crash must not leave its trial RUNNING: pruners and samplers read FAIL trials as over, a RUNNING
+        # one as a job still to report (the optuna sweeper tells its own trials; a grid's are the job's)
+        finish_trial(trial, "failed", math.inf, f"{type(e).__name__}: {first_line(e)}")
+        raise
 
 
 def run(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callback] | None = None) -> dict[str, Any]:

@@ -136,3 +136,12 @@ def test_unknown_choice_accepts_every_real_option() -> None:
         assert unknown_choice([f"{group}={o}" for o in options(group)], CONF) is None
     assert unknown_choice(["-m", "model=tiny,small", "lr=1e-3,1e-4", "hydra/launcher=basic"], CONF) is None
     assert "choose one of" in unknown_choice(["scheduler=step"], CONF)
+
+
+def test_moe_schema_default_patch_sizes_are_the_released_checkpoints() -> None:
+    """A model yaml of family moe that leaves patch_sizes out gets the released checkpoints' [16]."""
+    from moirai_ft.config.schema import MoEModelSchema
+
+    assert list(MoEModelSchema.patch_sizes) == [16]
+    for option in ("moe_small", "moe_base"):
+        assert list(compose_cfg([f"model={option}"]).model.patch_sizes) == list(MoEModelSchema.patch_sizes)

@@ -18,7 +18,7 @@ from moirai_ft.train.job import run_job
 @pytest.mark.parametrize(
     "override",
     ["lr=abc", "patience=abc", "epochs=2.5", "steps_per_epoch=2.5", "batch_size=8.5", "warmup_steps=-1", "seed=x",
-     "val_max_windows=0"],
+     "val_max_windows=0", "calibrate=cqr"],
 )
 def test_bad_root_value_is_one_line_naming_the_key_before_anything_runs(override: str, tmp_path: Path) -> None:
     key = override.split("=")[0]
@@ -47,6 +47,12 @@ def test_every_value_of_a_sweep_is_checked_before_any_job(tmp_path: Path) -> Non
         ("model.checkpont=x", "unknown config key model.checkpont; did you mean model.checkpoint?"),
         ("pattern.name=all", "pattern.name must be one of: full, freeze_ffn, head_only, lora (got all)"),
         ("resume=maybe", "resume must be true or false (got maybe)"),
+        ("calibrate=cqr", "calibrate must be one of: none, conformal (got cqr)"),
+        ("blend=yes_please", "blend must be true or false (got yes_please)"),
+        ("blend_grid=0.5", "blend_grid must be a list, e.g. [0,0.5,1] (got 0.5)"),
+        ("blend_grid=[0.5,1]", "blend_grid must hold weights in [0, 1], among them 0 (zero-shot) and 1"),
+        ("calibrate=conformal", None),
+        ("blend=true", None),
         ("eval.batch_size=2.5", "eval.batch_size must be a whole number (got 2.5)"),
         ("warmup_steps=1.5", "warmup_steps must be a number of steps >= 0 or a fraction of the run in (0, 1)"),
         ("val_check_interval=0.5", None),

@@ -230,3 +230,45 @@ def test_column_non_finite_everywhere_is_refused_like_an_empty_one(fill, tmp_pat
     assert "'sensor_1' has no values" in str(err.value) and "data.drop_bad_columns=true" in str(err.value)
     data = prepare(config(path, "data.drop_bad_columns=true"))
     assert data.table.columns == ["sensor_0", "sensor_2"]
+
+
+# --- day and month: 03.04.2024 is the 3rd of April or March the 4th; the calendar decides --------------------
+
+def test_ambiguous_day_first_export_trains_with_the_right_calendar(tmp_path: Path) -> None:
+    """A European export: `;`, decimal commas, `%d.%m.%Y %H:%M`. Read month-first, the 2nd of January
+    becomes February 1st and the grid breaks in 12 gaps; day-first is the only regular reading."""
+    from moirai_ft.train.job import run
+
+    path = tmp_path / "export.csv"
+    frame = values().set_axis(STAMPS, axis=0)
+    frame.to_csv(path, sep=";", decimal=",", date_format="%d.%m.%Y %H:%M", index_label="Zeitstempel")
+    assert "02.01.2024 00:00;" in path.read_text()  # ambiguous: both fields <= 12
+    table = load(path)
+    assert_same(table, frame)
+    assert any("read day first" in n and "data.timestamp_format" in n for n in table.notes)
+    job = tmp_path / "job"
+    metrics = run(compose_cfg(["data=csv", f"data.path={path}", "eval.num_samples=4", "eval.plot_windows=0"]), job)
+    assert metrics["status"] == "completed", metrics.get("error")
+    saved = json.loads((job / "normalization.json").read_text())
+    # the job's calendar: 15-minute steps from New Year, every row kept, no reindexing
+    assert saved["freq"] == table.freq == pd.tseries.frequencies.to_offset("15min").freqstr
+    assert saved["rows"] == ROWS and saved["start"] == "2024-01-01 00:00:00"
+    assert not any("reindex" in n for n in saved["notes"])
+
+
+@pytest.mark.parametrize("case, stamps, why", [
+    # ambiguous dates in shuffled rows: neither reading increases
+    ("neither", pd.DatetimeIndex(np.random.default_rng(0).permutation(pd.date_range("2024-01-01", periods=96, freq="h"))),
+     "neither order"),
+    # the 1st..12th of January daily: day-first is daily, month-first the 1st of each month: both regular
+    ("both", pd.date_range("2024-01-01", periods=12, freq="D"), "both orders"),
+])
+def test_a_day_month_order_the_calendar_cannot_decide_is_refused_naming_timestamp_format(
+        tmp_path: Path, case: str, stamps: pd.DatetimeIndex, why: str) -> None:
+    path = tmp_path / f"{case}.csv"
+    pd.DataFrame({"a": np.arange(len(stamps), dtype=float)}, index=stamps).to_csv(path, date_format="%d.%m.%Y %H:%M")
+    with pytest.raises(UserError) as err:
+        load(path)
+    message = str(err.value)
+    assert "\n" not in message and why in message
+    assert "data.timestamp_format='%d.%m.%Y %H:%M'" in message and "reindex" not in message

@@ -26,10 +26,10 @@ from moirai_ft.evaluation.forecast import fingerprint
 from moirai_ft.evaluation.reevaluate import main
 from moirai_ft.evaluation.scoring import EvalItems, eval_items
 from moirai_ft.model.families.moirai1 import horizon_distribution, horizon_tokens
-from moirai_ft.train.finetuner import MODEL_FIELDS
+from moirai_ft.model.families.moirai1 import MODEL_FIELDS
 from moirai_ft.evaluation.plot import forecast_panels, plot_forecasts
 from moirai_ft.train.job import run
-from moirai_ft.evaluation.metrics import QUANTILE_LEVELS
+from moirai_ft.scores import QUANTILE_LEVELS
 from moirai_ft.model.load import random_module
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -70,7 +70,7 @@ def test_job_reports_selected_model_against_zero_shot(job):
     assert metrics["status"] == "completed", metrics.get("error")
     assert metrics["finetune_helped"], "precondition: the TINY job's training beats zero-shot on validation"
     test, zero, rel = metrics["test"], metrics["zero_shot_test"], metrics["rel_improvement"]
-    assert set(test) == set(zero) == set(rel) == METRIC_NAMES
+    assert set(test) == set(zero) == set(rel) | {"coverage_80"} and set(rel) == METRIC_NAMES
     assert all(math.isfinite(v) for v in [*test.values(), *zero.values()])
     # the fine-tuned weights forecast differently from the starting ones on the same windows
     assert all(test[k] != zero[k] for k in METRIC_NAMES)
@@ -140,6 +140,40 @@ def test_reevaluation_reproduces_the_stored_test_metrics(job, tmp_path):
     other = json.loads((job_dir / METRICS).read_text())
     assert (other["test_eval"]["num_samples"], other["test_eval"]["windows"]) == (20, 8)
     assert other["test"]["wql"] != stored["test"]["wql"]
+
+
+def test_coverage_blend_and_calibration_of_a_finished_job(job, tmp_path):
+    """Every evaluation records both models' 80% band coverage; blend=true and calibrate=conformal add the
+    blend (its weight from validation, its intervals against each part) and the calibrated bands, and
+    re-evaluating without them takes their keys and calibration.json away again."""
+    src, stored, _ = job
+    for key in ("test", "zero_shot_test"):
+        assert 0.0 <= stored[key]["coverage_80"] <= 1.0
+    assert "coverage_80" not in stored["rel_improvement"] and "coverage_80" not in stored["rel_improvement_ci"]
+    job_dir = tmp_path / "job"
+    shutil.copytree(src, job_dir)
+    assert main([str(job_dir), "blend=true", "calibrate=conformal", "eval.plot_windows=0"]) == 0
+    m = json.loads((job_dir / METRICS).read_text())
+    w, scores = m["blend_weight"], m["blend_validation"]["scores"]
+    assert m["blend_validation"]["metric"] == "wql"  # monitor=val_nll: the blend is chosen by WQL
+    assert scores[f"{w:g}"] == min(scores.values()) and set(scores) == {"0", "0.25", "0.5", "0.75", "1"}
+    ends = {1.0: "test", 0.0: "zero_shot_test"}
+    if w in ends:  # the blend at an end of the grid is that model's forecast: its metrics exactly
+        assert m["test_blend"] == {k: v for k, v in m[ends[w]].items() if k != "val_nll"}
+    for part in ("vs_fine_tuned", "vs_zero_shot"):
+        lo, hi = m["blend_ci"][part]["wql"]
+        assert lo <= m["blend_rel_improvement"][part]["wql"] <= hi
+    summary = m["calibration"]["fine-tuned"]
+    assert summary["test"]["coverage_80_before"] == m["test"]["coverage_80"]
+    assert summary["test"]["coverage_80_after"] == m["test_calibrated"]["coverage_80"]
+    assert summary["validation"]["coverage_80_after"] >= 0.8 > summary["validation"]["coverage_80_before"]
+    assert "test_blend_calibrated" in m and (job_dir / "calibration.json").is_file()
+    line = summary_line(m)  # the job's last line says it too
+    assert "80% band holds" in line and "calibrated" in line and f"blend w={w:g} wql" in line
+    assert main([str(job_dir), "eval.plot_windows=0"]) == 0
+    plain = json.loads((job_dir / METRICS).read_text())
+    assert not {"blend_weight", "test_blend", "blend_ci", "test_calibrated", "calibration"} & set(plain)
+    assert not (job_dir / "calibration.json").exists()
 
 
 def test_reevaluation_refuses_what_it_cannot_reproduce(job, tmp_path, capsys):

@@ -133,3 +133,23 @@ def test_optunas_pruner_stops_a_job_worse_than_the_study_on_the_monitored_value(
         assert rule.pruned_at == 1
     reported = study.get_trials()[-1].intermediate_values
     assert reported[1] == pytest.approx(0.45)  # the monitored value (best so far), not the NLL
+
+
+def test_a_crashed_grid_job_marks_its_trial_failed(tmp_path: Path):
+    """A job that raises after asking its trial (here: out of memory below the floor) tells the study FAIL;
+    left RUNNING, the pruners would wait on it and the study would count a job still to report."""
+    from optuna.storages.journal import JournalFileBackend
+
+    from conftest import compose_cfg
+    from moirai_ft.instrument.faults import InjectFaults
+    from moirai_ft.train.job import run
+
+    journal = tmp_path / "study.log"
+    cfg = compose_cfg(["prune=median", f"prune.storage={journal}", "prune.study_name=crash", "oom_min_batch_size=8"])
+    metrics = run(cfg, tmp_path / "job", {"faults": InjectFaults(oom_above=1)})
+    assert metrics["status"] == "failed"
+    study = optuna.load_study(study_name="crash",
+                              storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal))))
+    (trial,) = study.get_trials(deepcopy=False)
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert "out of GPU memory" in trial.user_attrs["error"]

@@ -231,6 +231,21 @@ def test_oom_retries_with_half_the_micro_batch_and_the_same_effective_batch(tmp_
     assert b.val_loss.to_numpy() == pytest.approx(a.val_loss.to_numpy(), rel=1e-5)
 
 
+def test_oom_after_some_steps_restarts_lora_from_its_first_adapters(tmp_path: Path) -> None:
+    """Steps taken before running out of memory change LoRA's A and B; the retry must start from the same
+    adapters as the first attempt (zeroing B alone kept A's trained values), so it ends as a clean run."""
+    from moirai_ft.instrument.faults import InjectFaults
+
+    cfg = ["pattern=lora", "pattern.dropout=0", "steps_per_epoch=6", "val_check_interval=3"]
+    clean = run(compose_cfg(cfg), tmp_path / "clean")
+    retried = run(compose_cfg(cfg), tmp_path / "oom", {"faults": InjectFaults(oom_after_steps=3)})
+    assert retried["status"] == "completed" and retried["oom_micro_batches"] == [16]
+    a = pd.read_csv(tmp_path / "clean" / "training_history.csv")
+    b = pd.read_csv(tmp_path / "oom" / "training_history.csv")
+    assert list(a.step) == list(b.step)
+    assert b.val_loss.to_numpy() == pytest.approx(a.val_loss.to_numpy(), rel=1e-5)
+
+
 def test_oom_below_the_floor_fails_with_a_clear_error(tmp_path: Path) -> None:
     from moirai_ft.instrument.faults import InjectFaults
 
@@ -246,7 +261,7 @@ def test_an_interrupted_fit_clears_its_progress_bar(tmp_path: Path) -> None:
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from moirai_ft.model.fast_path import SparseProgressBar
+    from moirai_ft.train.progress import SparseProgressBar
 
     class FailsAtStep3(L.LightningModule):
         def __init__(self) -> None:

@@ -38,12 +38,12 @@ from uni2ts.model.moirai2 import Moirai2Forecast, Moirai2Module
 
 from moirai_ft.data.windows import Batch, Windows, WindowSpec
 from moirai_ft.errors import UserError
-from moirai_ft.evaluation.metrics import QUANTILE_LEVELS
 from moirai_ft.model.compat import forecast_convert
 from moirai_ft.model.families.decoder import (
     CONVERTED, context_inputs, convert, covariate_dims, gather_ahead, targets_ahead,
 )
 from moirai_ft.model.family import ModelFamily, encoder_kwargs
+from moirai_ft.scores import QUANTILE_LEVELS
 
 
 def forecaster(module: Moirai2Module, spec: WindowSpec, num_variates: int, covariates: tuple[int, int] = (0, 0)) -> Moirai2Forecast:
