@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def storage_for(storage: str | None, sweep_root: str | Path, launch_dir: str | P
     """The study storage of a sweep (module doc)."""
     if storage and "://" in storage:
         try:
-            return optuna.storages.RDBStorage(storage)
+            return _rdb_storage(storage)
         except ImportError as e:  # SQLAlchemy found no driver for the URL's database
             extra = ' (pip install "moirai-ft[postgres]")' if storage.startswith("postgres") else ""
             raise UserError(f"prune.storage={storage.split('://')[0]}://... needs a database driver{extra}: "
@@ -56,6 +57,21 @@ def storage_for(storage: str | None, sweep_root: str | Path, launch_dir: str | P
     from optuna.storages.journal import JournalFileBackend
 
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def _rdb_storage(url: str, attempts: int = 3) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage. On a fresh database it creates its tables; two sweeps starting together both try,
+    and the one that loses the race gets a duplicate-table error: the tables exist then, so it opens again."""
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1 + attempt)
+    raise AssertionError("unreachable")
 
 
 def study_name_for(task_overrides: list[str], given: str | None = None) -> str:

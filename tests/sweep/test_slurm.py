@@ -88,8 +88,10 @@ def test_a_sweep_is_one_job_array_and_scancel_then_the_same_command_loses_nothin
             return False
         paused = Path(pause_file.read_text())
         others = [j for j in job_dirs(sweep).values() if j != paused]
+        # the other job done as submitit sees it (its result file), not only its metrics.json written
         return (paused / "checkpoints" / "last.ckpt").is_file() and len(others) == 1 \
-            and (metrics(others[0]) or {}).get("status") == "completed"
+            and (metrics(others[0]) or {}).get("status") == "completed" \
+            and any((sweep / ".submitit").glob("*/*_result.pkl"))
 
     wait_until(paused_and_other_done, "one job paused and the other completed", proc=killed)
     paused = Path(pause_file.read_text())
