@@ -119,6 +119,7 @@ class JobResult:
     test_eval: dict = result_field("how the test ran: windows, samples, seed, seasonality, device, wall_s")
     zero_shot_fingerprint: str = result_field("hash of the starting weights, checked by re-evaluation")
     test_error: str = result_field("the test evaluation failed (eval_error.log); training result kept")
+    test_skipped: str = result_field("why the job has no test evaluation (a pruned job: search/prune.py)")
 
     def to_dict(self) -> dict[str, Any]:
         """metrics.json's object: the fields this record has, in declaration order."""

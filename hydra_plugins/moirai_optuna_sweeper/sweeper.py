@@ -5,12 +5,16 @@
   `tag(log, ...)` for a log scale), `choice(...)`, plain lists `a,b,c` and `range(...)` (categorical).
   Overrides that are not sweeps go to every trial unchanged.
 - `n_trials` trials in all, `n_jobs` at a time through whichever hydra/launcher is chosen.
-- `sampler`: tpe (default), random or grid (choices and ranges only), seeded by `seed`.
+- `sampler`: tpe (default), random or grid (choices and ranges only), seeded by `seed`: a name in `samplers`,
+  each an Optuna sampler as a `_target_` entry (hydra_plugins/moirai_optuna_sweeper/config.py).
 - The study lives where the jobs' pruner keeps its own (moirai_ft/search/study.py: prune.storage,
   default Optuna's journal file <sweep_root>/optuna_journal.log), named after the command line, so
   `prune=asha` sees every trial, and rerunning the same command continues the study up to n_trials.
   A trial left running by a killed sweep is asked again; its job then continues or is skipped by the
   sweep's fingerprint resume (moirai_ft/sweep/state.py, runner.py), so a completed job is never retrained.
+- `budget=2h` (moirai_ft/budget): a trial starts only if the plan of its own config (what it drew) says it
+  can finish in the sweep's time left; the first that cannot ends the search, told to the study as failed
+  and interrupted (not counted: the same command with a larger budget runs up to n_trials).
 - The objective is train.py's return value: the job's best monitored value (`monitor=`). A job that
   fails is a FAIL trial with its error as a user attribute, and the study goes on. A pruned job has
   told the study itself (moirai_ft/search/prune.py).
@@ -21,6 +25,7 @@ prune); nothing is copied from it.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -40,8 +45,10 @@ from hydra.core.utils import JobStatus
 from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.moirai_optuna_sweeper.config import SAMPLERS
 from moirai_ft.errors import UserError
 from moirai_ft.search import study as studies
 from moirai_ft.sweep.naming import format_value
@@ -119,25 +126,33 @@ def distribution(override: Override) -> optuna.distributions.BaseDistribution:
     raise HydraException(f"hydra/sweeper=optuna cannot search {override.input_line}: use interval(), choice(), range() or a list")
 
 
-def make_sampler(name: str, seed: Optional[int], space: dict[str, Any]) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: Optional[int], space: dict[str, Any],
+                 samplers: Optional[dict[str, Any]] = None) -> optuna.samplers.BaseSampler:
+    """The `_target_` entry `name` of `samplers` (config.SAMPLERS by default), given the seed and, when it
+    takes one (GridSampler), the search space as lists of values."""
+    samplers = dict(SAMPLERS if samplers is None else samplers)
     name = str(plain(name))
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
+    if name not in samplers:
+        raise HydraException(f"hydra.sweeper.sampler={name} is not a sampler; choose one of {', '.join(samplers)}")
+    target = get_class(str(samplers[name]["_target_"]))
+    kwargs: dict[str, Any] = {"seed": seed}
+    if "search_space" in inspect.signature(target).parameters:
         not_discrete = [k for k, d in space.items() if not isinstance(d, optuna.distributions.CategoricalDistribution)]
         if not_discrete:
-            raise HydraException(f"hydra.sweeper.sampler=grid needs choice()/range()/lists; {', '.join(not_discrete)} "
+            raise HydraException(f"hydra.sweeper.sampler={name} needs choice()/range()/lists; {', '.join(not_discrete)} "
                                  "is an interval: list its values or use sampler=tpe")
-        return optuna.samplers.GridSampler({k: list(d.choices) for k, d in space.items()}, seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+        kwargs["search_space"] = {k: list(d.choices) for k, d in space.items()}
+    return instantiate(samplers[name], **kwargs)
 
 
 class OptunaSweeper(Sweeper):
-    def __init__(self, n_trials: int, n_jobs: int, sampler: str, seed: Optional[int], params: Optional[dict] = None):
+    def __init__(self, n_trials: int, n_jobs: int, sampler: str, seed: Optional[int], params: Optional[dict] = None,
+                 samplers: Optional[dict] = None):
         if n_trials < 1 or n_jobs < 1:
             raise HydraException(f"hydra.sweeper.n_trials and n_jobs must be >= 1 (got {n_trials}, {n_jobs})")
         self.n_trials, self.n_jobs, self.sampler_name, self.seed = n_trials, n_jobs, sampler, seed
         self.params = dict(params or {})
+        self.samplers = dict(samplers) if samplers is not None else None
         self.config: Optional[DictConfig] = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -171,7 +186,7 @@ class OptunaSweeper(Sweeper):
         # a rerun continuing the study: the seed moved on by the trials so far, else a seeded sampler would
         # propose the first run's points again (their jobs would only be skipped as done)
         seed = None if self.seed is None else self.seed + existing
-        study = studies.open_study(storage, name, sampler=make_sampler(self.sampler_name, seed, space))
+        study = studies.open_study(storage, name, sampler=make_sampler(self.sampler_name, seed, space, self.samplers))
         log.info("optuna study %s: %s", name, studies.study_summary(study) or "new")
         return study
 

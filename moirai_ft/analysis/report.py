@@ -16,7 +16,7 @@ from moirai_ft.analysis.blend import blend_cell, blend_lines, has_blend, ranked_
 from moirai_ft.analysis.budget import SweepBudget, budget_lines, sweep_budgets
 from moirai_ft.analysis.jobs import Job, State, find_job_dirs, read_job
 from moirai_ft.analysis.recommend import base_stage_command, best_by_model
-from moirai_ft.analysis.search import search_lines
+from moirai_ft.analysis.repeats import search_lines
 from moirai_ft.analysis.table import ROW_COLUMNS, fmt_cell, markdown_table, metric_columns, rel_path, sort_jobs, table
 from moirai_ft.artifacts import write_json_atomic
 from moirai_ft.errors import UserError

@@ -29,8 +29,9 @@ from moirai_ft.data.windows import eval_batches
 from moirai_ft.evaluation.evaluate import evaluate_models
 from moirai_ft.evaluation.forecast import eval_device, evaluating_on, forecast_quantiles
 from moirai_ft.model.load import apply_pattern, load_module
-from moirai_ft.search.monitor import MONITORS
+from moirai_ft.scores import MONITORS
 from moirai_ft.train import distributed
+from moirai_ft.values import plain
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def cost_key(cfg: DictConfig) -> str:
 
 
 def label(cfg: DictConfig) -> str:
-    pattern = getattr(cfg.pattern.name, "value", cfg.pattern.name)
+    pattern = plain(cfg.pattern.name)
     return f"model={cfg.model.name} pattern={pattern} batch_size={cfg.batch_size}"
 
 
@@ -146,13 +147,13 @@ def calibrate(cfg: DictConfig, data: PreparedData, workdir: Path | None = None) 
         starts = timer.batch_starts
         half = STEPS // 2
         # step intervals without a check inside, the first one (optimizer state, first-call costs) left out
-        plain = [b - a for i, (a, b) in enumerate(zip(starts, starts[1:])) if i + 1 != half and i > 0]
-        step_s = statistics.median(plain) if plain else 0.0
+        steps = [b - a for i, (a, b) in enumerate(zip(starts, starts[1:])) if i + 1 != half and i > 0]
+        step_s = statistics.median(steps) if steps else 0.0
         val_batch_s = statistics.median(timer.val_batches) if timer.val_batches else 0.0
         device = eval_device(cfg.hardware.accelerator)
         val_one = eval_batches(len(data.val), per_device, per_device)[:1]
         monitor_batch_s = 0.0
-        if MONITORS[str(getattr(cfg.monitor, "value", cfg.monitor))][2] is not None:
+        if MONITORS[str(plain(cfg.monitor))].metric is not None:
             trained = fitted.finetuner.module
             monitor_batch_s = _timed(lambda: forecast_quantiles(trained, data.val, val_one, cfg.monitor_samples,
                                                                 cfg.seed, desc="calibration monitor"))

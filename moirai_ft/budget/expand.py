@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from moirai_ft.config.precheck import job_overrides
 from moirai_ft.sweep.naming import dirname, format_value, override_key
+from moirai_ft.values import plain
 
 MULTIRUN = ("-m", "--multirun")
 OPTUNA = "moirai_optuna_sweeper"  # hydra_plugins/moirai_optuna_sweeper: hydra/sweeper=optuna
@@ -44,7 +45,7 @@ class Command:
     hydra_overrides: list[str]  # hydra.*, hydra/...: every job's composition gets them
     jobs: list[Planned]
     n_trials: int | None = None  # optuna: trials the search runs in all
-    at_a_time: int = 1  # jobs running together (the launcher's or the optuna sweeper's n_jobs)
+    at_a_time: int = 1  # jobs launched together, in batches waited for as a whole (Hydra's sweepers)
     process_per_job: bool = False  # a launcher that starts a process per job: each pays the imports
     launcher: str = "basic"
     space: dict[str, str] = field(default_factory=dict)  # optuna: key -> what it searches
@@ -60,7 +61,7 @@ def _varied(parsed: list[Override], params: dict) -> set[str]:
 
 
 def _name(cfg: DictConfig, overrides: list[str], varied: set[str] | None) -> str:
-    return dirname(cfg.model.name, getattr(cfg.pattern.name, "value", cfg.pattern.name), cfg.lr, overrides, varied)
+    return dirname(cfg.model.name, plain(cfg.pattern.name), cfg.lr, overrides, varied)
 
 
 def _optuna_settings(parsed: list[Override]) -> tuple[list[list[str]], dict[str, str]]:
@@ -111,15 +112,18 @@ def _expand(args: list[str]) -> Command:
     parsed = OverridesParser.create().parse_overrides(lines)
     varied = _varied(parsed, params)
     launcher = str(hydra.launcher.get("_target_", ""))
-    command = Command("grid", hydra_overrides, [], launcher=launcher.rsplit(".", 1)[-1],
-                      process_per_job="BasicLauncher" not in launcher,
-                      at_a_time=int(hydra.launcher.get("n_jobs") or 1))
+    per_process = "BasicLauncher" not in launcher
+    command = Command("grid", hydra_overrides, [], launcher=launcher.rsplit(".", 1)[-1], process_per_job=per_process)
     if OPTUNA in str(hydra.sweeper.get("_target_", "")):
         settings, command.space = _optuna_settings(parsed)
         command.kind, command.n_trials = "optuna", int(hydra.sweeper.n_trials)
-        command.at_a_time = int(hydra.sweeper.get("n_jobs") or 1)
+        command.at_a_time = int(hydra.sweeper.get("n_jobs") or 1) if per_process else 1  # basic: one by one
     else:
         settings = BasicSweeper.split_arguments(parsed, None)[0]
+        if per_process:  # the launcher runs each batch of max_batch_size at once (every job without one)
+            limits = [hydra.sweeper.get("max_batch_size"), hydra.launcher.get("array_parallelism"),
+                      hydra.launcher.get("n_jobs")]
+            command.at_a_time = min([int(v) for v in limits if v] + [len(settings)])
     for num, job in enumerate(settings):
         cfg = _compose(hydra_overrides + list(job))
         command.jobs.append(Planned(num, list(job), _name(cfg, list(job), varied), cfg))

@@ -3,15 +3,18 @@ pruner, its expected range, before anything trains.
 
 A job's time is counted from its parts, each priced by a calibration (calibrate.py) of its cost key:
   setup     the data prepared (timed here) and the model loaded, copied and patterned
-  zero-shot the check of the starting model (its validation batches, monitor forecast, best weights)
+  zero-shot the check of the starting model (its validation batches, monitor forecast, best weights):
+            in a sweep, only the first job of each zero-shot setting computes it (the others read it)
   train     total steps x one step
   checks    checks x (validation batches x one batch + monitor batches x one forecast + writes)
-  test      the selected and the zero-shot model on the test batches, and the evaluation's fixed part
+  test      the selected model on the test batches (and the zero-shot one where the job computes it), and
+            the evaluation's fixed part; none for a pruned job left untested (prune.eval_max_windows=0)
 A job may stop early (patience, a pruner): the estimate is its full length, the range's low end the pruner's.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import time
@@ -31,6 +34,7 @@ from moirai_ft.errors import UserError
 from moirai_ft.sweep.state import fingerprint
 from moirai_ft.train import distributed
 from moirai_ft.train.job import plan_steps
+from moirai_ft.values import plain
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +80,27 @@ class SweepPlan:
     def runnable(self) -> list[JobPlan]:
         return [j for j in self.jobs if j.error is None]
 
-    def total(self, low: bool = False) -> float:
-        """The sweep's wall time: its jobs in order, `at_a_time` together, and the start-up."""
+    def job_times(self, low: bool = False) -> list[float]:
+        """Each job's wall time as the sweep runs it (its own process's start-up included where it has one)."""
         times = [(j.low_s if low else j.estimate_s) for j in self.runnable]
         if self.kind == "optuna" and times:  # n_trials trials, each anywhere in the settings' range
             pick = min(times) if low else max(times)
             times = [pick] * int(self.n_trials or 0)
-        per_job = self.startup_s if self.process_per_job else 0.0
-        return sum(t + per_job for t in times) / max(1, self.at_a_time) + (0.0 if self.process_per_job else self.startup_s)
+        return [t + (self.startup_s if self.process_per_job else 0.0) for t in times]
+
+    def batch_ends(self, low: bool = False) -> list[float]:
+        """When each job ends: Hydra launches `at_a_time` jobs together and waits for the whole batch."""
+        ends, start = [], 0.0 if self.process_per_job else self.startup_s
+        times, size = self.job_times(low), max(1, self.at_a_time)
+        for first in range(0, len(times), size):
+            batch = [start + t for t in times[first:first + size]]
+            ends += batch
+            start = max(batch)
+        return ends
+
+    def total(self, low: bool = False) -> float:
+        """The sweep's wall time: its batches one after another, and the start-up."""
+        return max(self.batch_ends(low), default=0.0 if self.process_per_job else self.startup_s)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "jobs": [j.to_dict() for j in self.jobs],
@@ -133,7 +150,7 @@ def expected_fraction(prune: DictConfig, checks: int) -> list[tuple[float, int]]
     """(share of jobs, checks they reach) with the pruner at its best: successive halving keeps
     1/reduction_factor of the jobs at each rung (min_resource x reduction_factor^k checks); the median rule
     stops half the jobs at the first check after its warm-up. No pruner: every job reaches every check."""
-    name = str(getattr(prune.name, "value", prune.name))
+    name = str(plain(prune.name))
     if name in ("asha", "hyperband") and checks > 0:
         eta, rung, share, out = int(prune.reduction_factor), int(prune.min_resource), 1.0, []
         while rung < checks:
@@ -145,8 +162,21 @@ def expected_fraction(prune: DictConfig, checks: int) -> list[tuple[float, int]]
     return [(1.0, checks)]
 
 
-def plan_job(job: Planned, workdir: Path | None, startup_first: int = 0) -> JobPlan:
-    """One job's counts and estimate (module doc); a job that would fail has its one line in `error`."""
+def shares_zero_shot() -> bool:
+    """Whether a sweep's jobs share one zero-shot evaluation (moirai_ft/evaluation/zero_shot.py): then only the
+    first job of each zero-shot setting pays its check and its test forecast."""
+    return importlib.util.find_spec("moirai_ft.evaluation.zero_shot") is not None
+
+
+def zero_shot_key(cfg: DictConfig) -> str:
+    """Jobs of a sweep with the same starting model, data, windows and evaluation (not pattern, lr, ...)."""
+    return cost_key(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "pattern"]))
+
+
+def plan_job(job: Planned, workdir: Path | None, paid: set[str] | None = None) -> JobPlan:
+    """One job's counts and estimate (module doc); a job that would fail has its one line in `error`.
+    `paid`: the zero-shot settings whose evaluation an earlier job of the sweep computes (None: the job
+    evaluates its zero-shot model itself); the job's own is added."""
     cfg = job.cfg
     plan = JobPlan(job.num, job.name, job.overrides, fingerprint(cfg)[0])
     try:
@@ -167,20 +197,29 @@ def plan_job(job: Planned, workdir: Path | None, startup_first: int = 0) -> JobP
     plan.calibration = calibration.label
     c = calibration
     check = math.ceil(len(val) / world) * c.val_batch_s + len(val) * c.monitor_batch_s + c.check_s
+    # the zero-shot check and test forecast: this job's own, or the sweep's first job's (a multi-device job
+    # evaluates its own: its ranks would have to agree on reading it)
+    shared = paid is not None and world == 1
+    key = zero_shot_key(cfg) if shared else ""
+    own_zero_shot = not shared or key not in paid
+    if shared:
+        paid.add(key)
 
     def test_s(windows: int | None) -> float:
+        if windows == 0:  # a pruned job left untested (prune.eval_max_windows=0)
+            return 0.0
         batches = len(eval_batches(len(data.test), cfg.eval.batch_size, windows))
-        return c.test_fixed_s + 2 * batches * c.test_batch_s
+        return c.test_fixed_s + (2 if own_zero_shot else 1) * batches * c.test_batch_s
 
     def until(checks: int, pruned: bool = False) -> float:
         """The job's time when it stops at its `checks`-th check (all of them: its full length)."""
         step = plan.check_steps[checks - 1] if checks else 0
         windows = cfg.prune.eval_max_windows if pruned and cfg.prune.eval_max_windows is not None else cfg.eval.max_windows
-        return data_s + c.load_s + check + step * c.step_s + checks * check + test_s(windows)
+        return data_s + c.load_s + (check if own_zero_shot else 0.0) + step * c.step_s + checks * check + test_s(windows)
 
     n = len(plan.check_steps)
-    plan.parts = {"setup": data_s + c.load_s, "zero_shot": check, "train": plan.total_steps * c.step_s,
-                  "checks": n * check, "test": test_s(cfg.eval.max_windows)}
+    plan.parts = {"setup": data_s + c.load_s, "zero_shot": check if own_zero_shot else 0.0,
+                  "train": plan.total_steps * c.step_s, "checks": n * check, "test": test_s(cfg.eval.max_windows)}
     plan.estimate_s = until(n)
     plan.low_s = sum(share * until(reached, pruned=reached < n) for share, reached in expected_fraction(cfg.prune, n))
     return plan
@@ -199,10 +238,11 @@ def startup_seconds() -> float:
 def plan_sweep(command: Command, workdir: Path | None = None) -> SweepPlan:
     startup = startup_seconds()
     started = time.perf_counter()
-    jobs = [plan_job(job, workdir) for job in command.jobs]
+    paid: set[str] | None = set() if command.kind != "single" and shares_zero_shot() else None
+    jobs = [plan_job(job, workdir, paid) for job in command.jobs]
     first = command.jobs[0].cfg
     return SweepPlan(command.kind, jobs, list(_CALIBRATIONS.values()), startup, command.process_per_job,
-                     command.at_a_time, command.n_trials, str(getattr(first.prune.name, "value", first.prune.name)),
+                     command.at_a_time, command.n_trials, str(plain(first.prune.name)),
                      time.perf_counter() - started)
 
 
@@ -248,17 +288,8 @@ def lines(plan: SweepPlan, budget_s: float | None = None, budget: str | None = N
 
 
 def fitting(plan: SweepPlan, budget_s: float) -> int:
-    """How many of the grid's jobs, started in order, the plan fits into the budget (run one after another,
-    or `at_a_time` together)."""
-    spent = plan.startup_s if not plan.process_per_job else 0.0
-    lanes = [spent] * max(1, plan.at_a_time)
-    for n, job in enumerate(plan.runnable):
-        lane = lanes.index(min(lanes))
-        end = lanes[lane] + job.estimate_s + (plan.startup_s if plan.process_per_job else 0.0)
-        if end > budget_s:
-            return n
-        lanes[lane] = end
-    return len(plan.runnable)
+    """How many of the grid's jobs, started in order, the plan says end inside the budget."""
+    return next((n for n, end in enumerate(plan.batch_ends()) if end > budget_s), len(plan.runnable))
 
 
 def budget_line(plan: SweepPlan, budget_s: float, budget: str | None) -> str:

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from moirai_ft.budget.duration import parse_duration
-from moirai_ft.config.schema import unknown_choice, validate
+from moirai_ft.config.schema import validate
 from moirai_ft.errors import UserError, first_line
 
 # flags after which train.py does something other than compose this config and run it (print the config,
@@ -123,3 +123,29 @@ def composition_message(e: Exception, overrides: list[str]) -> str:
     if match := re.search(r"expected one of \[([^\]]*)\]", detail):
         return f"{key} must be one of: {match.group(1)}{got}"
     return f"{key}: {detail}"
+
+
+def unknown_choice(args: list[str], conf_dir: Path) -> str | None:
+    """A one-line message for a command-line choice of a config group option that does not exist
+    (`pattern=freez_ffn`, or one item of a `-m` list), naming the options that do; None when all exist.
+    Hydra's own message for this is a dozen lines ending in its search path."""
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+    except Exception:  # noqa: BLE001 - malformed overrides: Hydra reports those itself
+        return None
+    for o in overrides:
+        group = conf_dir / o.key_or_group
+        # hydra/* groups also hold Hydra's and its plugins' own options: leave those to Hydra
+        if o.key_or_group.startswith("hydra") or o.package is not None or not group.is_dir() or o.is_delete():
+            continue
+        if o.is_sweep_override():
+            if not o.is_choice_sweep():
+                continue
+            values = list(o.sweep_string_iterator())
+        else:
+            values = [o.value()]
+        allowed = sorted(p.stem for p in group.glob("*.yaml"))
+        for v in values:
+            if v is not None and str(v) not in allowed:
+                return f"unknown {o.key_or_group} {v!r}; choose one of: {', '.join(allowed)}"
+    return None

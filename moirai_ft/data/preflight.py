@@ -8,7 +8,6 @@ from jaxtyping import Float, Int
 from omegaconf import DictConfig
 from torch import Tensor
 
-from moirai_ft.config.schema import check_patch_size  # torch-free: validate() runs it before any import of torch
 from moirai_ft.errors import UserError
 from moirai_ft.model.families import family_of
 from moirai_ft.data.windows import WindowSpec
@@ -61,8 +60,8 @@ def column_problems(
 
 
 def check_model_fits(spec: WindowSpec, num_variates: int, model_cfg: DictConfig) -> None:
-    """A sample's tokens within max_seq_len and its variates within max_dim (uni2ts's limits)."""
-    check_patch_size(spec.patch_size, list(model_cfg.patch_sizes))
+    """A sample's tokens within max_seq_len and its variates within max_dim (uni2ts's limits); the patch size
+    is one of the model's (validate() checked the config)."""
     tokens = spec.tokens * num_variates
     if tokens > model_cfg.max_seq_len:
         raise UserError(
@@ -99,7 +98,6 @@ def check_windows(
 def check_covariates_fit(spec: WindowSpec, targets: int, known: int, past: int, model_cfg: DictConfig) -> None:
     """A sample with covariates within max_seq_len and max_dim. `targets` per sample (1 in mode S). A known
     covariate takes a variate's context and horizon tokens, a past covariate its context tokens only."""
-    check_patch_size(spec.patch_size, list(model_cfg.patch_sizes))
     tokens = (targets + known) * spec.tokens + past * spec.context_tokens
     limit = model_cfg.max_seq_len
     if tokens > limit:

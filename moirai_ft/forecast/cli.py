@@ -6,8 +6,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from moirai_ft.evaluation.blend import recorded_weight
 from moirai_ft.forecast.inputs import prepare_input
 from moirai_ft.forecast.job import open_job, resolve
+from moirai_ft.values import plain
 
 
 def data_overrides(cfg: DictConfig, task: list[str]) -> dict[str, object]:
@@ -25,17 +27,20 @@ def run(cfg: DictConfig, data: dict[str, object]) -> list[Path]:
     if from_sweep:
         print(f"best job by {cfg.rank_by}: {job_dir}")
     job = open_job(job_dir)
+    if cfg.blend:
+        recorded_weight(job.metrics, job.path)  # a job without a blend: one line before any model loads
     inp = prepare_input(job, data, None, cfg.future.path, cfg.backtest)
 
     # torch and uni2ts from here on
     from moirai_ft.forecast.forecaster import Forecaster
     from moirai_ft.forecast.output import default_out, write_all
 
-    forecast = Forecaster(job, zero_shot=cfg.zero_shot, data=data, device=cfg.device).forecast(inp)
+    forecaster = Forecaster(job, zero_shot=cfg.zero_shot, data=data, device=cfg.device)
+    forecast = forecaster.forecast(inp, blend=cfg.blend, calibrated=cfg.calibrated)
     out = Path(cfg.out) if cfg.out else default_out(job.path)
     about = {"job": str(job.path), "selected_by": cfg.rank_by if from_sweep else None, "backtest": cfg.backtest,
              "data": data, "future": cfg.future.path}
-    written = write_all(forecast, out, str(getattr(cfg.format, "value", cfg.format)), cfg.plot_items, about)
+    written = write_all(forecast, out, str(plain(cfg.format)), cfg.plot_items, about)
     for note in forecast.notes:
         print(f"note: {note}")
     print(f"{forecast.label} forecast of {len(forecast.items)} target(s) x {len(inp.horizon_time)} steps from "

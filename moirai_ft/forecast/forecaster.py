@@ -12,7 +12,11 @@ class lays them out at inference (CovariateWindows), scaled with the job's train
 quantiles go back to the targets' original units. A LoRA job's checkpoints/best holds merged weights: a
 plain module of its family.
 
-One place post-processes the quantiles before they leave: `postprocess` (identity here).
+`predict(..., blend=True)` forecasts with the job's blend (a blend=true job: w x fine-tuned + (1 - w) x
+zero-shot, quantile by quantile, w from its metrics.json; the zero-shot model is rebuilt and checked as
+for zero_shot=True). A job run with calibrate=conformal has calibration.json: `postprocess` applies its fit
+for the forecast asked for (fine-tuned or blend) unless `calibrated=False`; the zero-shot model's forecast
+is never calibrated (the job fitted none for it).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from moirai_ft import weights
 from moirai_ft.data.covariate_windows import CovariateWindows
 from moirai_ft.data.windows import WindowSpec, eval_batches
 from moirai_ft.errors import UserError, first_line
+from moirai_ft.evaluation import calibration
+from moirai_ft.evaluation.blend import blend as blend_quantiles, recorded_weight
 from moirai_ft.evaluation.forecast import eval_device, fingerprint
 from moirai_ft.evaluation.scoring import EvalItems, model_metrics
 from moirai_ft.evaluation.metrics import seasonal_errors, seasonality
@@ -57,7 +63,7 @@ class Forecast:
     quantiles: Float[np.ndarray, "item level pred"]
     mean: Float[np.ndarray, "item pred"] | None
     input: ForecastInput
-    label: str  # fine-tuned | zero-shot
+    label: str  # fine-tuned | zero-shot | blend w=<w>, then " calibrated" where the bands were
     metrics: dict[str, float] | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -92,6 +98,7 @@ class Forecaster:
         self.spec = WindowSpec(int(cfg.context_length), int(cfg.prediction_length), int(cfg.patch_size),
                                max(cfg.model.patch_sizes))
         self.module: nn.Module | None = None
+        self._partner: Forecaster | None = None  # the job's zero-shot model, for the blend
 
     @classmethod
     def from_job(cls, path: str | Path, *, rank_by: str = "best_val_loss", zero_shot: bool = False,
@@ -101,6 +108,11 @@ class Forecaster:
         job_dir, _ = resolve(path, rank_by)
         forecaster = cls(open_job(job_dir), zero_shot=zero_shot, data=data, device=device)
         return forecaster.load() if load else forecaster
+
+    @property
+    def mode(self) -> str:
+        """S: one sample per target; M: every target in one sample (the job's data.mode unless data= says)."""
+        return str(getattr(m := self.data.get("mode", self.job.config.data.mode), "value", m))
 
     @property
     def label(self) -> str:
@@ -142,25 +154,40 @@ class Forecaster:
         return prepare_input(self.job, self.data, df, future, backtest)
 
     def predict(self, df: pd.DataFrame | None = None, future: pd.DataFrame | str | Path | None = None,
-                backtest: str | None = None) -> pd.DataFrame:
+                backtest: str | None = None, blend: bool = False, calibrated: bool = True) -> pd.DataFrame:
         """Forecasts of every target after the targets' last value (or from `backtest`), long format:
         item, timestamp, mean (sampling families), 0.1 ... 0.9, in original units. `.attrs` holds the
-        notes (a padded context, say) and, for a backtest with the truth in `df`, the metrics."""
-        return self.forecast(self.inputs(df, future, backtest)).frame()
+        notes (a padded context, say) and, for a backtest with the truth in `df`, the metrics.
+        `blend=True`: the job's fine-tuned/zero-shot blend (a job run with blend=true); `calibrated`: the job's
+        conformal calibration applied where it has one (calibrate=conformal)."""
+        return self.forecast(self.inputs(df, future, backtest), blend=blend, calibrated=calibrated).frame()
 
-    def forecast(self, inp: ForecastInput) -> Forecast:
-        self.load()
+    def forecast(self, inp: ForecastInput, blend: bool = False, calibrated: bool = True) -> Forecast:
+        if blend and self.zero_shot:
+            raise UserError("blend=True blends the job's fine-tuned model with its zero-shot one; drop zero_shot=True")
+        weight = recorded_weight(self.job.metrics, self.job.path) if blend else None  # before any model loads
         cfg, job = self.job.config, self.job
         normalized = (inp.values - job.mean) / job.std  # float32, as the job normalised its table
         index = {c: i for i, c in enumerate(inp.columns)}
         rows = [torch.tensor([index[c] for c in names], dtype=torch.long) for names in (job.targets, job.known, job.past)]
         windows = CovariateWindows(torch.from_numpy(np.ascontiguousarray(normalized.T)),
-                                   torch.tensor([self.spec.context_length]), self.spec, str(cfg.data.mode), *rows,
+                                   torch.tensor([self.spec.context_length]), self.spec, self.mode, *rows,
                                    pad=inp.pad)
-        batches = eval_batches(len(windows), int(cfg.eval.batch_size))
-        q_norm, mean_norm = self.family.forecast(self.module, windows, batches, int(cfg.eval.num_samples),
-                                                 int(cfg.eval.seed), desc="forecast")
+        q_norm, mean_norm = self.model_forecast(windows)
+        label = self.label
+        if weight is not None:  # both models on the same windows with the same seed, as the job's evaluation
+            q_zero, mean_zero = self.partner().model_forecast(windows)
+            q_norm = blend_quantiles(q_norm, q_zero, weight)
+            mean_norm = None if mean_norm is None or mean_zero is None else blend_quantiles(mean_norm, mean_zero, weight)
+            label = f"blend w={weight:g}"
+        notes = list(inp.notes)
         q_norm, mean_norm = self.postprocess(q_norm, mean_norm, inp)
+        fit = self.calibration("blend" if blend else "fine-tuned") if calibrated else None
+        if fit is not None:
+            q_norm = fit.apply(q_norm)
+            label += " calibrated"
+            notes.append(f"bands calibrated (conformal, {calibration.CALIBRATION}: fitted on the job's validation "
+                         "windows; the mean column is the model's own)")
         targets = [index[c] for c in job.targets]
         loc, scale = job.mean[targets], job.std[targets]
         return Forecast(
@@ -168,15 +195,35 @@ class Forecaster:
             quantiles=q_norm * scale[:, None, None] + loc[:, None, None],
             mean=None if mean_norm is None else mean_norm * scale[:, None] + loc[:, None],
             input=inp,
-            label=self.label,
+            label=label,
             metrics=self.backtest_metrics(q_norm, inp) if inp.has_truth else None,
-            notes=list(inp.notes),
+            notes=notes,
         )
+
+    def model_forecast(self, windows: CovariateWindows) -> tuple[np.ndarray, np.ndarray | None]:
+        """This forecaster's model on the windows: normalised quantiles and, for sampling families, the mean."""
+        self.load()
+        cfg = self.job.config
+        batches = eval_batches(len(windows), int(cfg.eval.batch_size))
+        return self.family.forecast(self.module, windows, batches, int(cfg.eval.num_samples), int(cfg.eval.seed),
+                                    desc="forecast")
+
+    def partner(self) -> "Forecaster":
+        """The job's zero-shot model (for the blend), loaded once."""
+        if self._partner is None:
+            self._partner = Forecaster(self.job, zero_shot=True, data=self.data, device=self.device)
+        return self._partner
+
+    def calibration(self, name: str) -> calibration.Calibration | None:
+        """The job's conformal fit for the forecast `name` (fine-tuned | blend); None for the zero-shot model
+        or a job without calibrate=conformal."""
+        fits = None if self.zero_shot else calibration.load(self.job.path)
+        return (fits or {}).get(name)
 
     def postprocess(self, q_norm: Float[np.ndarray, "item level pred"], mean_norm: Float[np.ndarray, "item pred"] | None,
                     inp: ForecastInput) -> tuple[np.ndarray, np.ndarray | None]:
-        """The one place quantiles are adjusted before they leave (normalised scale, item = target in the
-        job's order): none yet."""
+        """A hook on the quantiles before calibration (normalised scale, item = target in the job's order):
+        none here."""
         return q_norm, mean_norm
 
     def backtest_metrics(self, q_norm: Float[np.ndarray, "item level pred"], inp: ForecastInput) -> dict[str, float]:

@@ -227,7 +227,10 @@ def prepare_input(
     data_cfg = data_config(job, data)
     table = read_table(job, data_cfg, df)
     ahead = read_future(job, data_cfg, future) if future is not None and job.known else None
-    return forecast_input(job, table, ahead, backtest)
+    inp = forecast_input(job, table, ahead, backtest)
+    if future is not None and not job.known:
+        inp.notes.append("the future data was not used: the job has no known covariates")
+    return inp
 
 
 def _step_after(table: Table, row: int) -> str:

@@ -19,7 +19,8 @@ from omegaconf import DictConfig
 from moirai_ft import weights
 from moirai_ft.analysis.jobs import State
 from moirai_ft.analysis.report import analyze
-from moirai_ft.artifacts import CONFIG, HYDRA_CONFIG, METRICS, load_job_config, read_json, read_metrics
+from moirai_ft.artifacts import CONFIG, HYDRA_CONFIG, METRICS, read_json, read_metrics
+from moirai_ft.config.saved import load_job_config
 from moirai_ft.data.roles import KNOWN, PAST, TARGET
 from moirai_ft.errors import UserError
 from moirai_ft.result import Status
@@ -64,7 +65,10 @@ def is_job_dir(path: Path) -> bool:
 
 def best_job(root: Path, rank_by: str) -> Path:
     """The completed job analyze ranks first below `root` by `rank_by` (its --metric)."""
-    report = analyze(root, rank_by)
+    try:
+        report = analyze(root, rank_by)
+    except UserError as e:  # analyze's words are its command line's
+        raise UserError(str(e).replace("--metric ", "rank_by=").replace("analyze.py", "job=")) from None
     for job in report.jobs:
         if job.state == State.completed:
             return job.path

@@ -8,6 +8,7 @@ which parameters its patterns train, and its preflight limits. The rest of the p
 
 from __future__ import annotations
 
+import inspect
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -44,8 +45,24 @@ def sample_quantiles(
     return ordered[picks]
 
 
+# name -> the family; each concrete ModelFamily subclass registers itself when its module is imported
+# (moirai_ft/model/families/ imports every module of its package; a family elsewhere is named by its module)
+FAMILIES: dict[str, ModelFamily] = {}
+
+
 class ModelFamily(ABC):
-    """One Moirai family. Stateless: one instance per family serves every job."""
+    """One Moirai family. Stateless: one instance per family serves every job.
+
+    ADDING A FAMILY: one module (a subclass setting `name` and the abstract methods; in
+    moirai_ft/model/families/ or anywhere importable) and one conf/model/<option>.yaml with `family: <name>`
+    (a family outside the package: `family: <its module's dotted path>`)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not inspect.isabstract(cls) and "name" in vars(cls):
+            if cls.name in FAMILIES and type(FAMILIES[cls.name]) is not cls:
+                raise TypeError(f"two model families named {cls.name!r}: {type(FAMILIES[cls.name]).__qualname__}, {cls.__qualname__}")
+            FAMILIES[cls.name] = cls()
 
     name: ClassVar[str]  # metrics.json `family`
     title: ClassVar[str]  # for messages: "Moirai 2.0"
@@ -62,8 +79,6 @@ class ModelFamily(ABC):
 
     def from_pretrained(self, path: str | os.PathLike, **kwargs) -> nn.Module:
         return self.module_class.from_pretrained(str(path), **kwargs)
-
-    model_options: ClassVar[tuple[str, ...]] = ()  # conf/model options of this family (for messages)
 
     def prepare_module(self, module: nn.Module) -> nn.Module:
         """The module as the fine-tuner trains it: uni2ts's classes swapped for sync-free ones (same values)."""

@@ -15,6 +15,7 @@ from uni2ts.module.norm import RMSNorm
 from uni2ts.module.position import BinaryAttentionBias, LearnedEmbedding, LearnedProjection
 from uni2ts.module.ts_embed import FeatLinear, MultiInSizeLinear, MultiOutSizeLinear
 
+from moirai_ft.config.presets import model_options
 from moirai_ft.config.schema import ModelInit, PatternName
 from moirai_ft.errors import UserError, first_line
 from moirai_ft.weights import resolve_checkpoint
@@ -102,7 +103,7 @@ def _check_family(family: ModelFamily, path: Path, model_name: str) -> None:
     if found is not None and found is not family:
         raise UserError(
             f"model.checkpoint={path} is a {found.title} checkpoint, but model={model_name} is {family.title}; "
-            f"use a {found.title} model option ({', '.join(found.model_options)}) for it, or a {family.title} checkpoint"
+            f"use a {found.title} model option ({', '.join(model_options(found.name))}) for it, or a {family.title} checkpoint"
         )
 
 

@@ -49,6 +49,8 @@ class ForecastMonitor(L.Callback):
         self.items = eval_items(data.val, ids)
         self.seasonal = seasonal_errors(data.table.values, self.items.columns, self.items.starts,
                                         seasonality(data.table.freq))
+        self.last_value: float | None = None  # of the latest check
+        self.replayed_value: float | None = None  # this check's value, known already (moirai_ft/train/zero_shot.py)
 
     def value(self, module: torch.nn.Module) -> float:
         training = module.training
@@ -63,7 +65,8 @@ class ForecastMonitor(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        value = self.value(pl_module.module)
+        value = self.replayed_value if self.replayed_value is not None else self.value(pl_module.module)
+        self.last_value = value
         trainer.callback_metrics[self.key] = torch.tensor(value)
         step = trainer.global_step  # 0 at the zero-shot check; the last step at job.validate_last_steps's
         for logger in trainer.loggers:

@@ -50,6 +50,16 @@ def _refused(job_dir: Path, message: str, cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
+def sweep_dir(job_dir: Path, launch_dir: Path) -> Path:
+    """hydra.sweep.dir of the running sweep (its jobs are its subdirectories)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return job_dir.parent
+    path = Path(HydraConfig.get().sweep.dir)
+    return path if path.is_absolute() else launch_dir / path
+
+
 def run_tracked(
     cfg: DictConfig, mode: RunMode, job_dir: Path, launch_dir: Path, sweep_preset: str | None,
     extra_callbacks: dict[str, L.Callback] | None = None,
@@ -76,6 +86,8 @@ def run_tracked(
     if mode == RunMode.MULTIRUN and cfg.resume:
         root = Path(cfg.sweep_root)
         plan = plan_job(fp, job_dir, root if root.is_absolute() else launch_dir / root)
+    # the jobs of a sweep share one zero-shot evaluation, in its directory (moirai_ft/evaluation/zero_shot.py)
+    shared_root = sweep_dir(job_dir, launch_dir) if mode == RunMode.MULTIRUN else None
 
     if plan.action == Action.skip_done:
         metrics = json.loads((plan.target / METRICS).read_text())
@@ -93,7 +105,7 @@ def run_tracked(
                 write_link(job_dir, plan.target, "continued from its last checkpoint" if resumed else "rerun", fp)
                 log.info("continuing the unfinished twin in %s%s", plan.target, " from its last checkpoint" if resumed else "")
                 set_aside_failure(plan.target)
-                return run(cfg, plan.target, extra_callbacks)
+                return run(cfg, plan.target, extra_callbacks, shared_root)
         except JobBusy:
             plan = Plan(Action.skip_running, plan.target)
     if plan.action == Action.skip_running:
@@ -106,4 +118,4 @@ def run_tracked(
         weights.discard_damaged(job_dir)
         set_aside_failure(job_dir)
         write_json_atomic(job_dir / FINGERPRINT, {"fingerprint": fp, "config": config})
-        return run(cfg, job_dir, extra_callbacks)
+        return run(cfg, job_dir, extra_callbacks, shared_root)

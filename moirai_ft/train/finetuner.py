@@ -59,6 +59,9 @@ class MoiraiFineTuner(L.LightningModule):
         self._train_sum, self._train_count = torch.zeros(()), torch.zeros(())
         self._val_sum, self._val_count = torch.zeros(()), torch.zeros(())
         self._nonfinite = torch.zeros((), dtype=torch.bool)
+        # the validation loss of this validation, known already (the zero-shot check another job of the
+        # sweep computed: moirai_ft/train/zero_shot.py): logged as computed, the windows not run again
+        self.replayed_val_loss: float | None = None
 
     def _place_windows(self) -> None:
         if self.train_windows.series.device != self.device:
@@ -91,6 +94,8 @@ class MoiraiFineTuner(L.LightningModule):
         return loss
 
     def validation_step(self, idx: Tensor, batch_idx: int) -> None:
+        if self.replayed_val_loss is not None:
+            return
         loss = self.loss(self.family.batch(self.val_windows, idx))
         # the packed loss is a mean over the batch's samples: weight by size for an exact mean over windows
         self._val_sum += loss.detach() * len(idx)
@@ -109,6 +114,8 @@ class MoiraiFineTuner(L.LightningModule):
         # counts), not a mean of the ranks' means
         total, count = self._sum_over_ranks(self._val_sum, self._val_count)
         val_loss = total / count.clamp_min(1)
+        if self.replayed_val_loss is not None:  # the float32 value the computation gave: the same log
+            val_loss = torch.tensor(self.replayed_val_loss, dtype=val_loss.dtype, device=val_loss.device)
         # already the global mean, identical on every rank; sync_dist averages those identical values (and
         # keeps Lightning's "use sync_dist" check quiet)
         self.log("val/loss", val_loss, prog_bar=True, sync_dist=True)

@@ -21,7 +21,7 @@ from moirai_ft.analysis.jobs import State, read_job
 from moirai_ft.analysis.report import analyze
 from moirai_ft.budget.cli import before_hydra
 from moirai_ft.budget.clock import BUDGET, PLAN
-from moirai_ft.budget.plan import check_steps
+from moirai_ft.budget.plan import JobPlan, SweepPlan, check_steps, fitting
 from moirai_ft.result import TRAINED_FIELDS
 from moirai_ft.search import study as studies
 from moirai_ft.sweep.state import LINK, read_fingerprint, read_link
@@ -45,7 +45,7 @@ def snapshot(dirs: list[Path]) -> dict[str, tuple[int, str]]:
 
 def test_plan_true_trains_nothing_and_prints_each_job_and_a_total(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    code = before_hydra(["-m", *QUICK, "plan=true", "epochs=1", "lr=1e-3,2e-3,3e-3"], CONF, tmp_path)
+    code = before_hydra(["-m", *QUICK, "plan=true", "epochs=1", "monitor=val_crps", "lr=1e-3,2e-3,3e-3"], CONF, tmp_path)
     out = capsys.readouterr().out.splitlines()
     assert code == 0
     for lr in ("0.001", "0.002", "0.003"):  # one line per job, named as its directory will be
@@ -55,11 +55,28 @@ def test_plan_true_trains_nothing_and_prints_each_job_and_a_total(tmp_path, monk
     assert list(tmp_path.iterdir()) == []  # no directory, no metrics.json: the calibration's was temporary
 
 
+def test_a_single_job_over_its_budget_is_refused_before_it_starts(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = before_hydra([*QUICK, "epochs=100000", "budget=10min"], CONF, tmp_path)  # planned at 600,000 steps
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "budget=10min" in errors[0], errors
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_plan_counts_checks_as_the_trainer_runs_them():
     cfg = compose_cfg(["epochs=2"])
     for interval, steps in ((2, [2, 4, 6, 8, 10, 12]), (5, [5, 10, 12]), (100, [12]), (1.0, [6, 12]), (0.7, [4, 10, 12])):
         cfg.val_check_interval = interval
         assert check_steps(cfg, 6, 12) == steps, interval
+
+
+def test_the_total_follows_the_launcher_s_batches_and_the_budget_takes_jobs_in_order():
+    jobs = [JobPlan(i, f"job{i}", [], "f", estimate_s=10.0 * (i + 1)) for i in range(3)]
+    one_by_one = SweepPlan("grid", jobs, [], 5.0, False, 1, None, "none", 0.0)  # the basic launcher: start-up once
+    assert one_by_one.batch_ends() == [15.0, 35.0, 65.0] and fitting(one_by_one, 34.0) == 1
+    two_at_once = SweepPlan("grid", jobs, [], 5.0, True, 2, None, "none", 0.0)  # a process each, batches of 2
+    assert two_at_once.batch_ends() == [15.0, 25.0, 60.0] and two_at_once.total() == 60.0
+    assert fitting(two_at_once, 30.0) == 2 and fitting(two_at_once, 60.0) == 3
 
 
 @dataclass

@@ -5,6 +5,7 @@ frame or a future file. Real tiny jobs (trained once per module), real uni2ts cl
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from moirai_ft import Forecaster
 from moirai_ft.analysis.report import analyze
 from moirai_ft.data.synthetic import building_plant, building_telemetry
 from moirai_ft.errors import UserError
+from moirai_ft.evaluation.reevaluate import main as reevaluate_main
 from moirai_ft.model.family import sample_quantiles
 from moirai_ft.forecast.forecaster import LEVEL_COLUMNS
 from moirai_ft.train.job import run
@@ -142,6 +144,26 @@ def test_predict_is_the_families_uni2ts_forecast_class_in_original_units(family,
     assert forecaster.module is module and again["timestamp"].iloc[0] == df.index[-10]
 
 
+def test_mode_m_forecasts_every_target_in_one_sample(v2_lora) -> None:
+    """data.mode=M: the three targets as one multivariate sample, the forecast class's target_dim=3."""
+    cfg = compose_cfg(["model=tiny_moirai2"])
+    df = _frame(v2_lora)
+    out = Forecaster.from_job(v2_lora, data={"mode": "M"}).predict(df)
+    stats = _stats(v2_lora)
+    items = stats["columns"]
+    context = ((df[items].to_numpy(np.float32)[-cfg.context_length:] - np.float32(stats["mean"])) / np.float32(stats["std"]))
+    module = Moirai2Module.from_pretrained(str(v2_lora / "checkpoints" / "best")).eval()
+    forecast = Moirai2Forecast(prediction_length=cfg.prediction_length, target_dim=len(items), feat_dynamic_real_dim=0,
+                               past_feat_dynamic_real_dim=0, context_length=cfg.context_length, module=module)
+    x = torch.tensor(context)[None]
+    with torch.no_grad():
+        theirs = forecast(x, torch.ones_like(x, dtype=torch.bool), torch.zeros(x.shape[:2], dtype=torch.bool))
+    theirs = theirs[0].permute(2, 0, 1).numpy()  # (level, pred, target) -> (target, level, pred)
+    ours = _ours(out, items)[0]
+    np.testing.assert_allclose(ours, _original(theirs, stats, list(range(len(items)))), rtol=1e-5, atol=1e-4)
+    assert not np.allclose(ours, _ours(Forecaster.from_job(v2_lora).predict(df), items)[0])  # S is another question
+
+
 def test_a_short_context_is_padded_as_uni2ts_pads_it(v2_lora) -> None:
     cfg = compose_cfg(["model=tiny_moirai2"])
     df = _frame(v2_lora).iloc[: cfg.context_length - 24]  # 40 rows, 64 wanted
@@ -176,6 +198,34 @@ def test_backtest_at_the_test_split_start_reproduces_the_jobs_test_metrics(v1, z
         assert value == pytest.approx(expected[key], rel=1e-6), key
 
 
+def test_the_blend_and_the_calibration_forecast_as_the_job_scored_them(v1, tmp_path) -> None:
+    """predict(..., blend=True) and the job's calibration.json: a backtest on the job's own test windows gives
+    the metrics the job recorded for its blend and its calibrated bands."""
+    job_dir = tmp_path / "v1"
+    shutil.copytree(v1, job_dir)
+    with pytest.raises(UserError, match=r"ran without blend=true.*python -m moirai_ft.evaluate .* blend=true") as e:
+        Forecaster.from_job(job_dir, load=False).predict(_frame(v1), blend=True)
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="drop zero_shot"):
+        Forecaster.from_job(job_dir, zero_shot=True, load=False).predict(_frame(v1), blend=True)
+    from conftest import CONF
+    from moirai_ft.config.precheck import check_command_line
+    from moirai_ft.config.predict import validate_predict
+    said = check_command_line([f"job={job_dir}", "blend=true", "zero_shot=true"], CONF, "predict", validate_predict)
+    assert said.endswith("drop zero_shot=true")
+    assert reevaluate_main([str(job_dir), "blend=true", "calibrate=conformal", "eval.plot_windows=0"]) == 0
+    metrics = json.loads((job_dir / "metrics.json").read_text())
+    forecaster = Forecaster.from_job(job_dir)
+    test_start = _stats(job_dir)["test_start"]
+    for kwargs, key in (({"blend": True}, "test_blend_calibrated"), ({"blend": True, "calibrated": False}, "test_blend"),
+                        ({}, "test_calibrated"), ({"calibrated": False}, "test")):
+        out = forecaster.predict(_frame(v1), backtest=test_start, **kwargs)
+        for name, value in out.attrs["metrics"].items():
+            assert value == pytest.approx(metrics[key][name], rel=1e-6), (key, name)
+        assert any("calibrated" in n for n in out.attrs["notes"]) == kwargs.get("calibrated", True)
+    assert metrics["calibration"]["fine-tuned"]["test"]["coverage_80_after"] == metrics["test_calibrated"]["coverage_80"]
+
+
 def test_a_sweep_means_the_job_analyze_ranks_first(root, v1, v2_lora, moe) -> None:
     for metric in ("best_val_loss", "test.mase"):
         first = next(j for j in analyze(root, metric).jobs if j.state.value == "completed").path
@@ -204,6 +254,10 @@ def test_known_covariates_come_from_the_rows_after_the_targets_or_a_future_file(
     same_file.iloc[-pred:, [plant.columns.get_loc(c) for c in targets]] = np.nan
     a = forecaster.predict(same_file)
     assert a["timestamp"].iloc[0] == plant.index[-pred] and list(a["item"].unique()) == targets
+    # past covariates need only their history: what the rows after say of them is not read
+    later = same_file.copy()
+    later.iloc[-pred:, [plant.columns.get_loc(c) for c in forecaster.job.past]] = 1e6
+    pd.testing.assert_frame_equal(forecaster.predict(later), a)
     # the same values from a future file
     history = plant.iloc[:-pred]
     future = plant.iloc[-pred:][known]
@@ -307,6 +361,8 @@ def _bad_inputs(v1: Path, covariates: Path, tmp: Path) -> dict[str, tuple[list[s
         "damaged_weights": ([f"job={damaged}"], "no longer matches the checksum recorded in metrics.json"),
         "not_completed": ([f"job={failed}"], "is failed (out of memory), not completed"),
         "sweep_without_a_completed_job": ([f"job={tmp / 'sweep'}"], "no completed job below"),
+        "unknown_rank_by": ([f"job={v1.parent}", "rank_by=test.masee"], "rank_by=test.masee is not in these jobs"),
+        "blend_of_a_job_without_one": ([f"job={v1}", "blend=true"], "has no blend (it ran without blend=true)"),
     }
 
 

@@ -12,7 +12,7 @@ import pytest
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import OmegaConf
 
-from moirai_ft.config.schema import unknown_choice
+from moirai_ft.config.precheck import unknown_choice
 from moirai_ft.errors import UserError
 from moirai_ft.search.monitor import metric_key
 from moirai_ft.train.from_config import REQUIRED_CALLBACKS, build_callbacks, build_loggers, check_loggers

@@ -83,7 +83,6 @@ class MoiraiMoE(ModelFamily):
     module_class = MoiraiMoEModule
     head = ("param_proj",)  # the distribution head
     config_keys = frozenset({"distr_output", "patch_sizes", "max_seq_len", "d_ff"})
-    model_options = ("moe_small", "moe_base", "tiny_moe")
 
     def __init__(self) -> None:
         self._nll = PackedNLLLoss()

@@ -67,7 +67,6 @@ class Moirai1(ModelFamily):
     module_class = MoiraiModule
     head = ("param_proj",)  # the distribution head
     config_keys = frozenset({"distr_output", "patch_sizes", "max_seq_len"})  # and no d_ff (MoE has one)
-    model_options = ("tiny", "small", "base", "large")
 
     def __init__(self) -> None:
         self._nll = PackedNLLLoss()

@@ -122,7 +122,6 @@ class Moirai2(ModelFamily):
     module_class = Moirai2Module
     head = ("out_proj",)  # the quantile head (not the attention layers' out_proj: prefix match)
     config_keys = frozenset({"patch_size", "num_predict_token", "quantile_levels"})
-    model_options = ("moirai2_small", "tiny_moirai2")
 
     def random_module(self, model_cfg: DictConfig) -> Moirai2Module:
         return Moirai2Module(
