@@ -68,3 +68,47 @@ def run_train(args: list[str], cwd: Path, env: dict[str, str] | None = None, tim
 def _offline(monkeypatch):
     # tests never reach the network; the hub library fails fast instead of retrying
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+# --- real services for the tests marked `cluster` (tests/services): started once per test run, under a file lock
+# shared by pytest-xdist's workers; the controller process stops at the end what this run started ---
+SERVICES_OWNER = "MOIRAI_FT_SERVICES_OWNER"
+
+
+def pytest_configure(config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller (or the only process): the workers inherit its name
+        os.environ.setdefault(SERVICES_OWNER, f"pytest-{os.getpid()}")
+
+
+def pytest_unconfigure(config) -> None:
+    if not hasattr(config, "workerinput") and os.environ.get(SERVICES_OWNER) == f"pytest-{os.getpid()}":
+        from tests import services
+
+        services.stop(owner=os.environ[SERVICES_OWNER])
+
+
+def _service(kind: str):
+    from tests import services
+
+    try:
+        return services.ensure(kind, owner=os.environ.get(SERVICES_OWNER, "manual"))
+    except services.ServiceError as e:
+        if os.environ.get("CI", "").lower() in ("true", "1"):  # CI installs and runs them: not starting is a failure
+            pytest.fail(f"{kind} did not start: {e}", pytrace=False)
+        pytest.skip(f"{kind} cannot start here: {e}")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A single-node SLURM cluster; its `env` (SLURM_CONF) goes to every process that uses it."""
+    return _service("slurm")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    return _service("postgres").info["url"]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_url() -> str:
+    return _service("mlflow").info["url"]

@@ -173,6 +173,8 @@ def read_job(job_dir: Path, metric: str = "best_monitored") -> Job:
         job.losses = [float(v) for v in history.sort_values("step", kind="stable")["val_loss"]]
     if state == State.pruned:
         job.note = f"pruned at check {metrics.get('pruned_at_check')} ({metrics.get('pruned_reason')})"
+        if metrics.get("test_skipped"):  # the default (moirai_ft/search/prune.py pruned_test_config says why)
+            job.note += f"; not tested: python -m moirai_ft.evaluate {job_dir} tests it"
     if state == State.lr_find:
         job.note = lr_find_note(metrics)
     if state == State.not_started:

@@ -55,6 +55,14 @@ def test_plan_true_trains_nothing_and_prints_each_job_and_a_total(tmp_path, monk
     assert list(tmp_path.iterdir()) == []  # no directory, no metrics.json: the calibration's was temporary
 
 
+def test_a_single_job_over_its_budget_is_refused_before_it_starts(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = before_hydra([*QUICK, "epochs=100000", "budget=10min"], CONF, tmp_path)  # planned at 600,000 steps
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "budget=10min" in errors[0], errors
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_plan_counts_checks_as_the_trainer_runs_them():
     cfg = compose_cfg(["epochs=2"])
     for interval, steps in ((2, [2, 4, 6, 8, 10, 12]), (5, [5, 10, 12]), (100, [12]), (1.0, [6, 12]), (0.7, [4, 10, 12])):

@@ -45,6 +45,8 @@ def test_analyze_renders_pruned_jobs_seed_aggregates_and_lr_finder_suggestions(t
     make_job(tmp_path, "lr=1e-4,seed=0", config(1e-4, 0), test={"mase": 2.0})  # a single seed: no aggregate
     make_job(tmp_path, "pruned", config(1e-9, 0), status="pruned", pruned_at_check=2,
              pruned_reason="worse_than_zero_shot", stop_reason="pruned", test={"mase": 3.0})
+    make_job(tmp_path, "pruned_untested", config(1e-8, 0), status="pruned", pruned_at_check=1,
+             pruned_reason="asha", stop_reason="pruned", test_skipped="pruned: not tested")
     make_job(tmp_path, "find_full", config(1e-5, 0), status="lr_find", lr_suggestion=3.2e-4,
              lr_sweep=[1.1e-4, 3.2e-4, 9.6e-4])
     make_job(tmp_path, "find_head", config(1e-5, 0, "head_only"), status="lr_find", pattern="head_only",
@@ -54,6 +56,7 @@ def test_analyze_renders_pruned_jobs_seed_aggregates_and_lr_finder_suggestions(t
     assert states["pruned"] == "pruned" and states["find_full"] == "lr_find"
     text = "\n".join(advice_lines(report))
     assert "pruned at check 2 (worse_than_zero_shot)" in text
+    assert f"pruned at check 1 (asha); not tested: python -m moirai_ft.evaluate {tmp_path / 'pruned_untested'}" in text
     assert "model=tiny pattern=full: lr finder: suggestion 0.00032; sweep -m lr=0.00011,0.00032,0.00096" in text
     assert "model=tiny pattern=head_only: lr finder: suggestion 0.002" in text
     aggregate = [line for line in text.splitlines() if "(n=3, seeds 0,1,2)" in line]
