@@ -23,9 +23,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import moirai_ft.config.schema  # noqa: F401  (registers the group schemas before composing)
+from moirai_ft.budget.cli import before_hydra
 from moirai_ft.console import quiet_third_party
 from moirai_ft.config.precheck import check_command_line
 from moirai_ft.errors import UserError
+from moirai_ft.result import Status
 from moirai_ft.sweep.hydra_callbacks import STATUS_FILE_ENV, exit_code
 # torch-free at import; referenced in main, so a launcher's job process imports it (and naming.py's
 # hydra.sweep.subdir resolver) before Hydra resolves the job's directory
@@ -49,7 +51,9 @@ def main(cfg: DictConfig) -> float:
         print(f"error: cannot write the job's files in {hc.runtime.output_dir} ({e.strerror or e}); "
               "free disk space or pass another hydra.run.dir / hydra.sweep.dir", file=sys.stderr)
         sys.exit(1)
-    if metrics["status"] not in ("completed", "pruned", "lr_find"):  # results too (moirai_ft/search/)
+    if metrics["status"] == Status.not_started.value:  # budget=: left out, not failed (moirai_ft/budget/clock.py)
+        print(f"{Status.not_started.value}: {hc.runtime.output_dir}", file=sys.stderr)
+    elif metrics["status"] not in ("completed", "pruned", "lr_find"):  # results too (moirai_ft/search/)
         print(f"error: {metrics.get('error', metrics['status'])}", file=sys.stderr)
         if hc.mode != RunMode.MULTIRUN:  # in a sweep the other jobs go on
             sys.exit(2 if metrics.get("error_type") == "config" else 1)
@@ -70,6 +74,14 @@ if __name__ == "__main__":
     # a sweep with a failed job ends non-zero, after all its jobs ran: the SweepStatus callback
     # (moirai_ft/sweep/hydra_callbacks.py) writes the sweep's exit status into the file named here
     with tempfile.TemporaryDirectory(prefix="moirai_ft_sweep_") as tmp:
+        # plan=true: the plan printed, nothing run; budget=: the plan the sweep's jobs are started on
+        try:
+            code = before_hydra(sys.argv[1:], Path(__file__).parent / "conf", Path(tmp))
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            code = 2
+        if code is not None:
+            sys.exit(code)
         status_file = Path(tmp) / "sweep_status.json"
         # named in the environment, not as an override: conf/train.yaml reads it with oc.env, and the
         # command line (whose overrides must stay together for Hydra's argparse) stays the user's own

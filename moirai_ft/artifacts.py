@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError
 
-from moirai_ft.errors import UserError, first_line
+from moirai_ft.values import plain
 
 METRICS = "metrics.json"
 HISTORY = "training_history.csv"
@@ -70,12 +69,8 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
     """The fields that place a job in a table, whatever its outcome. Enum choices as their value
     ("full"), not str(enum) ("PatternName.full"): tables group jobs by it."""
 
-    def plain(key: str) -> Any:
-        value = OmegaConf.select(cfg, key)
-        return getattr(value, "value", value)
-
-    return {"model": plain("model.name"), "pattern": plain("pattern.name"), "lr": plain("lr"),
-            "scheduler": plain("scheduler.name")}
+    keys = {"model": "model.name", "pattern": "pattern.name", "lr": "lr", "scheduler": "scheduler.name"}
+    return {field: plain(OmegaConf.select(cfg, key)) for field, key in keys.items()}
 
 
 def read_metrics(job_dir: Path) -> dict[str, Any] | None:
@@ -95,25 +90,3 @@ def unwritable(directory: Path) -> str | None:
     except OSError as e:
         return e.strerror or type(e).__name__
     return None
-
-
-def save_config(cfg: DictConfig, job_dir: Path) -> None:
-    """Write the resolved config to <job_dir>/config.yaml unless Hydra already wrote .hydra/config.yaml,
-    so a job run in-process can be re-evaluated too."""
-    job_dir = Path(job_dir)
-    job_dir.mkdir(parents=True, exist_ok=True)
-    if not (job_dir / HYDRA_CONFIG).is_file() and not (job_dir / CONFIG).is_file():
-        (job_dir / CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
-
-
-def load_job_config(job_dir: Path, overrides: list[str] | None = None) -> DictConfig:
-    job_dir = Path(job_dir)
-    path = next((p for p in (job_dir / CONFIG, job_dir / HYDRA_CONFIG) if p.is_file()), None)
-    if path is None:
-        raise UserError(f"{job_dir} has no {CONFIG} or {HYDRA_CONFIG}; pass the directory of a job run by train.py")
-    cfg = OmegaConf.load(path)
-    OmegaConf.set_struct(cfg, True)  # an override naming an unknown key is an error, not a new key
-    try:
-        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides or [])))
-    except ConfigKeyError as e:
-        raise UserError(f"unknown config key in {overrides}: {first_line(e)}; use keys of {path}") from e

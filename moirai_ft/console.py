@@ -17,7 +17,10 @@ import warnings
 #   a job on a login node, a laptop with SLURM's client tools, or hardware=ddp (which starts its own
 #   ranks) is not meant to be started by srun, and a SLURM sweep's jobs are (hydra/launcher=slurm)
 # - advertisements for Lightning's hosted services, printed with every Trainer
-_LIGHTNING_WARNINGS = (r"The `srun` command is available on your system but is not used",)
+# - that checkpoints/ is not empty: it holds best/ (written at the zero-shot check, before Lightning's checkpoint
+#   callback sets up) and last.ckpt on a resume, both meant to be there
+_LIGHTNING_WARNINGS = (r"The `srun` command is available on your system but is not used",
+                       r"Checkpoint directory .* exists and is not empty")
 _LIGHTNING_INFO = ("💡 Tip:",)
 _RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
@@ -47,3 +50,7 @@ def quiet_third_party() -> None:
         logger = logging.getLogger(name)
         if _DROP_HINTS not in logger.filters:
             logger.addFilter(_DROP_HINTS)
+    # Optuna's study and trial INFO lines (a job joining its sweep's study), once the job has imported it
+    # (moirai_ft/search/prune.py): importing it here would slow train.py's start
+    if "optuna" in sys.modules:
+        sys.modules["optuna"].logging.set_verbosity(logging.WARNING)

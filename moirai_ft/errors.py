@@ -12,3 +12,9 @@ def first_line(error: BaseException, limit: int | None = None) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     text = lines[0] if lines else ""
     return text[:limit] if limit is not None else text
+
+
+def preview(names: list[str] | tuple[str, ...], limit: int = 8) -> str:
+    """The first `limit` names for a one-line message, and how many there are in all when cut."""
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")

@@ -33,6 +33,9 @@ class Status(str, Enum):
     lr_find = "lr_find"  # an lr range test (lr_find=true, moirai_ft/search/lr_find.py): a suggestion, no model
     failed = "failed"  # stopped with `error`; `error_type` config (fix the command) or runtime
     running = "running"  # (the sweep's record for a skipped job) another process runs this config now
+    # budget=: the plan said the job could not finish in the sweep's time left; it never trained (no result).
+    # The same command with a larger budget continues it (moirai_ft/budget/clock.py)
+    not_started = "not started: budget"
 
 
 # results a rerun would reproduce: a sweep never retrains them
@@ -45,7 +48,8 @@ def result_field(doc: str, *, trained: bool = False, nested: bool = False) -> An
 
 @dataclass
 class JobResult:
-    status: str = result_field("completed | diverged | pruned | lr_find | failed | running (Status)", trained=True)
+    status: str = result_field("completed | diverged | pruned | lr_find | failed | running | not started: budget "
+                               "(Status)", trained=True)
     # --- identity: where the job sits in a table, whatever its outcome (artifacts.identity) ---
     model: Any = result_field("model.name", trained=True)
     pattern: Any = result_field("pattern.name: what trained", trained=True)
@@ -60,6 +64,8 @@ class JobResult:
     lr_suggestion: float = result_field("(lr_find) the lr where the loss falls fastest; null when it never fell")
     lr_sweep: list = result_field("(lr_find) lr values around the suggestion, for `-m lr=...`")
     lr_find_steps: int = result_field("(lr_find) steps the range test ran")
+    planned_s: float = result_field("(not started: budget) the plan's estimate of the job's wall time, s")
+    budget_left_s: float = result_field("(not started: budget) seconds of the sweep's budget left when it was due")
     # --- how it trained ---
     batch_size: int = result_field("global batch size (windows per optimizer step)", trained=True)
     world_size: int = result_field("processes (devices) the global batch was split over", trained=True)
@@ -113,6 +119,7 @@ class JobResult:
     test_eval: dict = result_field("how the test ran: windows, samples, seed, seasonality, device, wall_s")
     zero_shot_fingerprint: str = result_field("hash of the starting weights, checked by re-evaluation")
     test_error: str = result_field("the test evaluation failed (eval_error.log); training result kept")
+    test_skipped: str = result_field("why the job has no test evaluation (a pruned job: search/prune.py)")
 
     def to_dict(self) -> dict[str, Any]:
         """metrics.json's object: the fields this record has, in declaration order."""

@@ -1,5 +1,6 @@
-"""The package's import graph: no cycles (function-level imports included), and the modules that
-analyze.py and the config checks need stay importable without torch."""
+"""The package's import graph: no cycles (function-level and TYPE_CHECKING imports included), every import
+pointing down the layer order of README's code map, and the modules that analyze.py and the config checks
+need stay importable without torch."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ PACKAGE = "moirai_ft"
 # (sweep/runner.py, sweep/naming.py, sweep/hydra_callbacks.py too: train.py imports them before it checks
 # the command line, and a launcher's job process before the job's directory is resolved)
 TORCH_FREE = ("analysis", "sweep/state.py", "sweep/naming.py", "sweep/runner.py", "sweep/hydra_callbacks.py",
-              "result.py", "artifacts.py", "errors.py", "config", "budget/duration.py")
+              "sweep/once.py", "result.py", "artifacts.py", "errors.py", "config",
+              "budget/duration.py", "budget/clock.py", "budget/expand.py", "budget/cli.py",
+              # predict.py checks its job and data before any model loads
+              "forecast/job.py", "forecast/inputs.py", "forecast/cli.py")
 
 
 def modules(root: Path, package: str) -> dict[str, Path]:
@@ -35,14 +39,14 @@ def _type_checking_only(node: ast.AST) -> bool:
     return isinstance(test, (ast.Name, ast.Attribute)) and ast.unparse(test).endswith("TYPE_CHECKING")
 
 
-def imported(name: str, path: Path, known: set[str]) -> set[str]:
-    """The package's modules that module `name` imports anywhere in its body (functions too; not under
-    `if TYPE_CHECKING:`, which never runs)."""
+def imported(name: str, path: Path, known: set[str], type_checking: bool = False) -> set[str]:
+    """The package's modules that module `name` imports anywhere in its body (functions too; under
+    `if TYPE_CHECKING:`, which never runs, only when `type_checking`)."""
     is_package = path.name == "__init__.py"
     out: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _type_checking_only(node):
+        if isinstance(node, ast.If) and _type_checking_only(node) and not type_checking:
             for child in node.orelse:
                 visit(child)
             return
@@ -73,9 +77,9 @@ def imported(name: str, path: Path, known: set[str]) -> set[str]:
     return resolved
 
 
-def import_graph(root: Path, package: str) -> dict[str, set[str]]:
+def import_graph(root: Path, package: str, type_checking: bool = False) -> dict[str, set[str]]:
     found = modules(root, package)
-    return {name: imported(name, path, set(found)) for name, path in found.items()}
+    return {name: imported(name, path, set(found), type_checking) for name, path in found.items()}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -129,7 +133,8 @@ def _a_cycle_in(component: set[str], graph: dict[str, set[str]]) -> list[str]:
 
 
 def test_the_package_has_no_import_cycle() -> None:
-    graph = import_graph(ROOT, PACKAGE)
+    # TYPE_CHECKING imports too: a cycle there is two modules that each need the other to be understood
+    graph = import_graph(ROOT, PACKAGE, type_checking=True)
     assert len(graph) > 20 and any(graph.values())  # the graph was read at all
     found = cycles(graph)
     assert not found, "import cycles: " + "; ".join(" -> ".join(c) for c in found)
@@ -156,6 +161,88 @@ def test_the_cycle_check_finds_a_cycle_through_a_function_level_import(tmp_path:
     assert cycles(graph) == [["pkg.a", "pkg.sub.b", "pkg.c", "pkg.a"]]
     (tmp_path / "pkg" / "c.py").write_text("def g():\n    pass\n")  # break it
     assert cycles(import_graph(tmp_path, "pkg")) == []
+
+
+def test_the_cycle_check_finds_a_cycle_through_a_type_checking_import(tmp_path: Path) -> None:
+    _write(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/a.py": "from pkg import b\n",
+        "pkg/b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.a import A\n",
+    })
+    assert cycles(import_graph(tmp_path, "pkg")) == []  # what runs has none
+    assert cycles(import_graph(tmp_path, "pkg", type_checking=True)) == [["pkg.a", "pkg.b", "pkg.a"]]
+
+
+# The layer order of README's code map, lowest first. A module may import its own layer and the layers below,
+# never one above: what a layer needs lives below it. A module belongs to its longest matching name.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("errors", "values", "scores", "result", "console", "imports", "budget.duration", "instrument"),  # shared by all
+    ("artifacts", "weights", "sweep.once"),  # a job's files; a value computed once for a whole sweep
+    ("config",),  # the config's schema, checks and presets: torch-free
+    ("data",),  # reading, windows, roles
+    ("model",),  # families, loading, patterns, the fast path
+    ("data.preflight", "data.prepare"),  # the data prepared and checked against the model's family
+    ("train",),  # the LightningModule, callbacks, loggers, trackers
+    ("evaluation",),  # the test evaluation
+    ("search",),  # monitors, pruning, the study, the lr finder
+    ("train.job", "train.from_config", "train.rank", "train.zero_shot"),  # one job, put together from all the above
+    ("sweep", "budget"),  # a job as train.py runs it within a sweep; the sweep's plan and budget
+    ("analysis",),  # what analyze.py reads from job directories
+    ("evaluate", "forecast"),  # python -m moirai_ft.evaluate; forecasting with a finished job (predict.py)
+)
+
+
+def layer_of(module: str, package: str, layers: tuple[tuple[str, ...], ...] = LAYERS) -> int | None:
+    """The index of the layer whose longest entry names the module or a package above it."""
+    best: tuple[int, int] | None = None  # (entry length, layer)
+    for i, entries in enumerate(layers):
+        for entry in entries:
+            full = f"{package}.{entry}"
+            if (module == full or module.startswith(full + ".")) and (best is None or len(full) > best[0]):
+                best = (len(full), i)
+    return best[1] if best else None
+
+
+def upward_imports(graph: dict[str, set[str]], package: str, layers: tuple[tuple[str, ...], ...] = LAYERS) -> list[str]:
+    """`a -> b` for every import of a module in a higher layer, and `a: no layer` for a module in none."""
+    found = []
+    for a in sorted(graph):
+        if a == package:
+            continue
+        if layer_of(a, package, layers) is None:
+            found.append(f"{a}: no layer")
+            continue
+        for b in sorted(graph[a]):
+            lb = layer_of(b, package, layers)
+            if b != package and lb is not None and lb > layer_of(a, package, layers):
+                found.append(f"{a} -> {b}")
+    return found
+
+
+def test_every_import_points_down_the_layer_order() -> None:
+    graph = import_graph(ROOT, PACKAGE, type_checking=True)
+    assert layer_of("moirai_ft.data.prepare", PACKAGE) > layer_of("moirai_ft.model.family", PACKAGE) > layer_of(
+        "moirai_ft.data.windows", PACKAGE)
+    found = upward_imports(graph, PACKAGE)
+    assert not found, "imports against the layer order (tests/test_imports.py LAYERS, README's code map): " + "; ".join(found)
+
+
+def test_the_layer_check_finds_an_upward_import(tmp_path: Path) -> None:
+    """The test of the test: a low module importing a high one, in a function, is found; so is a module
+    in no layer."""
+    _write(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/low.py": "def f():\n    from pkg.high import g\n",
+        "pkg/high.py": "from pkg import low\n",
+        "pkg/mid/__init__.py": "",
+        "pkg/mid/special.py": "from pkg import high\n",
+    })
+    layers = (("low",), ("mid",), ("high", "mid.special"))
+    graph = import_graph(tmp_path, "pkg")
+    assert upward_imports(graph, "pkg", layers) == ["pkg.low -> pkg.high"]  # mid.special sits with high
+    assert upward_imports(graph, "pkg", (("mid",), ("low", "high"))) == ["pkg.mid.special -> pkg.high"]
+    assert upward_imports(graph, "pkg", (("low",), ("high",))) == ["pkg.low -> pkg.high", "pkg.mid: no layer",
+                                                                  "pkg.mid.special: no layer"]
 
 
 def _torch_free_modules() -> list[str]:

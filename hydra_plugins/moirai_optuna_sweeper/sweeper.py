@@ -5,12 +5,16 @@
   `tag(log, ...)` for a log scale), `choice(...)`, plain lists `a,b,c` and `range(...)` (categorical).
   Overrides that are not sweeps go to every trial unchanged.
 - `n_trials` trials in all, `n_jobs` at a time through whichever hydra/launcher is chosen.
-- `sampler`: tpe (default), random or grid (choices and ranges only), seeded by `seed`.
+- `sampler`: tpe (default), random or grid (choices and ranges only), seeded by `seed`: a name in `samplers`,
+  each an Optuna sampler as a `_target_` entry (hydra_plugins/moirai_optuna_sweeper/config.py).
 - The study lives where the jobs' pruner keeps its own (moirai_ft/search/study.py: prune.storage,
   default Optuna's journal file <sweep_root>/optuna_journal.log), named after the command line, so
   `prune=asha` sees every trial, and rerunning the same command continues the study up to n_trials.
   A trial left running by a killed sweep is asked again; its job then continues or is skipped by the
   sweep's fingerprint resume (moirai_ft/sweep/state.py, runner.py), so a completed job is never retrained.
+- `budget=2h` (moirai_ft/budget): a trial starts only if the plan of its own config (what it drew) says it
+  can finish in the sweep's time left; the first that cannot ends the search, told to the study as failed
+  and interrupted (not counted: the same command with a larger budget runs up to n_trials).
 - The objective is train.py's return value: the job's best monitored value (`monitor=`). A job that
   fails is a FAIL trial with its error as a user attribute, and the study goes on. A pruned job has
   told the study itself (moirai_ft/search/prune.py).
@@ -21,8 +25,15 @@ prune); nothing is copied from it.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -34,13 +45,72 @@ from hydra.core.utils import JobStatus
 from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.moirai_optuna_sweeper.config import SAMPLERS
+from moirai_ft.errors import UserError
 from moirai_ft.search import study as studies
+from moirai_ft.sweep.naming import format_value
+from moirai_ft.values import plain
 
 log = logging.getLogger(__name__)
 INTERRUPTED = "interrupted"  # user attribute of a trial a killed sweep left running (not counted, asked again)
 RESULTS = "optuna_results.yaml"
+OWNER = "sweep"  # trial user attribute: the id of the sweep that asked it
+HEARTBEAT_S, STALE_S = 30.0, 180.0  # a sweep on another machine is taken as ended when its record is this old
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_alive(record: dict[str, Any], now: float) -> bool:
+    """Whether the sweep of a study record (`Worker.record`) still runs."""
+    if record.get("ended"):
+        return False
+    if record.get("host") == socket.gethostname():
+        return _pid_alive(int(record.get("pid", 0)))
+    return now - float(record.get("beat", 0)) < STALE_S
+
+
+class Worker:
+    """This sweep in the study: its record, kept fresh by a heartbeat thread, and the sweeps whose trials it owns."""
+
+    def __init__(self, study: optuna.Study):
+        self.study, self.id = study, f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        now = time.time()
+        records = {k[len(OWNER) + 1:]: v for k, v in study.user_attrs.items() if k.startswith(f"{OWNER}:")}
+        self.owned = {self.id} | {k for k, v in records.items() if not sweep_alive(v, now)}
+        self._stop = threading.Event()
+        self._beat(ended=False)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _beat(self, ended: bool) -> None:
+        self.study.set_user_attr(f"{OWNER}:{self.id}", {"host": socket.gethostname(), "pid": os.getpid(),
+                                                         "beat": time.time(), "ended": ended})
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self._beat(ended=False)
+            except Exception as e:  # noqa: BLE001 - the storage hiccuped: the next beat tries again
+                log.warning("optuna study heartbeat: %s", e)
+
+    def end(self) -> None:
+        self._stop.set()
+        self._beat(ended=True)
+
+    def owns(self, trial: optuna.trial.FrozenTrial) -> bool:
+        """Its own trials and those of sweeps that had ended when it started (and trials no sweep asked)."""
+        return trial.user_attrs.get(OWNER, None) in self.owned or OWNER not in trial.user_attrs
 
 
 def distribution(override: Override) -> optuna.distributions.BaseDistribution:
@@ -56,29 +126,33 @@ def distribution(override: Override) -> optuna.distributions.BaseDistribution:
     raise HydraException(f"hydra/sweeper=optuna cannot search {override.input_line}: use interval(), choice(), range() or a list")
 
 
-def make_sampler(name: str, seed: Optional[int], space: dict[str, Any]) -> optuna.samplers.BaseSampler:
-    name = str(getattr(name, "value", name))
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
+def make_sampler(name: str, seed: Optional[int], space: dict[str, Any],
+                 samplers: Optional[dict[str, Any]] = None) -> optuna.samplers.BaseSampler:
+    """The `_target_` entry `name` of `samplers` (config.SAMPLERS by default), given the seed and, when it
+    takes one (GridSampler), the search space as lists of values."""
+    samplers = dict(SAMPLERS if samplers is None else samplers)
+    name = str(plain(name))
+    if name not in samplers:
+        raise HydraException(f"hydra.sweeper.sampler={name} is not a sampler; choose one of {', '.join(samplers)}")
+    target = get_class(str(samplers[name]["_target_"]))
+    kwargs: dict[str, Any] = {"seed": seed}
+    if "search_space" in inspect.signature(target).parameters:
         not_discrete = [k for k, d in space.items() if not isinstance(d, optuna.distributions.CategoricalDistribution)]
         if not_discrete:
-            raise HydraException(f"hydra.sweeper.sampler=grid needs choice()/range()/lists; {', '.join(not_discrete)} "
+            raise HydraException(f"hydra.sweeper.sampler={name} needs choice()/range()/lists; {', '.join(not_discrete)} "
                                  "is an interval: list its values or use sampler=tpe")
-        return optuna.samplers.GridSampler({k: list(d.choices) for k, d in space.items()}, seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
-
-
-def format_value(value: Any) -> str:
-    return repr(value) if isinstance(value, float) else str(value)
+        kwargs["search_space"] = {k: list(d.choices) for k, d in space.items()}
+    return instantiate(samplers[name], **kwargs)
 
 
 class OptunaSweeper(Sweeper):
-    def __init__(self, n_trials: int, n_jobs: int, sampler: str, seed: Optional[int], params: Optional[dict] = None):
+    def __init__(self, n_trials: int, n_jobs: int, sampler: str, seed: Optional[int], params: Optional[dict] = None,
+                 samplers: Optional[dict] = None):
         if n_trials < 1 or n_jobs < 1:
             raise HydraException(f"hydra.sweeper.n_trials and n_jobs must be >= 1 (got {n_trials}, {n_jobs})")
         self.n_trials, self.n_jobs, self.sampler_name, self.seed = n_trials, n_jobs, sampler, seed
         self.params = dict(params or {})
+        self.samplers = dict(samplers) if samplers is not None else None
         self.config: Optional[DictConfig] = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -100,29 +174,47 @@ class OptunaSweeper(Sweeper):
     def _study(self, space: dict[str, Any]) -> optuna.Study:
         assert self.config is not None
         cfg = self.config
-        storage = studies.storage_for(cfg.prune.storage, cfg.sweep_root, Path.cwd())
         name = studies.study_name_for([str(o) for o in cfg.hydra.overrides.task], cfg.prune.study_name)
-        existing = len(studies.open_study(storage, name).get_trials(deepcopy=False))
+        try:
+            storage = studies.storage_for(cfg.prune.storage, cfg.sweep_root, Path.cwd())
+            first = studies.open_study(storage, name)
+            studies.agree_on_pruner(first, cfg.prune)
+        except UserError as e:  # no driver for prune.storage, another pruner on the study: one line
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        existing = len(first.get_trials(deepcopy=False))
         # a rerun continuing the study: the seed moved on by the trials so far, else a seeded sampler would
         # propose the first run's points again (their jobs would only be skipped as done)
         seed = None if self.seed is None else self.seed + existing
-        study = studies.open_study(storage, name, sampler=make_sampler(self.sampler_name, seed, space))
+        study = studies.open_study(storage, name, sampler=make_sampler(self.sampler_name, seed, space, self.samplers))
         log.info("optuna study %s: %s", name, studies.study_summary(study) or "new")
         return study
 
     @staticmethod
-    def _requeue_interrupted(study: optuna.Study) -> None:
+    def _requeue_interrupted(study: optuna.Study, worker: Worker) -> None:
         """Trials a killed sweep left running: recorded as failed-by-interruption and asked again, so
-        their jobs continue (or are skipped, when they had finished) under the fingerprint resume."""
+        their jobs continue (or are skipped, when they had finished) under the fingerprint resume. Only
+        ended sweeps' trials (a running sweep's trials are its own); the state change is the storage's
+        check-and-set, so of two sweeps starting together only one asks a trial again."""
+        now = time.time()
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if not worker.owns(t) or t.user_attrs.get(OWNER) == worker.id:
+                continue
+            if OWNER not in t.user_attrs and t.datetime_start and now - t.datetime_start.timestamp() < STALE_S:
+                continue  # just asked by a sweep that has not tagged it yet
+            try:
+                if not study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another sweep got there first
             study._storage.set_trial_user_attr(t._trial_id, INTERRUPTED, True)
-            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
             study.enqueue_trial(t.params, skip_if_exists=False)
 
     @staticmethod
-    def _counted(study: optuna.Study) -> int:
+    def _counted(study: optuna.Study, worker: Worker) -> int:
         done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-        return sum(1 for t in study.get_trials(deepcopy=False, states=done) if not t.user_attrs.get(INTERRUPTED))
+        return sum(1 for t in study.get_trials(deepcopy=False, states=done)
+                   if not t.user_attrs.get(INTERRUPTED) and worker.owns(t))
 
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None
@@ -133,19 +225,70 @@ class OptunaSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # what the job names and the jobs' study read
         study = self._study(space)
-        self._requeue_interrupted(study)
+        worker = Worker(study)
+        try:
+            returns = self._run_trials(study, worker, space, fixed, sweep_dir)
+        finally:
+            worker.end()
+        self._write_results(study, sweep_dir)
+        return returns
+
+    def _run_trials(self, study: optuna.Study, worker: Worker, space: dict[str, Any], fixed: list[str],
+                    sweep_dir: Path) -> list[Any]:
+        self._requeue_interrupted(study, worker)
+        gate = self._budget_gate(sweep_dir)
         job_idx, returns = 0, []
-        while (remaining := self.n_trials - self._counted(study)) > 0:
+        while (remaining := self.n_trials - self._counted(study, worker)) > 0:
             trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
-            studies.write_trial_numbers(sweep_dir, {job_idx + i: t.number for i, t in enumerate(trials)})
+            for t in trials:
+                t.set_user_attr(OWNER, worker.id)
             batch = [fixed + [f"{k}={format_value(v)}" for k, v in t.params.items()] for t in trials]
+            fits = self._within_budget(gate, study, sweep_dir, trials, batch)
+            spent = fits < len(trials)  # budget=: the rest of the search is left out
+            trials, batch = trials[:fits], batch[:fits]
+            if not trials:
+                break
+            studies.write_trial_numbers(sweep_dir, {job_idx + i: t.number for i, t in enumerate(trials)})
             results = self.launcher.launch(batch, initial_job_idx=job_idx)
             for trial, result in zip(trials, results):
                 self._tell(study, trial, result)
             job_idx += len(trials)
             returns.append(results)
-        self._write_results(study, sweep_dir)
+            if spent:
+                break
         return returns
+
+    def _budget_gate(self, sweep_dir: Path) -> Any:
+        """budget=: what says whether a trial can finish in the time left (moirai_ft/budget/trials.py)."""
+        assert self.config is not None
+        if self.config.get("budget") is None:
+            return None
+        from moirai_ft.budget.trials import TrialGate  # torch: only with a budget
+
+        per_job = "BasicLauncher" not in str(self.config.hydra.launcher.get("_target_", ""))
+        return TrialGate(self.config, sweep_dir, self.hydra_context.config_loader, per_job)
+
+    @staticmethod
+    def _within_budget(gate: Any, study: optuna.Study, sweep_dir: Path, trials: list, batch: list) -> int:
+        """How many of the asked trials start; from the first the plan says cannot finish in the budget left,
+        none: those are told the study as failed and interrupted (not counted, so a larger budget runs its
+        n_trials) and listed in budget.json as `not started: budget`."""
+        if gate is None:
+            return len(trials)
+        from moirai_ft.budget import clock
+
+        for i, (trial, overrides) in enumerate(zip(trials, batch)):
+            if (why := gate.refuse(overrides)) is None:
+                continue
+            for t, o in zip(trials[i:], batch[i:]):
+                t.set_user_attr(INTERRUPTED, True)
+                t.set_user_attr("not_started", clock.NOT_STARTED)
+                study.tell(t, state=optuna.trial.TrialState.FAIL)
+                clock.record_left_out(sweep_dir, {"trial": t.number, "overrides": " ".join(o), "planned_s": why[0],
+                                                  "budget_left_s": why[1]})
+                print(f"{clock.NOT_STARTED}: trial {t.number} ({' '.join(o)})")
+            return i
+        return len(trials)
 
     @staticmethod
     def _tell(study: optuna.Study, trial: optuna.Trial, result: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import shlex
 
+from moirai_ft.analysis.blend import ranked_value
 from moirai_ft.analysis.diagnose import PATTERN_LADDER
 from moirai_ft.analysis.jobs import Job, State
 from moirai_ft.config.presets import experiment_values, stage_order
@@ -27,7 +28,7 @@ def best_by_model(jobs: list[Job], metric: str) -> dict[str, Job]:
     """The best completed job per model (jobs already sorted best first)."""
     best: dict[str, Job] = {}
     for job in jobs:
-        value = job.value(metric)
+        value = ranked_value(job, metric)
         if job.state == State.completed and isinstance(value, (int, float)) and math.isfinite(value):
             best.setdefault(str(job.value("model")), job)
     return best
@@ -44,9 +45,9 @@ def base_stage_command(jobs: list[Job], metric: str) -> tuple[str | None, str]:
     small = [j for j in jobs if in_small_stage(j)]
     if not small:
         return None, "no small-stage job found (model=small or experiment=small_*)"
-    pending = [j for j in small if j.state in (State.running, State.unfinished)]
+    pending = [j for j in small if j.state in (State.running, State.unfinished, State.not_started)]
     if pending:
-        return None, f"the small stage is not finished: {len(pending)} job(s) running or unfinished"
+        return None, f"the small stage is not finished: {len(pending)} job(s) running, unfinished or not started"
     done = [j for j in small if j.state == State.completed and j.value(metric) is not None]
     if not done:
         return None, "no small-stage job completed"

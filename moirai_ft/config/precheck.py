@@ -11,16 +11,18 @@ a mistake costs a fraction of a second.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
+from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from moirai_ft.budget.duration import parse_duration
-from moirai_ft.config.schema import unknown_choice, validate
+from moirai_ft.config.schema import validate
 from moirai_ft.errors import UserError, first_line
 
 # flags after which train.py does something other than compose this config and run it (print the config,
@@ -42,9 +44,11 @@ _EXPECTED = (
 )
 
 
-def check_command_line(args: list[str], conf_dir: Path, config_name: str = "train") -> str | None:
-    """The one-line message for the first mistake in train.py's arguments, or None when every job they
-    describe composes and passes validate()."""
+def check_command_line(
+    args: list[str], conf_dir: Path, config_name: str = "train", check: Callable[[DictConfig], None] = validate
+) -> str | None:
+    """The one-line message for the first mistake in train.py's arguments (predict.py's: config_name and
+    check), or None when every job they describe composes and passes `check`."""
     if any(a.split("=", 1)[0] in _HANDS_OFF for a in args):
         return None
     if message := unknown_choice(args, conf_dir):
@@ -61,12 +65,12 @@ def check_command_line(args: list[str], conf_dir: Path, config_name: str = "trai
     for raw, o in zip(overrides, parsed):
         if o.is_sweep_override() and o.get_key_element().lstrip("+~") in SWEEP_WIDE:
             return f"{raw}: {o.get_key_element()} is one setting for the whole sweep; give one value"
-    for job in _job_overrides(overrides, parsed):
+    for job in job_overrides(overrides, parsed):
         try:
             with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
                 cfg = compose(config_name=config_name, overrides=job)
             if not multirun:  # a sweep's job out of range is recorded as failed and the other jobs go on
-                validate(cfg)
+                check(cfg)
             elif cfg.get("budget") is not None:  # the whole sweep's: refused before any job
                 parse_duration(cfg.budget)
         except UserError as e:
@@ -76,7 +80,7 @@ def check_command_line(args: list[str], conf_dir: Path, config_name: str = "trai
     return None
 
 
-def _job_overrides(overrides: list[str], parsed: list[Override]) -> list[list[str]]:
+def job_overrides(overrides: list[str], parsed: list[Override]) -> list[list[str]]:
     """The override lists to check: the command line as it is, or for a sweep (`lr=1e-5,abc`,
     `epochs=range(1,3)`) each value of each swept key once, the other swept keys at their first value.
     A key's type and range do not depend on the other keys' values, so this finds every bad value with
@@ -119,3 +123,29 @@ def composition_message(e: Exception, overrides: list[str]) -> str:
     if match := re.search(r"expected one of \[([^\]]*)\]", detail):
         return f"{key} must be one of: {match.group(1)}{got}"
     return f"{key}: {detail}"
+
+
+def unknown_choice(args: list[str], conf_dir: Path) -> str | None:
+    """A one-line message for a command-line choice of a config group option that does not exist
+    (`pattern=freez_ffn`, or one item of a `-m` list), naming the options that do; None when all exist.
+    Hydra's own message for this is a dozen lines ending in its search path."""
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+    except Exception:  # noqa: BLE001 - malformed overrides: Hydra reports those itself
+        return None
+    for o in overrides:
+        group = conf_dir / o.key_or_group
+        # hydra/* groups also hold Hydra's and its plugins' own options: leave those to Hydra
+        if o.key_or_group.startswith("hydra") or o.package is not None or not group.is_dir() or o.is_delete():
+            continue
+        if o.is_sweep_override():
+            if not o.is_choice_sweep():
+                continue
+            values = list(o.sweep_string_iterator())
+        else:
+            values = [o.value()]
+        allowed = sorted(p.stem for p in group.glob("*.yaml"))
+        for v in values:
+            if v is not None and str(v) not in allowed:
+                return f"unknown {o.key_or_group} {v!r}; choose one of: {', '.join(allowed)}"
+    return None

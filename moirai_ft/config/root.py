@@ -13,7 +13,7 @@ its own defaults, so the group brings its own typing and a new option with other
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any, List, Optional, Union
 
@@ -21,6 +21,9 @@ from omegaconf import MISSING
 
 # int (a number of steps) or float (a fraction of an epoch / of the run): the type tells which
 Steps = Union[int, float]
+# field metadata of a key that says how a run or a sweep runs, or where it reports, not what a job trains
+# (RUN_KEYS below): a new such key is one field with metadata=HOW_IT_RUNS
+HOW_IT_RUNS = {"how_it_runs": True}
 
 
 class Calibrate(str, Enum):
@@ -60,7 +63,7 @@ class RootSchema:
     data: Any = MISSING
     prune: Any = MISSING  # conf/prune: none | asha | hyperband | median (moirai_ft/search/prune.py)
     callbacks: Any = MISSING  # conf/callbacks: named Lightning callbacks (moirai_ft/train/from_config.py)
-    logger: Any = MISSING  # conf/logger: csv | tensorboard | mlflow | wandb | many (moirai_ft/train/from_config.py)
+    logger: Any = field(default=MISSING, metadata=HOW_IT_RUNS)  # conf/logger: csv | tensorboard | mlflow | wandb | many (moirai_ft/train/from_config.py)
 
     # --- optimisation ---
     lr: float = MISSING
@@ -78,7 +81,7 @@ class RootSchema:
     patience: int = MISSING
     min_delta: float = MISSING
     smoothing: int = MISSING
-    monitor: str = MISSING  # val_nll | val_crps | val_mae (checked in validate; moirai_ft/search/monitor.py)
+    monitor: str = MISSING  # val_nll | val_crps | val_mae: MONITORS in moirai_ft/scores.py (checked in validate)
     monitor_samples: int = MISSING
 
     # --- lr range test ---
@@ -100,9 +103,15 @@ class RootSchema:
     blend_grid: List[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
 
     # --- sweeps ---
-    resume: bool = True
-    sweep_root: str = "multirun"
+    resume: bool = field(default=True, metadata=HOW_IT_RUNS)
+    sweep_root: str = field(default="multirun", metadata=HOW_IT_RUNS)
 
     # --- the user's budget (moirai_ft/budget): how a run or a sweep is run, not what a job trains ---
-    plan: bool = False  # print each job's windows, steps, checks and estimated wall time; train nothing
-    budget: Optional[str] = None  # a wall-clock duration (2h, 45min, 90s): start no job that cannot finish in it
+    plan: bool = field(default=False, metadata=HOW_IT_RUNS)  # print each job's windows, steps, checks and estimated wall time; train nothing
+    budget: Optional[str] = field(default=None, metadata=HOW_IT_RUNS)  # a wall-clock duration (2h, 45min, 90s): start no job that cannot finish in it
+
+
+# how a run or a sweep runs, not what a job trains: left out of a job's fingerprint (a rerun with another
+# logger or budget finds its finished twin), its directory name, the sweep's study name, and analyze's
+# grouping of seed repeats
+RUN_KEYS: tuple[str, ...] = tuple(f.name for f in fields(RootSchema) if f.metadata.get("how_it_runs"))

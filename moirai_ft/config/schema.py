@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from moirai_ft.budget.duration import parse_duration
 from moirai_ft.config.root import RootSchema
 from moirai_ft.errors import UserError
+from moirai_ft.scores import MONITORS
+from moirai_ft.values import plain
 
 
 class ModelInit(str, Enum):
@@ -43,6 +44,9 @@ class Mode(str, Enum):
     M = "M"  # all columns of a window in one sample (uni2ts's wide_multivariate)
 
 
+DEFAULT_FAMILY = "moirai1"  # the family of a conf/model without a `family` key (moirai_ft/model/families)
+
+
 @dataclass
 class ModelSchema:
     name: str = "small"
@@ -63,7 +67,7 @@ class ModelSchema:
 class Moirai2ModelSchema(ModelSchema):
     """Moirai 2.0 (moirai_ft/model/families/moirai2.py): one patch size, quantiles for num_predict_token patches."""
 
-    family: str = "moirai2"
+    family: str = MISSING  # conf/model/<option>.yaml names it (moirai_ft/model/families/moirai2.py)
     d_ff: int = 1024
     num_predict_token: int = 4
     patch_sizes: tuple[int, ...] = (16,)
@@ -74,7 +78,7 @@ class Moirai2ModelSchema(ModelSchema):
 class MoEModelSchema(ModelSchema):
     """Moirai-MoE (moirai_ft/model/families/moe.py): 32 experts per layer, decoder-only."""
 
-    family: str = "moe"
+    family: str = MISSING  # conf/model/<option>.yaml names it (moirai_ft/model/families/moe.py)
     d_ff: int = 512
     patch_sizes: tuple[int, ...] = (16,)  # the released moe_small / moe_base checkpoints' config.json
     patch_size: int = 16
@@ -188,18 +192,13 @@ class DataSchema:
     eval_stride: int = 96
 
 
-class PrunerName(str, Enum):
-    none = "none"
-    asha = "asha"  # optuna.pruners.SuccessiveHalvingPruner
-    hyperband = "hyperband"  # optuna.pruners.HyperbandPruner
-    median = "median"  # optuna.pruners.MedianPruner
-
-
 @dataclass
 class PruneSchema:
-    """conf/prune: stop jobs of a sweep early on their monitored validation value (moirai_ft/search/prune.py)."""
+    """conf/prune: stop jobs of a sweep early on their monitored validation value (moirai_ft/search/prune.py).
+    ADDING A PRUNER: one conf/prune/<name>.yaml whose `pruner` is an Optuna pruner as a `_target_` entry."""
 
-    name: PrunerName = PrunerName.none
+    name: str = "none"  # the option's name: pruned_reason of the jobs it stops
+    pruner: Any = None  # an optuna.pruners.BasePruner as a `_target_` entry with its arguments; null: none
     # where the study every job of the sweep shares lives: null = Optuna's journal file
     # <sweep_root>/optuna_journal.log (safe under concurrent processes); a path = a journal file there;
     # a URL (postgresql://, mysql://, sqlite:///) = Optuna's RDB storage
@@ -208,7 +207,9 @@ class PruneSchema:
     # a job whose monitored value is still above its zero-shot value after this many checks stops as
     # pruned (reason worse_than_zero_shot), whatever the pruner; null = off
     zero_shot_checks: Optional[int] = None
-    eval_max_windows: Optional[int] = None  # test windows for a pruned job (null: eval.max_windows)
+    # test windows for a pruned job: 0 = not tested (search/prune.py says why), null = eval.max_windows
+    eval_max_windows: Optional[int] = 0
+    # the settings of the pruners moirai-ft ships with, interpolated into their `pruner` entries
     min_resource: int = 1  # asha, hyperband: validation checks before the first rung
     reduction_factor: int = 3  # asha, hyperband
     max_resource: Any = "auto"  # hyperband: checks of a full job, or "auto"
@@ -248,26 +249,9 @@ def check_accelerator(cfg: DictConfig) -> None:
         )
 
 
-def check_patch_size(patch_size: int, patch_sizes: list[int]) -> None:
-    """patch_size must be one the model has (here, not in data/preflight.py: config imports nothing of
-    the package's that imports it back)."""
-    if patch_size not in patch_sizes:
-        raise UserError(
-            f"patch_size={patch_size} is not one of the model's patch sizes {list(patch_sizes)}; "
-            "set patch_size to one of them"
-        )
-
-
-def warmup_step_count(warmup: int | float, total_steps: int) -> int:
-    """warmup_steps as optimizer steps: an int is steps; a float in (0, 1) is that fraction of the run's
-    total_steps (the seed's table gives warmup as 5-10% of the steps), at least one step of a run that has any."""
-    if isinstance(warmup, float):
-        return max(1, round(warmup * total_steps)) if total_steps > 0 else 0
-    return int(warmup)
-
-
 def validate(cfg: DictConfig) -> None:
-    """Value checks that a schema cannot express. Raises UserError naming the key to change."""
+    """Ranges and relations between keys, which a schema cannot express (the types are the schema
+    dataclasses' and root.py's, enforced when Hydra composes). Raises UserError naming the key to change."""
 
     def need(ok: bool, msg: str) -> None:
         if not ok:
@@ -285,20 +269,17 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.epochs >= 0, f"epochs must be >= 0 (got {cfg.epochs}); 0 evaluates the zero-shot model alone")
     need(cfg.patience >= 1, f"patience must be >= 1 validation check (got {cfg.patience})")
     need(cfg.smoothing >= 1, f"smoothing must be >= 1 check (got {cfg.smoothing})")
-    for key in ("zero_shot_checks", "eval_max_windows"):
+    for key, low in (("zero_shot_checks", 1), ("eval_max_windows", 0)):
         v = cfg.prune[key]
-        need(v is None or (isinstance(v, int) and v >= 1), f"prune.{key} must be an integer >= 1 or null (got {v!r})")
+        need(v is None or v >= low, f"prune.{key} must be >= {low} or null (got {v!r})")
     need(cfg.prune.min_resource >= 1 and cfg.prune.reduction_factor >= 2,
          f"prune.min_resource must be >= 1 and prune.reduction_factor >= 2 (got {cfg.prune.min_resource}, "
          f"{cfg.prune.reduction_factor})")
     lf = cfg.lr_finder
     need(0 < lf.min_lr < lf.max_lr, f"lr_finder.min_lr must be > 0 and below lr_finder.max_lr (got {lf.min_lr}, {lf.max_lr})")
     need(lf.num_steps >= 2, f"lr_finder.num_steps must be >= 2 (got {lf.num_steps})")
-    monitors = ("val_nll", "val_crps", "val_mae")
-    need(str(getattr(cfg.monitor, "value", cfg.monitor)) in monitors,
-         f"monitor must be one of {', '.join(monitors)} (got {cfg.monitor!r})")
-    need(isinstance(cfg.monitor_samples, int) and cfg.monitor_samples >= 1,
-         f"monitor_samples must be an integer >= 1 (got {cfg.monitor_samples!r})")
+    need(str(plain(cfg.monitor)) in MONITORS, f"monitor must be one of {', '.join(MONITORS)} (got {cfg.monitor!r})")
+    need(cfg.monitor_samples >= 1, f"monitor_samples must be >= 1 (got {cfg.monitor_samples!r})")
     warmup = cfg.warmup_steps
     need(
         (isinstance(warmup, float) and 0 < warmup < 1) or (isinstance(warmup, int) and warmup >= 0),
@@ -310,7 +291,9 @@ def validate(cfg: DictConfig) -> None:
     )
     for key in ("context_length", "prediction_length", "patch_size"):
         need(cfg[key] >= 1, f"{key} must be a positive number of time steps (got {cfg[key]})")
-    check_patch_size(cfg.patch_size, list(cfg.model.patch_sizes))
+    need(cfg.patch_size in cfg.model.patch_sizes,  # the data's preflight checks the windows against the rest
+         f"patch_size={cfg.patch_size} is not one of the model's patch sizes {list(cfg.model.patch_sizes)}; "
+         "set patch_size to one of them")
     vci = cfg.val_check_interval
     need(
         (isinstance(vci, float) and 0 < vci <= 1) or (isinstance(vci, int) and vci >= 1),
@@ -346,44 +329,11 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.data.eval_stride >= 1, f"data.eval_stride must be >= 1 (got {cfg.data.eval_stride})")
     need(0 <= cfg.data.max_missing <= 1, f"data.max_missing is a fraction in [0, 1] (got {cfg.data.max_missing})")
 
-    def count(key: str, minimum: int, nullable: bool = False) -> None:  # the eval block (moirai_ft/evaluation/evaluate.py)
-        v = OmegaConf.select(cfg, key)
-        ok = (nullable and v is None) or (isinstance(v, int) and not isinstance(v, bool) and v >= minimum)
-        need(ok, f"{key} must be an integer >= {minimum}{' or null' if nullable else ''} (got {v!r})")
-
-    count("eval.num_samples", 1)
-    count("eval.max_windows", 1, nullable=True)
-    count("eval.batch_size", 1)
-    count("eval.plot_windows", 0)
-    count("eval.seed", 0)
+    for key, minimum in (("num_samples", 1), ("max_windows", 1), ("batch_size", 1), ("plot_windows", 0), ("seed", 0)):
+        v = cfg.eval[key]
+        nullable = key == "max_windows"  # null: every test window
+        need((nullable and v is None) or (v is not None and v >= minimum),
+             f"eval.{key} must be >= {minimum}{' or null' if nullable else ''} (got {v!r})")
     grid = list(cfg.get("blend_grid") or [])
     need(all(0.0 <= w <= 1.0 for w in grid) and 0.0 in grid and 1.0 in grid,
          f"blend_grid must hold weights in [0, 1], among them 0 (zero-shot) and 1 (fine-tuned) (got {grid})")
-
-
-def unknown_choice(args: list[str], conf_dir: Path) -> str | None:
-    """A one-line message for a command-line choice of a config group option that does not exist
-    (`pattern=freez_ffn`, or one item of a `-m` list), naming the options that do; None when all exist.
-    Hydra's own message for this is a dozen lines ending in its search path."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
-    except Exception:  # noqa: BLE001 - malformed overrides: Hydra reports those itself
-        return None
-    for o in overrides:
-        group = conf_dir / o.key_or_group
-        # hydra/* groups also hold Hydra's and its plugins' own options: leave those to Hydra
-        if o.key_or_group.startswith("hydra") or o.package is not None or not group.is_dir() or o.is_delete():
-            continue
-        if o.is_sweep_override():
-            if not o.is_choice_sweep():
-                continue
-            values = list(o.sweep_string_iterator())
-        else:
-            values = [o.value()]
-        allowed = sorted(p.stem for p in group.glob("*.yaml"))
-        for v in values:
-            if v is not None and str(v) not in allowed:
-                return f"unknown {o.key_or_group} {v!r}; choose one of: {', '.join(allowed)}"
-    return None

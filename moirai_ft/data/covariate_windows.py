@@ -24,6 +24,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from moirai_ft.data.windows import Batch, WindowSpec
+from moirai_ft.values import plain
 
 
 class CovariateWindows:
@@ -39,11 +40,15 @@ class CovariateWindows:
         targets: Int[Tensor, "t"],
         known: Int[Tensor, "k"],
         past: Int[Tensor, "p"],
+        pad: int = 0,
     ):
         self.series = series
+        # leading context steps before the data's start (a short series at prediction time): uni2ts's
+        # past_is_pad; a context patch of padding only is no token of the sample (sample_id 0)
+        self.pad = pad
         self.starts = starts
         self.spec = spec
-        self.mode = str(getattr(mode, "value", mode))
+        self.mode = str(plain(mode))
         if self.mode not in ("S", "M"):
             raise ValueError(f"mode must be 'S' or 'M', got {mode!r}")
         device = series.device
@@ -70,13 +75,14 @@ class CovariateWindows:
 
     def to(self, device: torch.device | str) -> "CovariateWindows":
         return CovariateWindows(
-            self.series.to(device), self.starts.to(device), self.spec, self.mode, self.targets, self.known, self.past
+            self.series.to(device), self.starts.to(device), self.spec, self.mode, self.targets, self.known, self.past,
+            self.pad,
         )
 
     def without_covariates(self) -> "CovariateWindows":
         """The same windows and targets with no covariate: the model asked without them."""
         empty = self.targets[:0]
-        return CovariateWindows(self.series, self.starts, self.spec, self.mode, self.targets, empty, empty)
+        return CovariateWindows(self.series, self.starts, self.spec, self.mode, self.targets, empty, empty, self.pad)
 
     def locate(self, idx: Int[Tensor, "batch"]) -> tuple[Int[Tensor, "batch"], Int[Tensor, "batch"]]:
         """(target's table column, forecast start) of each window id; in mode M the column is 0."""
@@ -169,9 +175,18 @@ class CovariateWindows:
                                 variates(t + k, p, ct)])
         ones = lambda n: torch.ones(n, dtype=torch.bool, device=device)  # noqa: E731
         prediction_mask = torch.cat([~ones(t * ct), ones(t * pt), ~ones(k * (ct + pt) + p * ct)])
+        # a context patch of padding only is no token of the sample (sample_id 0), as MoiraiForecast._convert has
+        # it: the targets count the steps that align the context to whole patches as padding, the covariates not
+        step = torch.arange(ct * s.patch_size, device=device)
+        before = step < s.context_pad + self.pad
+        target_sid, covariate_sid = ((~pad.reshape(ct, s.patch_size).all(-1)).long()
+                                     for pad in (before, before & (step >= s.context_pad)))
+        hor_sid = torch.ones(pt, dtype=torch.long, device=device)
+        sample_id = torch.cat([target_sid.repeat(t), hor_sid.repeat(t), covariate_sid.repeat(k), hor_sid.repeat(k),
+                               covariate_sid.repeat(p)])
         seq = len(variate_id)
         return {
-            "sample_id": torch.ones(b, seq, dtype=torch.long, device=device),
+            "sample_id": sample_id.expand(b, seq),
             "time_id": time_id,
             "variate_id": variate_id.expand(b, seq),
             "prediction_mask": prediction_mask.expand(b, seq),

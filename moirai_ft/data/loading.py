@@ -12,7 +12,7 @@ import fnmatch
 import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import Sequence, Union
+from typing import Callable, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -20,9 +20,10 @@ from omegaconf import DictConfig
 from pandas.tseries.frequencies import to_offset
 
 from moirai_ft.config.schema import DataFormat, Duplicates, NonNumeric
-from moirai_ft.errors import UserError
+from moirai_ft.errors import UserError, preview
 from moirai_ft.data.reading import read_file
 from moirai_ft.data.synthetic import building_plant, building_telemetry
+from moirai_ft.values import plain
 
 log = logging.getLogger(__name__)
 
@@ -45,26 +46,45 @@ class Table:
     non_finite: dict[str, int] = field(default_factory=dict)  # per column: inf/-inf cells read as missing
 
 
-def load_table(data_cfg: DictConfig, seed: int) -> Table:
-    """The selected columns of the configured data on a regular grid."""
+EMBEDDED = ("synthetic", "building")  # data.name values generated in moirai_ft/data/synthetic.py, no file read
+Select = Callable[[list[str]], list[str]]  # the series' names -> the columns to keep, in table order
+
+
+def load_table(data_cfg: DictConfig, seed: int, select: Select | None = None) -> Table:
+    """The selected columns of the configured data on a regular grid. `select` picks the columns from the
+    series' names (default: data.columns minus data.exclude)."""
     notes: list[str] = []
-    non_finite: dict[str, int] = {}
-    if data_cfg.name in ("synthetic", "building"):  # embedded (moirai_ft/data/synthetic.py)
+    if data_cfg.name in EMBEDDED:
         if data_cfg.name == "building":
             frame = building_plant(data_cfg.num_days, seed=seed, num_sensors=data_cfg.num_columns or 0)
         else:
             frame = building_telemetry(data_cfg.num_columns, data_cfg.num_days, seed=seed)
-        frame = frame[select_columns(list(frame.columns), data_cfg.columns, data_cfg.exclude)]
+        frame = frame[_selector(data_cfg, select)(list(frame.columns))]
+        return grid_table(frame, data_cfg, notes, {})
+    return table_from_raw(read_file(data_cfg, notes), data_cfg, notes, select)
+
+
+def _selector(data_cfg: DictConfig, select: Select | None) -> Select:
+    return select or (lambda names: select_columns(names, data_cfg.columns, data_cfg.exclude))
+
+
+def table_from_raw(raw: pd.DataFrame, data_cfg: DictConfig, notes: list[str], select: Select | None = None) -> Table:
+    """A frame as read from a file (wide or long, every column kept) as a regular table."""
+    select = _selector(data_cfg, select)
+    non_finite: dict[str, int] = {}
+    if data_cfg.format == DataFormat.long:
+        frame = long_to_wide(raw, data_cfg, notes, non_finite)
+        frame = frame[select(list(frame.columns))]
     else:
-        raw = read_file(data_cfg, notes)
-        if data_cfg.format == DataFormat.long:
-            frame = long_to_wide(raw, data_cfg, notes, non_finite)
-            frame = frame[select_columns(list(frame.columns), data_cfg.columns, data_cfg.exclude)]
-        else:
-            stamps, rest = split_timestamps(raw, data_cfg, notes)
-            rest = rest[select_columns(list(rest.columns), data_cfg.columns, data_cfg.exclude)]
-            frame = numeric(rest, data_cfg.non_numeric, notes).set_axis(stamps, axis=0)
-            frame = non_finite_as_missing(frame, non_finite)
+        stamps, rest = split_timestamps(raw, data_cfg, notes)
+        rest = rest[select(list(rest.columns))]
+        frame = numeric(rest, data_cfg.non_numeric, notes).set_axis(stamps, axis=0)
+        frame = non_finite_as_missing(frame, non_finite)
+    return grid_table(frame, data_cfg, notes, non_finite)
+
+
+def grid_table(frame: pd.DataFrame, data_cfg: DictConfig, notes: list[str], non_finite: dict[str, int]) -> Table:
+    """The numeric frame (DatetimeIndex) on its regular grid, with what loading noted."""
     non_finite = {str(c): non_finite[str(c)] for c in frame.columns if non_finite.get(str(c))}
     if non_finite:
         notes.append(f"{sum(non_finite.values())} non-finite values (inf, -inf) read as missing: "
@@ -89,15 +109,10 @@ def non_finite_as_missing(frame: pd.DataFrame, counts: dict[str, int]) -> pd.Dat
     return pd.DataFrame(values, index=frame.index, columns=frame.columns)
 
 
-def _preview(names: list[str], limit: int = 8) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
-
-
 def _column(raw: pd.DataFrame, name: str, option: str) -> pd.Series:
     if name not in raw.columns:
         raise UserError(
-            f"no column named {name!r} ({option}); the file's columns are {_preview(list(raw.columns))}; "
+            f"no column named {name!r} ({option}); the file's columns are {preview(list(raw.columns))}; "
             f"set {option} to one of them"
         )
     return raw[name]
@@ -132,7 +147,7 @@ def epoch_unit(column: pd.Series) -> str | None:
 def _numeric_stamps(column: pd.Series, unit: str | None, data_cfg: DictConfig, notes: list[str]) -> pd.Series:
     """A column of numbers as Unix epoch times in data.timestamp_unit, else in the inferred unit."""
     name = column.name
-    given = getattr(data_cfg.get("timestamp_unit"), "value", data_cfg.get("timestamp_unit"))
+    given = plain(data_cfg.get("timestamp_unit"))
     unit = given or unit
     if unit is None:
         raise UserError(
@@ -164,6 +179,10 @@ def parse_timestamps(column: pd.Series, data_cfg: DictConfig, notes: list[str]) 
     def parse(how: str | None, utc: bool = False, dayfirst: bool = False) -> pd.Series:
         with warnings.catch_warnings():  # "could not infer format": we check the result ourselves
             warnings.simplefilter("ignore", UserWarning)
+            # pandas 2 returns mixed UTC offsets as objects with this warning (pandas 3 raises): either way
+            # the caller sees no datetime dtype and parses again with utc=True
+            warnings.filterwarnings("ignore", "In a future version of pandas, parsing datetimes with mixed time zones",
+                                    FutureWarning)
             try:
                 return pd.to_datetime(column, format=how, errors="coerce", utc=utc, dayfirst=dayfirst)
             except (ValueError, TypeError):  # mixed time zones without utc=True
@@ -281,7 +300,7 @@ def select_columns(available: list[str], include: Sequence[str] | None, exclude:
         for pattern in patterns:
             if not fnmatch.filter(available, str(pattern)):
                 raise UserError(
-                    f"{option} entry {str(pattern)!r} matches no column; the columns are {_preview(available)}"
+                    f"{option} entry {str(pattern)!r} matches no column; the columns are {preview(available)}"
                 )
     def matches(name: str, patterns: Sequence[str]) -> bool:
         return any(fnmatch.fnmatchcase(name, str(p)) for p in patterns)
@@ -292,6 +311,13 @@ def select_columns(available: list[str], include: Sequence[str] | None, exclude:
     return keep
 
 
+def _float32(values: pd.Series | pd.DataFrame) -> pd.Series | pd.DataFrame:
+    """As float32. A magnitude beyond float32's (3.4e38) becomes +-inf, on purpose: non_finite_as_missing
+    then counts it and reads it as missing, as it does inf in the file."""
+    with np.errstate(over="ignore"):
+        return values.astype(np.float32)
+
+
 def numeric(frame: pd.DataFrame, non_numeric: NonNumeric, notes: list[str], excludable: bool = True) -> pd.DataFrame:
     """Every column as float32; text cells refused, or read as missing with data.non_numeric=missing.
     `excludable`: whether leaving the column out is a fix to offer (not for a long file's value column)."""
@@ -300,7 +326,7 @@ def numeric(frame: pd.DataFrame, non_numeric: NonNumeric, notes: list[str], excl
     for name in frame.columns:
         col = frame[name]
         if pd.api.types.is_numeric_dtype(col):
-            out[name] = col.astype(np.float32)
+            out[name] = _float32(col)
             continue
         if pd.api.types.is_datetime64_any_dtype(col):  # dates are not a series to forecast
             values = pd.Series(np.nan, index=col.index)
@@ -309,7 +335,7 @@ def numeric(frame: pd.DataFrame, non_numeric: NonNumeric, notes: list[str], excl
         bad = values.isna() & col.notna()
         if bad.any():
             texts.append((name, int(bad.sum()), col[bad].iloc[0]))
-        out[name] = values.astype(np.float32)
+        out[name] = _float32(values)
     if texts and non_numeric == NonNumeric.refuse:
         name, count, example = texts[0]
         names = ",".join(t[0] for t in texts)
@@ -358,7 +384,7 @@ def long_to_wide(
         long = collapse(long.groupby(["timestamp", "item"], sort=False)["value"], how).reset_index()
     wide = long.pivot(index="timestamp", columns="item", values="value")
     wide.columns = [str(c) for c in wide.columns]
-    return wide.astype(np.float32)
+    return _float32(wide)
 
 
 def _refuse_duplicates(how: Duplicates, what: str) -> None:

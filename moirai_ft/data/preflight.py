@@ -8,7 +8,6 @@ from jaxtyping import Float, Int
 from omegaconf import DictConfig
 from torch import Tensor
 
-from moirai_ft.config.schema import check_patch_size  # torch-free: validate() runs it before any import of torch
 from moirai_ft.errors import UserError
 from moirai_ft.model.families import family_of
 from moirai_ft.data.windows import WindowSpec
@@ -42,9 +41,11 @@ def column_problems(
         )
     missing = 1.0 - observed.mean(axis=0)
     sparse = [c for c, m in zip(columns, missing) if m > data_cfg.max_missing and c not in empty and c not in no_train]
+    train = values[:train_rows]
+    seen = np.isfinite(train).any(axis=0)  # a column without a train value (dropped above) has no spread
+    spread = np.full(train.shape[1], np.nan)
     with np.errstate(all="ignore"):
-        train = values[:train_rows]
-        spread = np.nanmax(train, axis=0) - np.nanmin(train, axis=0)
+        spread[seen] = np.nanmax(train[:, seen], axis=0) - np.nanmin(train[:, seen], axis=0)
     constant = [c for c, s in zip(columns, spread) if s == 0]
     how = "dropped (data.drop_bad_columns=true)" if drop else "kept (data.drop_bad_columns=true drops them)"
     notes = []
@@ -61,8 +62,8 @@ def column_problems(
 
 
 def check_model_fits(spec: WindowSpec, num_variates: int, model_cfg: DictConfig) -> None:
-    """A sample's tokens within max_seq_len and its variates within max_dim (uni2ts's limits)."""
-    check_patch_size(spec.patch_size, list(model_cfg.patch_sizes))
+    """A sample's tokens within max_seq_len and its variates within max_dim (uni2ts's limits); the patch size
+    is one of the model's (validate() checked the config)."""
     tokens = spec.tokens * num_variates
     if tokens > model_cfg.max_seq_len:
         raise UserError(
@@ -99,7 +100,6 @@ def check_windows(
 def check_covariates_fit(spec: WindowSpec, targets: int, known: int, past: int, model_cfg: DictConfig) -> None:
     """A sample with covariates within max_seq_len and max_dim. `targets` per sample (1 in mode S). A known
     covariate takes a variate's context and horizon tokens, a past covariate its context tokens only."""
-    check_patch_size(spec.patch_size, list(model_cfg.patch_sizes))
     tokens = (targets + known) * spec.tokens + past * spec.context_tokens
     limit = model_cfg.max_seq_len
     if tokens > limit:

@@ -76,7 +76,7 @@ def _read_csv(path: Path, data_cfg: DictConfig, notes: list[str]) -> pd.DataFram
     return pd.read_csv(path, sep=sep, decimal=decimal, low_memory=False)
 
 
-def _timestamps_from_index(raw: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+def timestamps_from_index(raw: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     """A Parquet file written from a frame indexed by time keeps the timestamps in its index: they become
     the first column, as does any named index (epoch numbers, say). An unnamed index that holds no
     timestamps (the row numbers of a filtered frame) is dropped."""
@@ -125,7 +125,7 @@ def read_file(data_cfg: DictConfig, notes: list[str]) -> pd.DataFrame:
         raise UserError(f"data.path={path} is empty; export the data again or point data.path at another file")
     try:
         if path.is_dir() or path.suffix.lower() in PARQUET_SUFFIXES:
-            raw = _timestamps_from_index(_plain_categories(pd.read_parquet(path)), notes)
+            raw = timestamps_from_index(_plain_categories(pd.read_parquet(path)), notes)
         else:
             raw = _read_csv(path, data_cfg, notes)
     except pd.errors.EmptyDataError:
@@ -142,4 +142,10 @@ def read_file(data_cfg: DictConfig, notes: list[str]) -> pd.DataFrame:
     if len(raw) == 0:
         raise UserError(f"data.path={path} has a header but no rows; export the data again")
     raw.columns = [str(c).strip() for c in raw.columns]
+    repeated = raw.columns[raw.columns.duplicated()]
+    if len(repeated):  # a Parquet file may repeat a name; trimming may make two CSV names one ("a", " a")
+        raise UserError(
+            f"data.path={path} has {raw.columns.tolist().count(repeated[0])} columns named {repeated[0]!r} (spaces "
+            "around names ignored); give each column its own name in the file"
+        )
     return raw

@@ -17,7 +17,7 @@ from typing import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from moirai_ft.errors import UserError
+from moirai_ft.errors import UserError, preview
 
 TARGET, KNOWN, PAST = "target", "known_covariate", "past_covariate"
 # config key of each role, in the order a sample lays its variates out (uni2ts's MoiraiForecast._convert)
@@ -49,14 +49,10 @@ class Roles:
         roles = Roles(*(tuple(c for c in names if c in kept) for names in (self.targets, self.known, self.past)))
         if not roles.targets:
             raise UserError(
-                f"every target column ({_preview(self.targets)}) was dropped as empty, mostly missing or constant; "
+                f"every target column ({preview(self.targets, 6)}) was dropped as empty, mostly missing or constant; "
                 "choose other data.targets or set data.drop_bad_columns=false"
             )
         return roles
-
-
-def _preview(names: Sequence[str], limit: int = 6) -> str:
-    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
 def _patterns(data_cfg: DictConfig, key: str) -> list[str]:
@@ -83,7 +79,7 @@ def resolve_roles(columns: Sequence[str], data_cfg: DictConfig) -> Roles | None:
             if not hits:
                 raise UserError(
                     f"data.{ROLE_KEYS[role]} names {p!r}, which matches no column; the selected columns are "
-                    f"{_preview(list(columns))} (after data.columns/data.exclude); fix the name or glob"
+                    f"{preview(list(columns), 6)} (after data.columns/data.exclude); fix the name or glob"
                 )
             names += [c for c in hits if c not in names]
         matched[role] = names

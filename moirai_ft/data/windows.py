@@ -16,6 +16,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from moirai_ft.values import plain
+
 Batch = dict[str, Tensor]
 
 
@@ -61,7 +63,7 @@ class Windows:
         self.series = series
         self.starts = starts
         self.spec = spec
-        self.mode = str(getattr(mode, "value", mode))  # the config's Mode enum member, or its value
+        self.mode = str(plain(mode))  # the config's Mode enum member, or its value
         if self.mode not in ("S", "M"):
             raise ValueError(f"mode must be 'S' or 'M', got {mode!r}")
         self._offsets = torch.arange(-spec.context_length, spec.prediction_length, device=series.device)

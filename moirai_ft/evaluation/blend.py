@@ -10,16 +10,20 @@ The weight is chosen by the job's monitor (moirai_ft/search/monitor.py): WQL for
 val_nll has no value for an average of quantiles (it is no distribution with a density the model
 returns), so a val_nll job chooses by WQL, the CRPS approximation, and says so in metrics.json.
 
-Pure numpy.
+Pure numpy; the forecaster reads the weight back from metrics.json (`recorded_weight`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from jaxtyping import Float
+
+from moirai_ft.errors import UserError
 
 GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 FALLBACK_METRIC = "wql"  # for monitor=val_nll
@@ -50,3 +54,12 @@ def choose_weight(
     if not finite:  # a broken forecast everywhere: the selected model, and the NaN scores say why
         return 1.0, scores
     return -min(finite)[1], scores
+
+
+def recorded_weight(metrics: dict[str, Any], job_dir: Path) -> float:
+    """The blend weight a job chose (metrics.json `blend_weight`); one line saying how to get one if none."""
+    weight = metrics.get("blend_weight")
+    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not 0.0 <= weight <= 1.0:
+        raise UserError(f"{job_dir} has no blend (it ran without blend=true); choose its weight without retraining: "
+                        f"python -m moirai_ft.evaluate {job_dir} blend=true")
+    return float(weight)

@@ -1,15 +1,15 @@
 """Is an improvement over zero-shot real? A paired bootstrap over test windows.
 
-Every forecast metric of moirai_ft/evaluation/metrics.py is a function of sums over the evaluated items
-(MAE = sum|e| / count, WQL = mean over levels of sum(quantile loss) / sum|y|, ...). `item_parts` keeps
-those sums per item, so a bootstrap replicate is one weighted sum per part: resampling windows with
-replacement is a multinomial count per window, and `counts @ parts` gives every replicate at once.
+Every forecast metric is a function of sums over the evaluated items (moirai_ft/scores.py: MAE =
+sum|e| / count, WQL = mean over levels of sum(quantile loss) / sum|y|, ...). `item_parts` keeps those sums
+per item, so a bootstrap replicate is one weighted sum per part: resampling windows with replacement is a
+multinomial count per window, and `counts @ parts` gives every replicate at once.
 
 Paired: the fine-tuned and the zero-shot model are scored on the same resampled windows in each
 replicate, so the interval is that of the relative improvement itself, not of two separate metrics.
 Items of one window (the variates of a mode=M window) are resampled together (`groups`).
 
-Pure numpy, no torch: the covariates' evaluation and analyze can use it as well.
+Pure numpy, no torch.
 """
 
 from __future__ import annotations
@@ -19,55 +19,10 @@ import math
 import numpy as np
 from jaxtyping import Float, Int
 
+from moirai_ft.scores import METRIC_NAMES, metrics_from_sums
+
 LEVEL = 0.95
 N_BOOT = 1000
-
-# part columns of item_parts, in order, then one quantile-loss sum per level
-PARTS = ("count", "abs_err", "sq_err", "scaled_abs_err", "abs_label")
-
-
-def item_parts(
-    label: Float[np.ndarray, "item time"],
-    quantiles: Float[np.ndarray, "item level time"],
-    seasonal_error: Float[np.ndarray, "item"] | None = None,
-    levels: tuple[float, ...] | None = None,
-) -> Float[np.ndarray, "item part"]:
-    """Per-item sums from which metrics.forecast_metrics's values follow (see `metrics_from_sums`).
-    `levels`: those of `quantiles`, metrics.QUANTILE_LEVELS by default."""
-    if levels is None:  # imported here: analyze.py reads `significant` from this module without torch
-        from moirai_ft.evaluation.metrics import QUANTILE_LEVELS as levels
-    label = np.asarray(label, np.float64)
-    quantiles = np.asarray(quantiles, np.float64)
-    observed = np.isfinite(label)
-    y = np.where(observed, label, 0.0)
-    median = quantiles[:, levels.index(0.5)]
-    abs_err = np.where(observed, np.abs(y - median), 0.0)
-    sq_err = np.where(observed, (y - median) ** 2, 0.0)
-    if seasonal_error is not None:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            scaled = np.where(observed, abs_err / np.asarray(seasonal_error, np.float64)[:, None], 0.0)
-    else:
-        scaled = np.full_like(abs_err, np.nan)
-    q = np.asarray(levels)[None, :, None]
-    qloss = 2 * np.abs((y[:, None] - quantiles) * ((quantiles >= y[:, None]) - q))
-    qloss = np.where(observed[:, None], qloss, 0.0).sum(axis=2)  # (item, level)
-    cols = [observed.sum(1), abs_err.sum(1), sq_err.sum(1), scaled.sum(1), np.abs(y).sum(1)]
-    return np.column_stack(cols + [qloss[:, i] for i in range(len(levels))])
-
-
-def metrics_from_sums(sums: Float[np.ndarray, "... part"]) -> dict[str, Float[np.ndarray, "..."]]:
-    """mae, mse, rmse, mase, wql from summed parts (one row per bootstrap replicate, or one row)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        n = np.where(sums[..., 0] > 0, sums[..., 0], np.nan)
-        mse = sums[..., 2] / n
-        qloss = sums[..., len(PARTS):]
-        return {
-            "mae": sums[..., 1] / n,
-            "mse": mse,
-            "rmse": np.sqrt(mse),
-            "mase": sums[..., 3] / n,
-            "wql": np.mean(qloss / sums[..., len(PARTS) - 1 : len(PARTS)], axis=-1),
-        }
 
 
 def replicate_counts(n_groups: int, n_boot: int = N_BOOT, seed: int = 0) -> Int[np.ndarray, "boot group"]:
@@ -95,7 +50,7 @@ def relative_improvement_interval(
     n_groups = int(groups.max()) + 1 if len(groups) else 0
     out: dict[str, list[float] | None] = {}
     if n_groups == 0:
-        return {k: None for k in (names or ("mae", "mse", "rmse", "mase", "wql"))}
+        return {k: None for k in (names or METRIC_NAMES)}
     # items summed per window first: a replicate draws whole windows
     per_group = [np.zeros((n_groups, finetuned.shape[1])) for _ in range(2)]
     np.add.at(per_group[0], groups, finetuned)

@@ -35,6 +35,7 @@ from moirai_ft.evaluation.forecast import eval_device, evaluating_on, fingerprin
 from moirai_ft.evaluation.metrics import rel_improvement, seasonal_errors, seasonality
 from moirai_ft.evaluation.plot import forecast_panels, plot_forecasts
 from moirai_ft.evaluation.scoring import eval_items, improvement_intervals, model_metrics
+from moirai_ft.evaluation.zero_shot import SharedZeroShot
 from moirai_ft.model.families import family_of
 
 log = logging.getLogger(__name__)
@@ -58,13 +59,15 @@ def evaluate_models(
     zero_shot: torch.nn.Module,
     job_dir: Path,
     val_nll: tuple[float | None, float | None] = (None, None),
+    shared: SharedZeroShot | None = None,
 ) -> dict[str, Any]:
     """The zero-shot model and the job's selected model (loaded from checkpoints/best, so a job and its
     re-evaluation score the same thing the same way) on the same test windows. Returns the metrics.json
     keys and writes forecast.png.
 
     `val_nll`: (selected, zero-shot) validation NLL when the training already measured them on the
-    same windows; a None is measured here (re-evaluation, where the test checks both agree)."""
+    same windows; a None is measured here (re-evaluation, where the test checks both agree). `shared`: the
+    sweep's zero-shot entries, where the zero-shot model's part is read when another job computed it."""
     started = time.perf_counter()
     try:
         selected = family_of(cfg.model).from_pretrained(selected_dir(job_dir))
@@ -87,19 +90,22 @@ def evaluate_models(
     results: dict[str, dict[str, float]] = {}
     quantiles: dict[str, np.ndarray] = {}
     known = {"fine-tuned": val_nll[0], "zero-shot": val_nll[1]}
-    for label, module in (("zero-shot", zero_shot), ("fine-tuned", selected)):
+
+    def score(label: str, module: torch.nn.Module) -> tuple[np.ndarray, dict[str, float]]:
         with evaluating_on(module, device):
-            quantiles[label] = forecast_quantiles(
-                module, data.test, batches, cfg.eval.num_samples, cfg.eval.seed, desc=f"test {label}"
-            )
+            q = forecast_quantiles(module, data.test, batches, cfg.eval.num_samples, cfg.eval.seed, desc=f"test {label}")
             nll = known[label]
-            results[label] = {
-                **model_metrics(quantiles[label], items, data, seasonal),
+            return q, {
+                **model_metrics(q, items, data, seasonal),
                 "val_nll": float(nll) if nll is not None else validation_nll(module, data.val, val_batches),
             }
+
+    quantiles["zero-shot"], results["zero-shot"] = (
+        shared.test(cfg, lambda: score("zero-shot", zero_shot)) if shared is not None else score("zero-shot", zero_shot))
+    quantiles["fine-tuned"], results["fine-tuned"] = score("fine-tuned", selected)
     # blend=true, calibrate=conformal: fitted on both models' validation forecasts (moirai_ft/evaluation/planning.py)
     planned = planning.evaluate_plans(cfg, data, {"zero-shot": zero_shot, "fine-tuned": selected}, device, val_batches,
-                                      quantiles, results, items, seasonal, len(ids), job_dir)
+                                      quantiles, results, items, seasonal, len(ids), job_dir, shared)
     without: dict[str, Any] = {}
     if data.test.has_covariates:  # a third row: did the covariates help the fine-tuned model?
         with evaluating_on(selected, device):
@@ -126,7 +132,7 @@ def evaluate_models(
             "device": str(device),
             "wall_s": round(time.perf_counter() - started, 3),
         },
-        "zero_shot_fingerprint": fingerprint(zero_shot),
+        "zero_shot_fingerprint": shared.weights if shared is not None else fingerprint(zero_shot),
     }
 
 
@@ -136,12 +142,13 @@ def evaluate_job(
     zero_shot: torch.nn.Module,
     job_dir: Path,
     val_nll: tuple[float | None, float | None] = (None, None),
+    shared: SharedZeroShot | None = None,
 ) -> dict[str, Any]:
     """evaluate_models for run_job: a failing evaluation does not undo a finished training. The job keeps
     its checkpoints and metrics, gains `test_error` (traceback in eval_error.log), and can be
     re-evaluated with `python -m moirai_ft.evaluate <job_dir>`."""
     try:
-        return evaluate_models(cfg, data, zero_shot, Path(job_dir), val_nll)
+        return evaluate_models(cfg, data, zero_shot, Path(job_dir), val_nll, shared)
     except Exception as e:  # noqa: BLE001 - recorded, training result kept
         (Path(job_dir) / EVAL_ERROR_LOG).write_text(traceback.format_exc())
         first = first_line(e)
@@ -153,7 +160,7 @@ def summary_line(metrics: dict[str, Any]) -> str:
     """One line for the end of a job: the selected model's test metrics against zero-shot."""
     test, zero, rel = metrics.get("test"), metrics.get("zero_shot_test"), metrics.get("rel_improvement")
     if not test or not zero or not rel:
-        return f"test: no evaluation ({metrics.get('test_error', 'not run')})"
+        return f"test: no evaluation ({metrics.get('test_error') or metrics.get('test_skipped') or 'not run'})"
 
     def num(x: float | None) -> str:
         return "nan" if x is None or not math.isfinite(x) else f"{x:.4g}"
@@ -163,4 +170,5 @@ def summary_line(metrics: dict[str, Any]) -> str:
 
     parts = [f"{k} {num(test.get(k))} vs zero-shot {num(zero.get(k))} ({pct(rel.get(k))})" for k in SUMMARY_METRICS]
     n = metrics.get("test_eval", {}).get("series_windows", "?")
-    return f"test ({n} windows): " + ", ".join(parts) + f"; finetune_helped={metrics.get('finetune_helped')}"
+    line = f"test ({n} windows): " + ", ".join(parts) + f"; finetune_helped={metrics.get('finetune_helped')}"
+    return "; ".join([line, *planning.summary_parts(metrics)])

@@ -10,7 +10,8 @@ observed target of every window (gluonts's `axis=None`):
 - WQL: mean over levels 0.1..0.9 of sum(quantile loss) / sum(|y|), gluonts's
   `MeanWeightedSumQuantileLoss`, the CRPS approximation Moirai's paper reports as CRPS.
 Missing targets (NaN) are excluded from every sum and mean. tests/evaluation/test_metrics.py checks these
-functions against gluonts's own `evaluate_forecasts` on the same arrays.
+functions against gluonts's own `evaluate_forecasts` on the same arrays. Each metric is defined once, in
+moirai_ft/scores.py (its sums and its value); this module scores whole test sets with those definitions.
 """
 
 from __future__ import annotations
@@ -21,27 +22,11 @@ import math
 import numpy as np
 from gluonts.time_feature import get_seasonality
 from jaxtyping import Float, Int
-from torch import Tensor
 
 from moirai_ft.evaluation.coverage import BANDS
+from moirai_ft.scores import METRICS, QUANTILE_LEVELS, item_parts, metrics_from_sums
 
 log = logging.getLogger(__name__)
-
-# quantile levels kept per forecast: 0.1 and 0.9 bound the 80% band, 0.5 is the point forecast
-QUANTILE_LEVELS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-MEDIAN = QUANTILE_LEVELS.index(0.5)
-LOWER_80, UPPER_80 = QUANTILE_LEVELS.index(0.1), QUANTILE_LEVELS.index(0.9)
-
-
-def sample_quantiles(
-    samples: Float[Tensor, "sample *rest"], levels: tuple[float, ...] = QUANTILE_LEVELS
-) -> Float[Tensor, "level *rest"]:
-    """Quantiles of sampled paths as gluonts's SampleForecast computes them (an order statistic)."""
-    n = samples.shape[0]
-    # np.round rounds half to even, as gluonts does; the index is plain Python, no host sync
-    picks = [int(np.round((n - 1) * q)) for q in levels]
-    ordered = samples.sort(dim=0).values
-    return ordered[picks]
 
 
 def seasonality(freq: str) -> int:
@@ -85,35 +70,12 @@ def forecast_metrics(
     seasonal_error: Float[np.ndarray, "item"] | None = None,
     levels: tuple[float, ...] = QUANTILE_LEVELS,
 ) -> dict[str, float]:
-    """MAE, MSE, RMSE of the median and, given seasonal errors, MASE; WQL over `levels`.
-
-    NaN labels are excluded; a NaN forecast is not (it makes the metric NaN, so a broken model shows).
-    """
-    label = np.asarray(label, np.float64)
-    quantiles = np.asarray(quantiles, np.float64)
-    observed = np.isfinite(label)
-    n = int(observed.sum())
-    if n == 0:
-        return {k: math.nan for k in ("mae", "mse", "rmse", "mase", "wql")}
-    y = np.where(observed, label, 0.0)
-    median = quantiles[:, levels.index(0.5)]
-    abs_err = np.where(observed, np.abs(y - median), 0.0)
-    sq_err = np.where(observed, (y - median) ** 2, 0.0)
-    out = {"mae": abs_err.sum() / n, "mse": sq_err.sum() / n}
-    out["rmse"] = math.sqrt(out["mse"])
-    if seasonal_error is not None:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            scaled = np.where(observed, abs_err / np.asarray(seasonal_error, np.float64)[:, None], 0.0)
-        out["mase"] = scaled.sum() / n
-    q = np.asarray(levels)[None, :, None]
-    pred = quantiles
-    # gluonts's quantile loss: 2 |(y - pred) * (1{pred >= y} - q)|
-    qloss = 2 * np.abs((y[:, None] - pred) * ((pred >= y[:, None]) - q))
-    qloss = np.where(observed[:, None], qloss, 0.0).sum(axis=(0, 2))
-    abs_label = np.abs(y).sum()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out["wql"] = float(np.mean(qloss / abs_label))
-    return {k: float(v) for k, v in out.items()}
+    """Every metric of moirai_ft/scores.py over all items (MASE only given seasonal errors): MAE, MSE, RMSE
+    of the median, WQL over `levels`. NaN labels are excluded; a NaN forecast is not (it makes the metric
+    NaN, so a broken model shows)."""
+    names = tuple(m.name for m in METRICS if seasonal_error is not None or not m.seasonal)
+    totals = item_parts(label, quantiles, seasonal_error, levels).sum(0)
+    return {k: float(v) for k, v in metrics_from_sums(totals, names).items()}
 
 
 def rel_improvement(finetuned: dict[str, float], zero_shot: dict[str, float]) -> dict[str, float]:

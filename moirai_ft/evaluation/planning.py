@@ -31,9 +31,11 @@ from moirai_ft.evaluation.blend import FALLBACK_METRIC, blend, choose_weight
 from moirai_ft.evaluation.calibration import METHOD, Calibration, fit_conformal
 from moirai_ft.evaluation.coverage import band_coverages
 from moirai_ft.evaluation.forecast import evaluating_on, forecast_quantiles
-from moirai_ft.evaluation.metrics import QUANTILE_LEVELS, rel_improvement, seasonal_errors, seasonality
+from moirai_ft.evaluation.metrics import rel_improvement, seasonal_errors, seasonality
+from moirai_ft.evaluation.zero_shot import VALIDATION_FORECAST, SharedZeroShot
 from moirai_ft.evaluation.scoring import EvalItems, eval_items, improvement_intervals, model_metrics
-from moirai_ft.search.monitor import MONITORS
+from moirai_ft.scores import MONITORS, QUANTILE_LEVELS
+from moirai_ft.values import plain
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ def scorer(data: PreparedData, items: EvalItems, pred: int,
 def calibrate_on(cfg: DictConfig) -> bool:
     """calibrate=conformal (a job from before the key existed has none)."""
     value = OmegaConf.select(cfg, "calibrate", default="none")
-    return str(getattr(value, "value", value)) == METHOD
+    return str(plain(value)) == METHOD
 
 
 def blend_on(cfg: DictConfig) -> bool:
@@ -80,8 +82,28 @@ def wanted(cfg: DictConfig) -> bool:
 def blend_metric(cfg: DictConfig) -> str:
     """The test metric the blend's weight minimises on validation: the monitor's (val_crps: wql, val_mae:
     mae); val_nll has no value for an average of quantiles, so WQL."""
-    monitor = str(getattr(cfg.monitor, "value", cfg.monitor))
-    return MONITORS.get(monitor, (None, None, None))[2] or FALLBACK_METRIC
+    monitor = MONITORS.get(str(plain(cfg.monitor)))
+    return (monitor.metric if monitor else None) or FALLBACK_METRIC
+
+
+def summary_parts(metrics: dict[str, Any]) -> list[str]:
+    """For the job's last line: the 80% band's coverage, and the blend's and the calibration's effect."""
+    def share(x: Any) -> str:
+        return f"{x:.1%}" if isinstance(x, (int, float)) and np.isfinite(x) else "n/a"
+
+    test, zero = metrics.get("test") or {}, metrics.get("zero_shot_test") or {}
+    parts = []
+    if "coverage_80" in test:
+        parts.append(f"80% band holds {share(test['coverage_80'])} (zero-shot {share(zero.get('coverage_80'))})")
+    cal = metrics.get("test_calibrated") or {}
+    if "coverage_80" in cal:
+        parts.append(f"{share(cal.get('coverage_80'))} calibrated")
+    if "blend_weight" in metrics:
+        metric = (metrics.get("blend_validation") or {}).get("metric", "wql")
+        value = (metrics.get("test_blend") or {}).get(metric)
+        parts.append(f"blend w={metrics['blend_weight']:g} {metric} "
+                     + (f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"))
+    return parts
 
 
 def plan_forecasts(
@@ -111,8 +133,9 @@ def plan_forecasts(
             blend_weight=weight,
             blend_validation={"metric": metric, "scores": scores},
             test_blend=blended,
-            blend_rel_improvement={"vs_fine_tuned": rel_improvement(blended, tested[FINETUNED]),
-                                   "vs_zero_shot": rel_improvement(blended, tested[ZERO_SHOT])},
+            # over the blend's metrics (a quantile average has no validation NLL)
+            blend_rel_improvement={part: rel_improvement(blended, {k: v for k, v in tested[name].items() if k in blended})
+                                   for part, name in (("vs_fine_tuned", FINETUNED), ("vs_zero_shot", ZERO_SHOT))},
             blend_ci={"vs_fine_tuned": intervals(test_q[BLEND], test_q[FINETUNED]),
                       "vs_zero_shot": intervals(test_q[BLEND], test_q[ZERO_SHOT])},
         )
@@ -148,18 +171,24 @@ def evaluate_plans(
     cfg: DictConfig, data: PreparedData, modules: dict[str, torch.nn.Module], device: torch.device,
     val_batches: list[torch.Tensor], test_q: dict[str, Quantiles], tested: dict[str, dict[str, float]],
     items: EvalItems, seasonal: Float[np.ndarray, "item"], windows: int, job_dir: Path,
+    shared: SharedZeroShot | None = None,
 ) -> dict[str, Any]:
     """plan_forecasts for the job's evaluation (evaluate.evaluate_models): both models ("zero-shot",
     "fine-tuned") forecast the validation windows, then the blend and the calibration are fitted there and
-    scored on the test items. {} when neither option is on (a stale calibration.json is removed)."""
+    scored on the test items. {} when neither option is on (a stale calibration.json is removed). `shared`:
+    the sweep's zero-shot entries (moirai_ft/evaluation/zero_shot.py): the zero-shot model's validation
+    forecast is read there when another job of the sweep computed it."""
     if not wanted(cfg):
         (Path(job_dir) / calibration.CALIBRATION).unlink(missing_ok=True)  # from an earlier evaluation
         return {}
-    val_q = {}
-    for name, module in modules.items():
-        with evaluating_on(module, device):
-            val_q[name] = forecast_quantiles(module, data.val, val_batches, cfg.eval.num_samples, cfg.eval.seed,
-                                             desc=f"validation {name}")
+    def forecast(name: str) -> Quantiles:
+        with evaluating_on(modules[name], device):
+            return forecast_quantiles(modules[name], data.val, val_batches, cfg.eval.num_samples, cfg.eval.seed,
+                                      desc=f"validation {name}")
+
+    val_q = {name: forecast(name) for name in modules if name != ZERO_SHOT or shared is None}
+    if shared is not None:
+        val_q[ZERO_SHOT] = shared.quantiles(VALIDATION_FORECAST, cfg, lambda: forecast(ZERO_SHOT))
     pred = test_q[ZERO_SHOT].shape[-1]
 
     def intervals(candidate: Quantiles, baseline: Quantiles) -> dict[str, list[float] | None]:

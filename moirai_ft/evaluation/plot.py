@@ -12,8 +12,8 @@ from jaxtyping import Float
 from matplotlib.figure import Figure
 
 from moirai_ft.data.prepare import PreparedData
-from moirai_ft.evaluation.metrics import LOWER_80, MEDIAN, UPPER_80
 from moirai_ft.evaluation.scoring import EvalItems
+from moirai_ft.scores import LOWER_80, MEDIAN, UPPER_80
 
 # one colour per model, in the order the forecasts are given
 COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
@@ -28,7 +28,7 @@ class Panel:
     context: Float[np.ndarray, "ctx"]
     horizon_time: pd.DatetimeIndex
     truth: Float[np.ndarray, "pred"]
-    # model label -> quantiles at metrics.QUANTILE_LEVELS
+    # model label -> quantiles at scores.QUANTILE_LEVELS
     forecasts: dict[str, Float[np.ndarray, "level pred"]] = field(default_factory=dict)
 
 
@@ -39,7 +39,8 @@ def plot_forecasts(panels: list[Panel], path: Path | None = None) -> Figure:
     axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0] if panels else []
     for ax, panel in zip(axes, panels):
         ax.plot(panel.context_time, panel.context, color="0.35", lw=0.9, label="context")
-        ax.plot(panel.horizon_time, panel.truth, color="black", lw=1.2, label="truth")
+        if np.isfinite(panel.truth).any():  # a forecast past the data's end has no truth to draw
+            ax.plot(panel.horizon_time, panel.truth, color="black", lw=1.2, label="truth")
         for colour, (label, q) in zip(COLOURS, panel.forecasts.items()):
             ax.fill_between(panel.horizon_time, q[LOWER_80], q[UPPER_80], color=colour, alpha=0.2, lw=0)
             ax.plot(panel.horizon_time, q[MEDIAN], color=colour, lw=1.2, label=f"{label} median, 80% band")

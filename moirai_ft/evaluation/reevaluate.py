@@ -19,7 +19,8 @@ from typing import Any
 import lightning as L
 
 from moirai_ft import weights
-from moirai_ft.artifacts import METRICS, load_job_config, read_metrics, write_json_atomic
+from moirai_ft.artifacts import METRICS, read_metrics, write_json_atomic
+from moirai_ft.config.saved import load_job_config
 from moirai_ft.config.schema import validate
 from moirai_ft.data.prepare import prepare
 from moirai_ft.errors import UserError
@@ -48,7 +49,7 @@ def reevaluate(job_dir: Path, overrides: list[str] | None = None) -> dict[str, A
             f"the zero-shot model rebuilt from model.checkpoint={cfg.model.checkpoint} (init={cfg.model.init}, "
             f"seed={cfg.seed}) is not the one {job_dir} started from; point model.checkpoint at that model"
         )
-    for key in ("test_error", *planning.KEYS):  # an earlier evaluation's, which this one may not repeat
+    for key in ("test_error", "test_skipped", *planning.KEYS):  # an earlier evaluation's, which this one may not repeat
         metrics.pop(key, None)
     metrics.update(evaluate_models(cfg, data, zero_shot, job_dir))
     write_json_atomic(job_dir / METRICS, metrics)

@@ -11,9 +11,10 @@ from torch import Tensor
 
 from moirai_ft.data.prepare import PreparedData
 from moirai_ft.data.windows import Windows
-from moirai_ft.evaluation.bootstrap import item_parts, relative_improvement_interval
+from moirai_ft.evaluation.bootstrap import relative_improvement_interval
 from moirai_ft.evaluation.coverage import band_coverages
-from moirai_ft.evaluation.metrics import QUANTILE_LEVELS, forecast_metrics
+from moirai_ft.evaluation.metrics import forecast_metrics
+from moirai_ft.scores import QUANTILE_LEVELS, item_parts, on_scale, report_names
 
 
 @dataclass
@@ -36,22 +37,15 @@ def eval_items(windows: Windows, ids: Int[Tensor, "n"]) -> EvalItems:
 def model_metrics(
     q_norm: Float[np.ndarray, "item level pred"], items: EvalItems, data: PreparedData, seasonal: Float[np.ndarray, "item"]
 ) -> dict[str, float]:
-    """Normalised-scale MSE/MAE (the long-sequence-forecasting convention) and original-unit metrics."""
+    """Each metric on the scales moirai_ft/scores.py gives it: mse_norm, mae_norm (normalised, the
+    long-sequence-forecasting convention), mae, rmse, mase, wql (original units)."""
     rows = items.starts[:, None] + np.arange(q_norm.shape[-1])
     cols = items.columns[:, None]
     norm = forecast_metrics(data.normalized[rows, cols], q_norm)
     q_orig = q_norm * data.std[items.columns][:, None, None] + data.mean[items.columns][:, None, None]
     orig = forecast_metrics(data.table.values[rows, cols], q_orig, seasonal)
-    return {
-        "mse_norm": norm["mse"],
-        "mae_norm": norm["mae"],
-        "mae": orig["mae"],
-        "rmse": orig["rmse"],
-        "mase": orig["mase"],
-        "wql": orig["wql"],
-        # gluonts's Coverage of the central bands (moirai_ft/evaluation/coverage.py): not a loss, no rel_improvement
-        **band_coverages(data.table.values[rows, cols], q_orig, QUANTILE_LEVELS),
-    }
+    # gluonts's Coverage of the central bands (moirai_ft/evaluation/coverage.py): not a loss, no rel_improvement
+    return {**report_names(norm, orig), **band_coverages(data.table.values[rows, cols], q_orig, QUANTILE_LEVELS)}
 
 
 def improvement_intervals(
@@ -66,6 +60,6 @@ def improvement_intervals(
     scale = lambda q: q * data.std[items.columns][:, None, None] + data.mean[items.columns][:, None, None]  # noqa: E731
     norm = [item_parts(data.normalized[rows, cols], quantiles[k]) for k in ("fine-tuned", "zero-shot")]
     orig = [item_parts(data.table.values[rows, cols], scale(quantiles[k]), seasonal) for k in ("fine-tuned", "zero-shot")]
-    on_norm = relative_improvement_interval(*norm, groups=groups, seed=seed, names=("mse", "mae"))
-    on_orig = relative_improvement_interval(*orig, groups=groups, seed=seed, names=("mae", "rmse", "mase", "wql"))
-    return {"mse_norm": on_norm["mse"], "mae_norm": on_norm["mae"], **on_orig}
+    on_norm = relative_improvement_interval(*norm, groups=groups, seed=seed, names=on_scale("norm"))
+    on_orig = relative_improvement_interval(*orig, groups=groups, seed=seed, names=on_scale("orig"))
+    return report_names(on_norm, on_orig)

@@ -8,6 +8,7 @@ which parameters its patterns train, and its preflight limits. The rest of the p
 
 from __future__ import annotations
 
+import inspect
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -24,18 +25,44 @@ from moirai_ft.config.schema import CompileMode
 from moirai_ft.console import is_terminal
 from moirai_ft.data.windows import Batch, Windows, WindowSpec
 from moirai_ft.errors import UserError
-from moirai_ft.evaluation.metrics import QUANTILE_LEVELS
 from moirai_ft.model.fast_path import distribution_validation, use_fast_path
+from moirai_ft.scores import QUANTILE_LEVELS
+from moirai_ft.values import plain
 
 PROGRESS_MIN_BATCHES = 20  # show a forecast progress bar from this many batches on
 HEAD_ONLY, FREEZE_FFN, FULL = "head_only", "freeze_ffn", "full"
 
-# per batch: (batch, variate, level, pred) quantiles on the normalised scale
-QuantileFn = Callable[[Windows, Int[Tensor, "batch"]], Float[Tensor, "batch var level pred"]]
+
+
+def sample_quantiles(
+    samples: Float[Tensor, "sample *rest"], levels: tuple[float, ...] = QUANTILE_LEVELS
+) -> Float[Tensor, "level *rest"]:
+    """Quantiles of sampled paths as gluonts's SampleForecast computes them (an order statistic)."""
+    n = samples.shape[0]
+    # np.round rounds half to even, as gluonts does; the index is plain Python, no host sync
+    picks = [int(np.round((n - 1) * q)) for q in levels]
+    ordered = samples.sort(dim=0).values
+    return ordered[picks]
+
+
+# name -> the family; each concrete ModelFamily subclass registers itself when its module is imported
+# (moirai_ft/model/families/ imports every module of its package; a family elsewhere is named by its module)
+FAMILIES: dict[str, ModelFamily] = {}
 
 
 class ModelFamily(ABC):
-    """One Moirai family. Stateless: one instance per family serves every job."""
+    """One Moirai family. Stateless: one instance per family serves every job.
+
+    ADDING A FAMILY: one module (a subclass setting `name` and the abstract methods; in
+    moirai_ft/model/families/ or anywhere importable) and one conf/model/<option>.yaml with `family: <name>`
+    (a family outside the package: `family: <its module's dotted path>`)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not inspect.isabstract(cls) and "name" in vars(cls):
+            if cls.name in FAMILIES and type(FAMILIES[cls.name]) is not cls:
+                raise TypeError(f"two model families named {cls.name!r}: {type(FAMILIES[cls.name]).__qualname__}, {cls.__qualname__}")
+            FAMILIES[cls.name] = cls()
 
     name: ClassVar[str]  # metrics.json `family`
     title: ClassVar[str]  # for messages: "Moirai 2.0"
@@ -52,8 +79,6 @@ class ModelFamily(ABC):
 
     def from_pretrained(self, path: str | os.PathLike, **kwargs) -> nn.Module:
         return self.module_class.from_pretrained(str(path), **kwargs)
-
-    model_options: ClassVar[tuple[str, ...]] = ()  # conf/model options of this family (for messages)
 
     def prepare_module(self, module: nn.Module) -> nn.Module:
         """The module as the fine-tuner trains it: uni2ts's classes swapped for sync-free ones (same values)."""
@@ -85,20 +110,40 @@ class ModelFamily(ABC):
         return float(total / max(count, 1))
 
     # --- forecasting -------------------------------------------------------------------------
-    @abstractmethod
+    # a family forecasts either by sampled paths (batch_paths: Moirai 1.x, MoE; the paths also give a mean)
+    # or by quantiles directly (batch_quantiles: Moirai 2.0's quantile head, which has no mean)
+    def batch_paths(self, module: nn.Module, windows: Windows, idx: Int[Tensor, "batch"], num_samples: int) -> Tensor | None:
+        """(sample, batch, variate, pred) sampled paths for these windows, normalised scale, or None for a
+        family that forecasts quantiles only; random draws come from torch's global generator."""
+        return None
+
     def batch_quantiles(self, module: nn.Module, windows: Windows, idx: Int[Tensor, "batch"], num_samples: int) -> Tensor:
         """(batch, variate, level, pred) forecast quantiles (QUANTILE_LEVELS) for these windows,
         normalised scale; random draws come from torch's global generator (seeded by the caller)."""
+        return self.batch_forecast(module, windows, idx, num_samples)[0]
 
-    def forecast_quantiles(
+    def batch_forecast(
+        self, module: nn.Module, windows: Windows, idx: Int[Tensor, "batch"], num_samples: int
+    ) -> tuple[Float[Tensor, "batch var level pred"], Float[Tensor, "batch var pred"] | None]:
+        """(quantiles, mean of the sampled paths or None): the paths' quantiles as gluonts's SampleForecast
+        computes them, or the family's own batch_quantiles."""
+        paths = self.batch_paths(module, windows, idx, num_samples)
+        if paths is None:
+            if type(self).batch_quantiles is ModelFamily.batch_quantiles:
+                raise NotImplementedError(f"{self.title} defines neither batch_paths nor batch_quantiles")
+            return self.batch_quantiles(module, windows, idx, num_samples), None
+        return sample_quantiles(paths).permute(1, 2, 0, 3), paths.mean(0)
+
+    def forecast(
         self, module: nn.Module, windows: Windows, batches: list[Int[Tensor, "batch"]], num_samples: int,
         seed: int, desc: str,
-    ) -> Float[np.ndarray, "item level pred"]:
-        """Quantiles per item (window, variate) for every batch, in the module's device. Both models of a
-        job draw the same random numbers (the seed is set once, before the first batch)."""
+    ) -> tuple[Float[np.ndarray, "item level pred"], Float[np.ndarray, "item pred"] | None]:
+        """(quantiles, mean or None) per item (window, variate) for every batch, in the module's device. Both
+        models of a job draw the same random numbers (the seed is set once, before the first batch)."""
         device = next(module.parameters()).device
         windows = windows.to(device)
-        out: list[Tensor] = []
+        quantiles: list[Tensor] = []
+        means: list[Tensor] = []
         cuda = [device] if device.type == "cuda" else []
         # argument checks on the model's own outputs cost host synchronisations and never fail
         with torch.random.fork_rng(devices=cuda), torch.inference_mode(), distribution_validation(False):
@@ -106,9 +151,18 @@ class ModelFamily(ABC):
             # a bar only on a terminal: written to a file, each redraw is a carriage-return frame
             quiet = len(batches) < PROGRESS_MIN_BATCHES or not is_terminal()
             for idx in tqdm(batches, desc=desc, disable=quiet, leave=False):
-                q = self.batch_quantiles(module, windows, idx.to(device), num_samples)
-                out.append(q.reshape(-1, len(QUANTILE_LEVELS), q.shape[-1]).float().cpu())
-        return torch.cat(out).numpy()
+                q, mean = self.batch_forecast(module, windows, idx.to(device), num_samples)
+                quantiles.append(q.reshape(-1, len(QUANTILE_LEVELS), q.shape[-1]).float().cpu())
+                if mean is not None:
+                    means.append(mean.reshape(-1, mean.shape[-1]).float().cpu())
+        return torch.cat(quantiles).numpy(), torch.cat(means).numpy() if means else None
+
+    def forecast_quantiles(
+        self, module: nn.Module, windows: Windows, batches: list[Int[Tensor, "batch"]], num_samples: int,
+        seed: int, desc: str,
+    ) -> Float[np.ndarray, "item level pred"]:
+        """The quantiles of `forecast`."""
+        return self.forecast(module, windows, batches, num_samples, seed, desc)[0]
 
     # --- patterns ----------------------------------------------------------------------------
     def trains(self, pattern: str, name: str) -> bool:
@@ -139,7 +193,7 @@ class ModelFamily(ABC):
             )
 
     def check_compile(self, compile_mode: CompileMode | str) -> None:
-        if CompileMode(getattr(compile_mode, "value", compile_mode)) != CompileMode.off:
+        if CompileMode(plain(compile_mode)) != CompileMode.off:
             raise UserError(f"hardware.compile is implemented for Moirai 1.x only; set hardware.compile=off for {self.title}")
 
 

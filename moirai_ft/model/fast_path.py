@@ -13,8 +13,7 @@ goes to launching kernels and to the host waiting for the GPU. What is here remo
 - AdamW's fused kernel updates all parameters at once and keeps its step counters on the device
   (`adamw_options`);
 - optional torch.compile of the model's tensor part (`compile_forward`), for fused kernels and, in
-  reduce-overhead mode, CUDA graphs (train batches all have one shape, so one graph serves the run);
-- a progress bar that reads the loss back once per refresh, not every step (`SparseProgressBar`).
+  reduce-overhead mode, CUDA graphs (train batches all have one shape, so one graph serves the run).
 
 Each piece is checked against uni2ts's own result in tests/model/test_precision.py and tests/model/test_host_sync.py.
 """
@@ -25,26 +24,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cached_property, partial
 
-import lightning as L
 import torch
-from lightning.pytorch.callbacks import TQDMProgressBar
-from torch import Tensor, nn
+from torch import nn
 from torch.distributions import Distribution
 from uni2ts.model.moirai import MoiraiModule
 
 from moirai_ft.config.schema import CompileMode
 from moirai_ft.data.windows import Batch
-# the uni2ts and Lightning internals (the swapped-in subclasses, the copied forward pass): model/compat.py
-from moirai_ft.model.compat import (  # noqa: F401 - SyncFreeStdScaler etc. re-exported for the tests
-    FAST_SUBCLASSES,
-    Fp32DistrParamProj,
-    StaticRotaryProjection,
-    SyncFreeStdScaler,
-    distribution_inputs,
-    open_progress_bars,
-)
-
-TRAIN_LOSS = "train/loss"  # the key the fine-tuner logs its step loss under
+# the uni2ts internals (the swapped-in subclasses, the copied forward pass): model/compat.py
+from moirai_ft.model.compat import FAST_SUBCLASSES, distribution_inputs
+from moirai_ft.values import plain
 
 
 def use_fast_path(module: nn.Module) -> nn.Module:
@@ -114,7 +103,7 @@ def compile_forward(
     serves the whole run. fullgraph: a graph break (a host sync crept in) is an error, not a slow step.
     The distribution and the loss stay eager. `backend="aot_eager"` (tests) captures without kernels.
     """
-    mode = CompileMode(getattr(mode, "value", mode))
+    mode = CompileMode(plain(mode))
     if mode == CompileMode.off:
         return None
     _fill_cached_properties(module)
@@ -130,27 +119,3 @@ def compile_forward(
         return module.distr_output.distribution(params, loc=loc, scale=scale)
 
     return forward
-
-
-class SparseProgressBar(TQDMProgressBar):
-    """A progress bar that reads the training loss from the device only when it redraws.
-
-    Lightning converts every `prog_bar=True` metric to a Python number at the end of every batch, a host
-    synchronisation per step whatever the refresh rate; the training loss is therefore logged without
-    prog_bar, and this bar fetches it itself, once per refresh.
-    """
-
-    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, int | str | float | dict[str, float]]:
-        metrics = super().get_metrics(trainer, pl_module)
-        loss = trainer.callback_metrics.get(TRAIN_LOSS)
-        if isinstance(loss, Tensor):
-            metrics[TRAIN_LOSS] = float(loss)
-        return metrics
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        # an interrupted fit (out of memory, then a retry at half the micro-batch) leaves its bars open, and
-        # tqdm draws them again at exit, after everything else, like a job still running: clear them now
-        for bar in open_progress_bars(self):
-            if not bar.disable:
-                bar.leave = False
-                bar.close()

@@ -15,12 +15,14 @@ from uni2ts.module.norm import RMSNorm
 from uni2ts.module.position import BinaryAttentionBias, LearnedEmbedding, LearnedProjection
 from uni2ts.module.ts_embed import FeatLinear, MultiInSizeLinear, MultiOutSizeLinear
 
+from moirai_ft.config.presets import model_options
 from moirai_ft.config.schema import ModelInit, PatternName
 from moirai_ft.errors import UserError, first_line
 from moirai_ft.weights import resolve_checkpoint
 from moirai_ft.model.families import checkpoint_family, family_of, family_of_module
 from moirai_ft.model.family import ModelFamily
 from moirai_ft.model.lora import inject_lora
+from moirai_ft.values import plain
 
 
 def random_module(model_cfg: DictConfig) -> nn.Module:
@@ -101,7 +103,7 @@ def _check_family(family: ModelFamily, path: Path, model_name: str) -> None:
     if found is not None and found is not family:
         raise UserError(
             f"model.checkpoint={path} is a {found.title} checkpoint, but model={model_name} is {family.title}; "
-            f"use a {found.title} model option ({', '.join(found.model_options)}) for it, or a {family.title} checkpoint"
+            f"use a {found.title} model option ({', '.join(model_options(found.name))}) for it, or a {family.title} checkpoint"
         )
 
 
@@ -126,7 +128,7 @@ def apply_pattern(module: nn.Module, pattern: str | DictConfig, family: ModelFam
     trains only the output head. `pattern` is conf/pattern's node (or its name for those three); the
     returned module is the one to train (the same object)."""
     name = pattern.name if isinstance(pattern, DictConfig) else pattern
-    name = str(getattr(name, "value", name))  # the config's PatternName member, or a plain name
+    name = str(plain(name))  # the config's PatternName member, or a plain name
     if name == PatternName.lora.value and isinstance(pattern, DictConfig):
         return inject_lora(module, pattern)  # adapters (moirai_ft/model/lora.py) work with every family
     if name not in PatternName._value2member_map_ or name == PatternName.lora.value:
@@ -171,7 +173,3 @@ def count_params(module: nn.Module) -> tuple[int, int]:
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     return trainable, total
 
-
-def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """A detached CPU copy of the trainable parameters: enough to restore the best weights."""
-    return {n: p.detach().to("cpu", copy=True) for n, p in module.named_parameters() if p.requires_grad}

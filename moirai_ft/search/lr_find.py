@@ -21,7 +21,8 @@ import lightning as L
 import numpy as np
 from omegaconf import DictConfig
 
-from moirai_ft.artifacts import identity, save_config, write_json_atomic
+from moirai_ft.artifacts import identity, write_json_atomic
+from moirai_ft.config.saved import save_config
 from moirai_ft.config.schema import validate
 from moirai_ft.data.prepare import prepare
 from moirai_ft.data.windows import IndexBatches, index_loader

@@ -3,18 +3,20 @@
 Each job is a trial of the Optuna study its sweep shares (moirai_ft/search/study.py). At every
 validation check it reports its best monitored value so far (what the job would end with if stopped
 now: the best weights are kept) with the check's number as the step, and stops when Optuna's pruner
-says so. The pruners are Optuna's own; nothing here decides rungs or medians.
+says so. The pruners are Optuna's own, each a `_target_` entry in conf/prune/ (a new one is one file there);
+nothing here decides rungs or medians.
 
 Independently of the pruner, `prune.zero_shot_checks=N` stops a job whose monitored value is still
 above its zero-shot value at its N-th check or later (reason worse_than_zero_shot): the user's rule for
 fine-tuning that makes the model worse (uni2ts #31, #94, #188).
 
-A pruned job is a result: it keeps its best weights, is evaluated on test (prune.eval_max_windows
-windows if set), and records `status: pruned`, `pruned_at_check` and `pruned_reason`.
+A pruned job is a result: it keeps its best weights and records `status: pruned`, `pruned_at_check` and
+`pruned_reason`. It is not tested by default (prune.eval_max_windows=0; `pruned_test_config` says why).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import dataclass
@@ -22,28 +24,23 @@ from pathlib import Path
 
 import lightning as L
 import optuna
-from omegaconf import DictConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
 
 from moirai_ft.search import study as studies
 from moirai_ft.train.callbacks import BestWeights
 
 log = logging.getLogger(__name__)
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 WORSE_THAN_ZERO_SHOT = "worse_than_zero_shot"
+UNTESTED = "pruned: not tested (prune.eval_max_windows=0); `python -m moirai_ft.evaluate <job_dir>` tests it"
 
 
 def build_pruner(prune: DictConfig) -> optuna.pruners.BasePruner | None:
-    name = str(getattr(prune.name, "value", prune.name))
-    if name == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=prune.min_resource, reduction_factor=prune.reduction_factor, min_early_stopping_rate=0)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(
-            min_resource=prune.min_resource, max_resource=prune.max_resource, reduction_factor=prune.reduction_factor)
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=prune.n_startup_trials, n_warmup_steps=prune.n_warmup_steps)
-    return None
+    """The `_target_` entry of conf/prune/<name>.yaml (None for prune=none: no pruner)."""
+    if prune.get("pruner") is None:
+        return None
+    return instantiate(prune.pruner)
 
 
 @dataclass
@@ -66,6 +63,7 @@ def job_trial(cfg: DictConfig, job_dir: Path) -> JobTrial | None:
     overrides = (studies.sweep_overrides(sweep_dir) if sweep_dir else None) or []
     storage = studies.storage_for(cfg.prune.storage, cfg.sweep_root, launch_dir)
     study = studies.open_study(storage, studies.study_name_for(overrides, cfg.prune.study_name), pruner)
+    studies.agree_on_pruner(study, cfg.prune)
     if number is not None:
         return JobTrial(study, studies.trial_by_number(study, number), owned_by_sweeper=True)
     return JobTrial(study, study.ask(), owned_by_sweeper=False)
@@ -133,10 +131,11 @@ class Pruning(L.Callback):
 def pruning_callbacks(cfg: DictConfig, trial: JobTrial | None) -> dict[str, L.Callback]:
     """{"pruning": Pruning} when a pruner or the zero-shot rule is set (on every rank: they stop
     together), else {}."""
-    name = str(getattr(cfg.prune.name, "value", cfg.prune.name))
-    if name == "none" and cfg.prune.zero_shot_checks is None:
+    name = str(cfg.prune.name)
+    pruner = cfg.prune.get("pruner") is not None
+    if not pruner and cfg.prune.zero_shot_checks is None:
         return {}
-    return {"pruning": Pruning(trial if name != "none" else None, cfg.prune.zero_shot_checks, name)}
+    return {"pruning": Pruning(trial if pruner else None, cfg.prune.zero_shot_checks, name)}
 
 
 def finish_trial(trial: JobTrial | None, status: str, value: float, error: str | None = None) -> None:
@@ -155,3 +154,21 @@ def finish_trial(trial: JobTrial | None, status: str, value: float, error: str |
             trial.study.tell(trial.trial, state=optuna.trial.TrialState.FAIL)
     except (ValueError, RuntimeError) as e:  # already finished (a resumed job's trial): nothing to record
         log.warning("study not updated: %s", e)
+
+
+def pruned_test_config(cfg: DictConfig) -> DictConfig | None:
+    """The config a pruned job's test evaluation runs with, or None: not tested (prune.eval_max_windows=0,
+    the default). What the sweep and the user decide on is validation: the pruner, the sweeper's objective
+    and analyze's default ranking read best_monitored / best_val_loss, which a pruned job has; choosing the
+    winner on test would leak the test split into the choice. A pruned job's test figures describe a run
+    stopped early, not its configuration, and cost as much as a finished job's (the selected model's
+    forecast of every test window). prune.eval_max_windows=N tests it on N windows, null on eval.max_windows."""
+    windows = cfg.prune.eval_max_windows
+    if windows == 0:
+        return None
+    if windows is None:
+        return cfg
+    eval_cfg = copy.deepcopy(cfg)
+    with open_dict(eval_cfg):
+        eval_cfg.eval.max_windows = windows
+    return eval_cfg

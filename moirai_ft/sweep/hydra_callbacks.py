@@ -17,6 +17,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from moirai_ft.artifacts import read_json, unwritable, write_json_atomic
+from moirai_ft.budget.clock import NOT_STARTED, budget_summary
 from moirai_ft.sweep.state import FINAL_STATUSES, sweep_outcomes
 
 SWEEP_STATUS = "sweep_status.json"  # {"sweep_dir", "exit_code", "counts": {status: n}, "failed": {job: error}}
@@ -63,9 +64,11 @@ class SweepStatus(Callback):
         for o in outcomes:
             if o.skipped or o.continued:
                 print(f"  {o.continued or 'skipped'} {o.job_dir.name}: {o.status} in {o.result_dir}")
-        bad = [o for o in outcomes if o.status not in FINAL_STATUSES + ("running",)]
+        bad = [o for o in outcomes if o.status not in FINAL_STATUSES + ("running", NOT_STARTED)]
         for o in bad:
             print(f"  {o.status.upper()} {o.job_dir.name}: {o.error}")
+        if line := budget_summary(sweep_dir, [o.job_dir.name for o in outcomes if o.status == NOT_STARTED]):
+            print(line)
         print(f"next: python analyze.py {sweep_dir}")
         status = {"sweep_dir": str(sweep_dir), "exit_code": 1 if bad else 0, "counts": counts,
                   "failed": {o.job_dir.name: o.error for o in bad}}

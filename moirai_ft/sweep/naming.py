@@ -18,11 +18,11 @@ from typing import Any, Iterable
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from moirai_ft.sweep.state import NOT_IN_FINGERPRINT
+from moirai_ft.config.root import RUN_KEYS
 
 # keys that name the job first in its directory, then every other override but these
 DIRNAME_HEAD = ("model", "pattern", "lr")
-NOT_IN_DIRNAME = ("sweep",) + NOT_IN_FINGERPRINT
+NOT_IN_DIRNAME = ("sweep",) + RUN_KEYS
 MAX_DIRNAME = 240  # bytes; file systems allow 255 per name
 RESOLVER = "moirai_job_dirname"
 
@@ -77,7 +77,8 @@ def job_dirname(*, _root_: DictConfig) -> str:
 
 # OmegaConf 2.4 gave register_new_resolver's semantics to register_resolver (and deprecated the former);
 # in 2.3 register_resolver is the old string-only API, which knows no `_root_`. Tell them by `replace`.
-_register = (OmegaConf.register_resolver if "replace" in inspect.signature(OmegaConf.register_resolver).parameters
+# (hydra_plugins/moirai_slurm_launcher registers its resolver with it too)
+register_resolver = (OmegaConf.register_resolver if "replace" in inspect.signature(OmegaConf.register_resolver).parameters
              else OmegaConf.register_new_resolver)
 if not OmegaConf.has_resolver(RESOLVER):
-    _register(RESOLVER, job_dirname)
+    register_resolver(RESOLVER, job_dirname)

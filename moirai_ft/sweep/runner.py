@@ -17,6 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from moirai_ft import weights
+from moirai_ft.budget import clock
 from moirai_ft.artifacts import CHECKPOINTS, LAST, METRICS, identity, write_json_atomic
 from moirai_ft.result import JobResult, Status
 from moirai_ft.sweep import naming  # noqa: F401 - registers hydra.sweep.subdir's resolver wherever a job runs
@@ -49,6 +50,16 @@ def _refused(job_dir: Path, message: str, cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
+def sweep_dir(job_dir: Path, launch_dir: Path) -> Path:
+    """hydra.sweep.dir of the running sweep (its jobs are its subdirectories)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return job_dir.parent
+    path = Path(HydraConfig.get().sweep.dir)
+    return path if path.is_absolute() else launch_dir / path
+
+
 def run_tracked(
     cfg: DictConfig, mode: RunMode, job_dir: Path, launch_dir: Path, sweep_preset: str | None,
     extra_callbacks: dict[str, L.Callback] | None = None,
@@ -59,6 +70,9 @@ def run_tracked(
     from moirai_ft.train.job import run  # here: importing this module loads no torch (module doc)
 
     job_dir = Path(job_dir)
+    if cfg.get("plan"):  # train.py prints the plan and stops before Hydra: plan=true never trains
+        return JobResult.failed(identity(cfg), "plan=true is read from train.py's command line: "
+                                "`python train.py plan=true ...`", "config").to_dict()
     if mode != RunMode.MULTIRUN and sweep_preset:
         return _refused(job_dir, f"sweep={sweep_preset} is a sweep preset: run it with -m, "
                         f"as `python train.py -m sweep={sweep_preset}`", cfg)
@@ -72,12 +86,17 @@ def run_tracked(
     if mode == RunMode.MULTIRUN and cfg.resume:
         root = Path(cfg.sweep_root)
         plan = plan_job(fp, job_dir, root if root.is_absolute() else launch_dir / root)
+    # the jobs of a sweep share one zero-shot evaluation, in its directory (moirai_ft/evaluation/zero_shot.py)
+    shared_root = sweep_dir(job_dir, launch_dir) if mode == RunMode.MULTIRUN else None
 
     if plan.action == Action.skip_done:
         metrics = json.loads((plan.target / METRICS).read_text())
         write_link(job_dir, plan.target, f"{metrics['status']} earlier", fp)
         log.info("skipped: %s earlier in %s (best_val_loss %s)", metrics["status"], plan.target, metrics.get("best_val_loss"))
         return metrics
+    if mode == RunMode.MULTIRUN and plan.action in (Action.run_here, Action.continue_twin):
+        if (why := clock.refuse(clock.sweep_dir_of(job_dir), fp)) is not None:  # budget=: the plan says it cannot finish
+            return clock.not_started(cfg, job_dir, plan.target, fp, config, *why)
     if plan.action == Action.continue_twin:
         try:
             with JobLock(plan.target):
@@ -86,7 +105,7 @@ def run_tracked(
                 write_link(job_dir, plan.target, "continued from its last checkpoint" if resumed else "rerun", fp)
                 log.info("continuing the unfinished twin in %s%s", plan.target, " from its last checkpoint" if resumed else "")
                 set_aside_failure(plan.target)
-                return run(cfg, plan.target, extra_callbacks)
+                return run(cfg, plan.target, extra_callbacks, shared_root)
         except JobBusy:
             plan = Plan(Action.skip_running, plan.target)
     if plan.action == Action.skip_running:
@@ -99,4 +118,4 @@ def run_tracked(
         weights.discard_damaged(job_dir)
         set_aside_failure(job_dir)
         write_json_atomic(job_dir / FINGERPRINT, {"fingerprint": fp, "config": config})
-        return run(cfg, job_dir, extra_callbacks)
+        return run(cfg, job_dir, extra_callbacks, shared_root)

@@ -3,7 +3,7 @@ links to a twin's result, and the plan a sweep job follows.
 
 Hydra has no resume (facebookresearch/hydra #1407, #3328): every `-m` run makes a new
 `multirun/<date>/<time>/` and trains every job again. Here each job stores a fingerprint of its composed
-config (hydra's own node and the keys in NOT_IN_FINGERPRINT left out) in `fingerprint.json`. When a sweep
+config (hydra's own node and RUN_KEYS, how the sweep runs, left out; moirai_ft/config/root.py) in `fingerprint.json`. When a sweep
 job starts it looks under `sweep_root` for a twin, a job directory with the same fingerprint, and:
 
 - a completed (or diverged: a final, reproducible result) twin: the job is skipped;
@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from moirai_ft import weights
 from moirai_ft.artifacts import CHECKPOINTS, LAST, LOGS, METRICS, read_json, write_json_atomic
+from moirai_ft.config.root import RUN_KEYS
 from moirai_ft.result import FINAL
 
 FINGERPRINT = "fingerprint.json"  # {"fingerprint": hex, "config": the resolved config it was taken from}
@@ -43,8 +44,6 @@ LOCK = ".lock"  # flock-ed by the process running the job; the OS drops it when 
 PREVIOUS_SUFFIX = ".previous"  # a failed attempt's metrics.json / error.log, set aside on a rerun
 REFUSED = "refused.json"  # beside another config's job: why a job was refused there (that job stays whole)
 
-# settings that say how to run a sweep or where it reports, not what a job computes: left out of the fingerprint
-NOT_IN_FINGERPRINT = ("resume", "sweep_root", "logger", "plan", "budget")
 # a rerun would reproduce them: never retrained (pruned: stopped by the sweep's pruner, a result kept)
 FINAL_STATUSES = FINAL  # lr_find: a range test's result
 
@@ -58,7 +57,7 @@ def fingerprint(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False, enum_to_str=True)
     assert isinstance(container, dict)
     container.pop("hydra", None)
-    for key in NOT_IN_FINGERPRINT:
+    for key in RUN_KEYS:
         container.pop(key, None)
     text = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16], container

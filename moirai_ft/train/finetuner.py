@@ -9,16 +9,16 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 from torch import nn
-from torch.distributions import Distribution
 
 from moirai_ft.config.schema import CompileMode
 from moirai_ft.model.families import family_of_module
-from moirai_ft.model.families.moirai1 import LOSS_FIELDS, MODEL_FIELDS  # noqa: F401  (their historical home)
 from moirai_ft.model.family import ModelFamily
-from moirai_ft.model.fast_path import TRAIN_LOSS, adamw_options
+from moirai_ft.model.fast_path import adamw_options
 from moirai_ft.model.load import param_groups
+from moirai_ft.train.progress import TRAIN_LOSS
 from moirai_ft.train.schedulers import build_scheduler
 from moirai_ft.data.windows import Batch, IndexBatches, Windows
+from moirai_ft.values import plain
 
 
 class MoiraiFineTuner(L.LightningModule):
@@ -41,7 +41,7 @@ class MoiraiFineTuner(L.LightningModule):
         self.family = family or family_of_module(module)  # the objective and the batch layout
         # same values; no host sync in the step; fp32 head under bf16
         self.module = self.family.prepare_module(module)
-        self.compile_mode = CompileMode(getattr(compile, "value", compile))
+        self.compile_mode = CompileMode(plain(compile))
         # training only: validation runs eager (other shapes, inference mode), so one graph serves the run
         self._train_loss = self.family.train_loss(self.module, self.compile_mode)
         self.train_windows = train_windows
@@ -59,6 +59,9 @@ class MoiraiFineTuner(L.LightningModule):
         self._train_sum, self._train_count = torch.zeros(()), torch.zeros(())
         self._val_sum, self._val_count = torch.zeros(()), torch.zeros(())
         self._nonfinite = torch.zeros((), dtype=torch.bool)
+        # the validation loss of this validation, known already (the zero-shot check another job of the
+        # sweep computed: moirai_ft/train/zero_shot.py): logged as computed, the windows not run again
+        self.replayed_val_loss: float | None = None
 
     def _place_windows(self) -> None:
         if self.train_windows.series.device != self.device:
@@ -73,9 +76,6 @@ class MoiraiFineTuner(L.LightningModule):
 
     def on_validation_start(self) -> None:
         self._place_windows()
-
-    def forward(self, batch: Batch) -> Distribution | Tensor:
-        return self.module(**{k: batch[k] for k in MODEL_FIELDS})
 
     def loss(self, batch: Batch) -> Tensor:
         """The family's objective on a batch laid out by `self.family.batch`."""
@@ -94,6 +94,8 @@ class MoiraiFineTuner(L.LightningModule):
         return loss
 
     def validation_step(self, idx: Tensor, batch_idx: int) -> None:
+        if self.replayed_val_loss is not None:
+            return
         loss = self.loss(self.family.batch(self.val_windows, idx))
         # the packed loss is a mean over the batch's samples: weight by size for an exact mean over windows
         self._val_sum += loss.detach() * len(idx)
@@ -112,6 +114,8 @@ class MoiraiFineTuner(L.LightningModule):
         # counts), not a mean of the ranks' means
         total, count = self._sum_over_ranks(self._val_sum, self._val_count)
         val_loss = total / count.clamp_min(1)
+        if self.replayed_val_loss is not None:  # the float32 value the computation gave: the same log
+            val_loss = torch.tensor(self.replayed_val_loss, dtype=val_loss.dtype, device=val_loss.device)
         # already the global mean, identical on every rank; sync_dist averages those identical values (and
         # keeps Lightning's "use sync_dist" check quiet)
         self.log("val/loss", val_loss, prog_bar=True, sync_dist=True)

@@ -9,33 +9,36 @@ import logging
 import math
 import time
 import traceback
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LAST, METRICS, identity, save_config, write_json_atomic
+from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LAST, METRICS, identity, write_json_atomic
+from moirai_ft.config.saved import save_config
 from moirai_ft.train.callbacks import BestWeights, DivergenceGuard
 from moirai_ft.search.monitor import monitor_callbacks
-from moirai_ft.search.prune import finish_trial, job_trial, pruning_callbacks
+from moirai_ft.search.prune import UNTESTED, finish_trial, job_trial, pruned_test_config, pruning_callbacks
 from moirai_ft.search.lr_find import run_lr_find
-from moirai_ft.config.schema import validate, warmup_step_count
+from moirai_ft.config.schema import validate
 from moirai_ft.data.prepare import PreparedData, prepare
 from moirai_ft.train import distributed
 from moirai_ft.errors import UserError, first_line
 from moirai_ft.weights import CHECKSUM, best_dir, checksum
 from moirai_ft.evaluation.evaluate import evaluate_job, summary_line
+from moirai_ft.evaluation.forecast import fingerprint
+from moirai_ft.evaluation.zero_shot import SharedZeroShot, shared_zero_shot
 from moirai_ft.console import is_terminal, quiet_third_party
-from moirai_ft.model.fast_path import SparseProgressBar
-from moirai_ft.train.progress import LineProgress
 from moirai_ft.train.from_config import build_callbacks, build_loggers, check_loggers
 from moirai_ft.train.loggers import checkpoint_step
 from moirai_ft.train.trackers import log_job_result
 from moirai_ft.train.finetuner import MoiraiFineTuner
+from moirai_ft.train.schedulers import warmup_step_count
+from moirai_ft.train.zero_shot import validate_zero_shot
+from moirai_ft.train.progress import LineProgress, SparseProgressBar
 from moirai_ft.model.families import family_of
 from moirai_ft.model.load import apply_pattern, count_params, load_module
 from moirai_ft.model.lora import adapter_state, load_plain
@@ -43,9 +46,6 @@ from moirai_ft.data.windows import IndexBatches, eval_batches, index_loader
 from moirai_ft.result import JobResult, Status
 
 log = logging.getLogger(__name__)
-# checkpoints/ holds best/ (written at the zero-shot check, before Lightning's checkpoint callback sets up)
-# and last.ckpt on a resume: the directory is meant to be non-empty
-warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 def build_trainer(
@@ -112,10 +112,11 @@ def validate_last_steps(
 def fit(
     cfg: DictConfig, job_dir: Path, module: torch.nn.Module, data: PreparedData, rank: int, world: int,
     per_device: int, accumulate: int, steps_per_epoch: int, total_steps: int,
-    extra_callbacks: dict[str, L.Callback] | None,
+    extra_callbacks: dict[str, L.Callback] | None, shared: SharedZeroShot | None = None,
 ) -> Fitted:
     """Validate the starting model, then train with validation checks; resumes from last.ckpt if there is one.
-    `accumulate` micro-batches of per_device / accumulate windows make one optimizer step."""
+    `accumulate` micro-batches of per_device / accumulate windows make one optimizer step. `shared`: the
+    sweep's zero-shot entries (moirai_ft/evaluation/zero_shot.py)."""
     micro = per_device // accumulate
     order = IndexBatches(len(data.train), micro, True, cfg.seed, steps_per_epoch * accumulate, rank, world)
     val_batches = distributed.shard_batches(
@@ -144,7 +145,9 @@ def fit(
             log.info("resuming from %s (step %d)", last, resume_step)
             trainer.fit(finetuner, index_loader(order), val_loader, ckpt_path=str(last))
         else:
-            trainer.validate(finetuner, val_loader, verbose=False)  # the zero-shot model: history row epoch -1
+            # the zero-shot model: history row epoch -1, once per sweep (a multi-device job validates it itself:
+            # its ranks would have to agree on reading or computing)
+            validate_zero_shot(cfg, trainer, finetuner, val_loader, callbacks, shared if world == 1 else None)
             trainer.fit(finetuner, index_loader(order), val_loader)
         validate_last_steps(trainer, finetuner, val_loader, callbacks)
     except torch.cuda.OutOfMemoryError:
@@ -198,6 +201,7 @@ def fit_within_memory(
     cfg: DictConfig, job_dir: Path, module: torch.nn.Module, zero_shot: torch.nn.Module, data: PreparedData,
     rank: int, world: int, per_device: int, plan: StepPlan, extra_callbacks: dict[str, L.Callback] | None,
     adapters: dict[str, torch.Tensor] | None = None,
+    shared: SharedZeroShot | None = None,
 ) -> Attempts:
     """fit(); out of GPU memory, start again from the zero-shot weights with half the micro-batch and twice the
     gradient accumulation, so the effective batch, the schedule and the data order stay those of the config."""
@@ -205,7 +209,7 @@ def fit_within_memory(
     while True:
         try:
             fitted = fit(cfg, job_dir, module, data, rank, world, per_device, accumulate, plan.steps_per_epoch,
-                         plan.total_steps, extra_callbacks)
+                         plan.total_steps, extra_callbacks, shared)
             return Attempts(fitted, accumulate, oom_micro_batches)
         except torch.cuda.OutOfMemoryError:
             micro = per_device // accumulate
@@ -283,23 +287,28 @@ def training_result(
 
 
 def evaluate(cfg: DictConfig, data: PreparedData, zero_shot: torch.nn.Module, job_dir: Path, best: BestWeights,
-             metrics: dict[str, Any]) -> dict[str, Any]:
+             metrics: dict[str, Any], shared: SharedZeroShot | None = None) -> dict[str, Any]:
     """The metrics with the test evaluation's fields (rank 0 alone: the evaluation has no collectives)."""
     val_nll = (best.best_val_loss, best.zero_shot_val_loss)  # measured on the same validation windows
     eval_cfg = cfg
-    if metrics["status"] == Status.pruned.value and cfg.prune.eval_max_windows is not None:  # a cheaper test
-        eval_cfg = copy.deepcopy(cfg)
-        with open_dict(eval_cfg):
-            eval_cfg.eval.max_windows = cfg.prune.eval_max_windows
+    if metrics["status"] == Status.pruned.value:  # tested on fewer windows, or not at all (search/prune.py)
+        eval_cfg = pruned_test_config(cfg)
+        if eval_cfg is None:
+            metrics = {**metrics, "test_skipped": UNTESTED, "zero_shot_fingerprint": (  # re-evaluation checks it
+                shared.weights if shared is not None else fingerprint(zero_shot))}
+            log.info(summary_line(metrics))
+            return JobResult.from_dict(metrics).to_dict()
     # the selected model is read back from checkpoints/best, as re-evaluation reads it
-    metrics = {**metrics, **evaluate_job(eval_cfg, data, zero_shot, job_dir, val_nll)}
+    metrics = {**metrics, **evaluate_job(eval_cfg, data, zero_shot, job_dir, val_nll, shared)}
     log.info(summary_line(metrics))
     return JobResult.from_dict(metrics).to_dict()  # a field evaluate_job added must be declared in result.py
 
 
-def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callback] | None = None) -> dict[str, Any]:
+def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callback] | None = None,
+            shared_root: Path | None = None) -> dict[str, Any]:
     """Train and select; returns the metrics (also written to job_dir/metrics.json).
-    `extra_callbacks` join the job's own (the benchmark's step timer, the tests' sync counter)."""
+    `extra_callbacks` join the job's own (the benchmark's step timer, the tests' sync counter).
+    `shared_root`: where the jobs of its sweep share the zero-shot evaluation (None: the job evaluates alone)."""
     started = time.time()
     validate(cfg)
     check_loggers(cfg.logger)  # a tracker that is not installed: one line, before any data or model
@@ -313,6 +322,9 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     module = load_module(cfg.model)
     # the starting model, compared with the selected one on the test split (by rank 0, which alone evaluates)
     zero_shot = copy.deepcopy(module)  # on every rank: an out-of-memory restart starts again from it
+    shared = None
+    if shared_root is not None and rank == 0:  # the sweep's zero-shot entries (moirai_ft/evaluation/zero_shot.py)
+        shared = shared_zero_shot(shared_root, fingerprint(zero_shot), data, cfg.hardware.accelerator, str(job_dir))
     module = apply_pattern(module, cfg.pattern)  # the family's parameters per pattern (LoRA: adapters injected)
     params = count_params(module)
     plan = plan_steps(cfg, len(data.train), per_device, rank, world)
@@ -325,7 +337,7 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
     try:
         extra_callbacks = {**pruning_callbacks(cfg, trial), **(extra_callbacks or {})}
         attempts = fit_within_memory(cfg, job_dir, module, zero_shot, data, rank, world, per_device, plan, extra_callbacks,
-                                     adapter_state(module))
+                                     adapter_state(module), shared)
         distributed.collectives_finished()  # rank 0 waits on no other rank from here
         best: BestWeights = attempts.fitted.callbacks["best_weights"]
         best.restore_best(attempts.fitted.finetuner)
@@ -334,7 +346,7 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
         metrics = training_result(cfg, attempts, plan, world, params, started).to_dict()
         metrics[CHECKSUM] = checksum(best_dir(job_dir))  # later readers tell damaged weights (moirai_ft/weights.py)
         if rank == 0:  # test evaluation has no collectives: one rank does it and writes its files
-            metrics = evaluate(cfg, data, zero_shot, job_dir, best, metrics)
+            metrics = evaluate(cfg, data, zero_shot, job_dir, best, metrics, shared)
             log_job_result(attempts.fitted.trainer.loggers, metrics, job_dir)  # the trackers' test metrics and plots
             finish_trial(trial, metrics["status"], objective(metrics))
         return metrics
@@ -345,9 +357,10 @@ def run_job(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callbac
         raise
 
 
-def run(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callback] | None = None) -> dict[str, Any]:
+def run(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callback] | None = None,
+        shared_root: Path | None = None) -> dict[str, Any]:
     """run_job, with every outcome recorded in metrics.json: a raising job is `failed` with its error,
-    and never takes a sweep down with it."""
+    and never takes a sweep down with it. `shared_root`: run_job's."""
     job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -361,7 +374,7 @@ def run(cfg: DictConfig, job_dir: Path, extra_callbacks: dict[str, L.Callback] |
     try:
         with distributed.job_processes(cfg, job_dir, on_stuck=record_stuck):
             # lr_find=true: the lr range test instead of a training (moirai_ft/search/lr_find.py)
-            metrics = run_lr_find(cfg, job_dir) if cfg.lr_find else run_job(cfg, job_dir, extra_callbacks)
+            metrics = run_lr_find(cfg, job_dir) if cfg.lr_find else run_job(cfg, job_dir, extra_callbacks, shared_root)
     except UserError as e:
         metrics = JobResult.failed(base, str(e), "config").to_dict()
     except Exception as e:  # noqa: BLE001 - any crash becomes a recorded failure

@@ -1,6 +1,10 @@
-"""Training progress as plain log lines, for output that is not a terminal (moirai_ft/console.py).
+"""Training progress: a terminal's bar (`SparseProgressBar`), and plain log lines for output that is not a
+terminal (`LineProgress`, moirai_ft/console.py).
 
-One line at most every `every_s` seconds, and one when training ends:
+The bar reads the loss back from the device once per refresh, not every step (one of the host
+synchronisations the fast path removes, moirai_ft/model/fast_path.py).
+
+As log lines, one at most every `every_s` seconds, and one when training ends:
     train step 40/120 (33%): loss 0.5390, 212 samples/s, 0:00:23 left
 A log file gets something a person can read and grep, and nothing per step. The loss is read from the
 device only when a line is written (one host sync per line, not per step).
@@ -13,12 +17,13 @@ import logging
 import time
 
 import lightning as L
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from torch import Tensor
 
-from moirai_ft.model.fast_path import TRAIN_LOSS
+from moirai_ft.model.compat import open_progress_bars
 
 log = logging.getLogger(__name__)
+TRAIN_LOSS = "train/loss"  # the key the fine-tuner logs its step loss under
 
 
 def _duration(seconds: float) -> str:
@@ -72,3 +77,27 @@ class LineProgress(ProgressBar):
         left = _duration((total - step) / rate) if rate > 0 and total else "?"
         share = f" ({100 * step / total:.0f}%)" if total else ""
         return f"train step {step}/{total or '?'}{share}: {loss_text}, {speed}, {left} left"
+
+
+class SparseProgressBar(TQDMProgressBar):
+    """A progress bar that reads the training loss from the device only when it redraws.
+
+    Lightning converts every `prog_bar=True` metric to a Python number at the end of every batch, a host
+    synchronisation per step whatever the refresh rate; the training loss is therefore logged without
+    prog_bar, and this bar fetches it itself, once per refresh.
+    """
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, int | str | float | dict[str, float]]:
+        metrics = super().get_metrics(trainer, pl_module)
+        loss = trainer.callback_metrics.get(TRAIN_LOSS)
+        if isinstance(loss, Tensor):
+            metrics[TRAIN_LOSS] = float(loss)
+        return metrics
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # an interrupted fit (out of memory, then a retry at half the micro-batch) leaves its bars open, and
+        # tqdm draws them again at exit, after everything else, like a job still running: clear them now
+        for bar in open_progress_bars(self):
+            if not bar.disable:
+                bar.leave = False
+                bar.close()

@@ -41,3 +41,11 @@ def build_scheduler(
         min_lr_ratio=min_lr_ratio,
     )
     return LambdaLR(optimizer, fn)
+
+
+def warmup_step_count(warmup: int | float, total_steps: int) -> int:
+    """warmup_steps as optimizer steps: an int is steps; a float in (0, 1) is that fraction of the run's
+    total_steps (the seed's table gives warmup as 5-10% of the steps), at least one step of a run that has any."""
+    if isinstance(warmup, float):
+        return max(1, round(warmup * total_steps)) if total_steps > 0 else 0
+    return int(warmup)

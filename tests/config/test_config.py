@@ -130,7 +130,7 @@ def test_unknown_choice_on_the_command_line_is_one_line(tmp_path: Path) -> None:
 
 def test_unknown_choice_accepts_every_real_option() -> None:
     from conftest import CONF
-    from moirai_ft.config.schema import unknown_choice
+    from moirai_ft.config.precheck import unknown_choice
 
     for group in GROUPS:
         assert unknown_choice([f"{group}={o}" for o in options(group)], CONF) is None

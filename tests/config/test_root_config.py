@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 
 from conftest import CONF, TINY, compose_cfg, run_train
 from moirai_ft.config.precheck import check_command_line
-from moirai_ft.config.schema import warmup_step_count
+from moirai_ft.train.schedulers import warmup_step_count
 from moirai_ft.train.job import run_job
 
 

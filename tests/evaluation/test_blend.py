@@ -8,7 +8,8 @@ import numpy as np
 from scipy.stats import norm
 
 from moirai_ft.evaluation.blend import GRID, blend, choose_weight
-from moirai_ft.evaluation.metrics import QUANTILE_LEVELS, forecast_metrics
+from moirai_ft.evaluation.metrics import forecast_metrics
+from moirai_ft.scores import QUANTILE_LEVELS
 
 Z = norm.ppf(QUANTILE_LEVELS)[None, :, None]
 

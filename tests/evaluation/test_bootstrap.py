@@ -5,13 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from moirai_ft.evaluation.bootstrap import (
-    item_parts,
-    metrics_from_sums,
-    relative_improvement_interval,
-    significant,
-)
-from moirai_ft.evaluation.metrics import QUANTILE_LEVELS, forecast_metrics
+from moirai_ft.evaluation.bootstrap import relative_improvement_interval, significant
+from moirai_ft.evaluation.metrics import forecast_metrics
+from moirai_ft.scores import QUANTILE_LEVELS, item_parts, metrics_from_sums
 
 
 def forecasts(rng: np.random.Generator, items: int, horizon: int, error_scale: float, noise: np.ndarray):

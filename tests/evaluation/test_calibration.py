@@ -9,7 +9,8 @@ from scipy.stats import norm
 from moirai_ft.evaluation import calibration
 from moirai_ft.evaluation.calibration import conformal_rank, fit_conformal
 from moirai_ft.evaluation.coverage import band_coverages
-from moirai_ft.evaluation.metrics import QUANTILE_LEVELS, forecast_metrics
+from moirai_ft.evaluation.metrics import forecast_metrics
+from moirai_ft.scores import QUANTILE_LEVELS
 
 PRED = 8
 

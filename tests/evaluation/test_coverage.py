@@ -14,7 +14,8 @@ from gluonts.model.evaluation import evaluate_forecasts
 from gluonts.model.forecast import QuantileForecast, SampleForecast
 
 from moirai_ft.evaluation.coverage import band_coverages, level_coverage, nominal
-from moirai_ft.evaluation.metrics import QUANTILE_LEVELS, sample_quantiles
+from moirai_ft.model.family import sample_quantiles
+from moirai_ft.scores import QUANTILE_LEVELS
 from tests.evaluation.test_metrics import FREQ, _series
 
 

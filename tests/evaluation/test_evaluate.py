@@ -26,10 +26,10 @@ from moirai_ft.evaluation.forecast import fingerprint
 from moirai_ft.evaluation.reevaluate import main
 from moirai_ft.evaluation.scoring import EvalItems, eval_items
 from moirai_ft.model.families.moirai1 import horizon_distribution, horizon_tokens
-from moirai_ft.train.finetuner import MODEL_FIELDS
+from moirai_ft.model.families.moirai1 import MODEL_FIELDS
 from moirai_ft.evaluation.plot import forecast_panels, plot_forecasts
 from moirai_ft.train.job import run
-from moirai_ft.evaluation.metrics import QUANTILE_LEVELS
+from moirai_ft.scores import QUANTILE_LEVELS
 from moirai_ft.model.load import random_module
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -168,6 +168,8 @@ def test_coverage_blend_and_calibration_of_a_finished_job(job, tmp_path):
     assert summary["test"]["coverage_80_after"] == m["test_calibrated"]["coverage_80"]
     assert summary["validation"]["coverage_80_after"] >= 0.8 > summary["validation"]["coverage_80_before"]
     assert "test_blend_calibrated" in m and (job_dir / "calibration.json").is_file()
+    line = summary_line(m)  # the job's last line says it too
+    assert "80% band holds" in line and "calibrated" in line and f"blend w={w:g} wql" in line
     assert main([str(job_dir), "eval.plot_windows=0"]) == 0
     plain = json.loads((job_dir / METRICS).read_text())
     assert not {"blend_weight", "test_blend", "blend_ci", "test_calibrated", "calibration"} & set(plain)

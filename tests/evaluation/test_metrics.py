@@ -14,14 +14,9 @@ from gluonts.ev.ts_stats import seasonal_error
 from gluonts.model.evaluation import evaluate_forecasts
 from gluonts.model.forecast import SampleForecast
 
-from moirai_ft.evaluation.metrics import (
-    QUANTILE_LEVELS,
-    forecast_metrics,
-    rel_improvement,
-    sample_quantiles,
-    seasonal_errors,
-    seasonality,
-)
+from moirai_ft.evaluation.metrics import forecast_metrics, rel_improvement, seasonal_errors, seasonality
+from moirai_ft.model.family import sample_quantiles
+from moirai_ft.scores import QUANTILE_LEVELS
 
 FREQ = "15min"
 

@@ -10,9 +10,10 @@ from omegaconf import OmegaConf
 from scipy.stats import norm
 
 from moirai_ft.evaluation import calibration
-from moirai_ft.evaluation.bootstrap import item_parts, relative_improvement_interval
+from moirai_ft.evaluation.bootstrap import relative_improvement_interval
 from moirai_ft.evaluation.coverage import band_coverages
-from moirai_ft.evaluation.metrics import QUANTILE_LEVELS, forecast_metrics
+from moirai_ft.evaluation.metrics import forecast_metrics
+from moirai_ft.scores import QUANTILE_LEVELS, item_parts
 from moirai_ft.evaluation.planning import Scorer, plan_forecasts
 
 Z = norm.ppf(QUANTILE_LEVELS)[None, :, None]

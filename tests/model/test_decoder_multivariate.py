@@ -17,7 +17,7 @@ from uni2ts.model.moirai_moe import MoiraiMoEForecast
 
 from conftest import compose_cfg
 from moirai_ft.data.prepare import PreparedData, prepare
-from moirai_ft.evaluation.metrics import sample_quantiles
+from moirai_ft.model.family import sample_quantiles
 from moirai_ft.model.families import family_of
 from moirai_ft.model.fast_path import distribution_validation
 from moirai_ft.model.load import random_module

@@ -21,7 +21,8 @@ from moirai_ft.errors import UserError
 from moirai_ft.evaluation.forecast import forecast_quantiles
 from moirai_ft.evaluation.reevaluate import reevaluate
 from moirai_ft.evaluation.scoring import eval_items, model_metrics
-from moirai_ft.evaluation.metrics import sample_quantiles, seasonal_errors, seasonality
+from moirai_ft.evaluation.metrics import seasonal_errors, seasonality
+from moirai_ft.model.family import sample_quantiles
 from moirai_ft.model.families import family_of
 from moirai_ft.model.families.decoder import CONVERTED
 from moirai_ft.model.fast_path import distribution_validation

@@ -20,7 +20,7 @@ from uni2ts.loss.packed import PackedNLLLoss
 
 from moirai_ft.data.prepare import prepare
 from moirai_ft.model.fast_path import distribution_validation, use_fast_path
-from moirai_ft.train.finetuner import LOSS_FIELDS, MODEL_FIELDS
+from moirai_ft.model.families.moirai1 import LOSS_FIELDS, MODEL_FIELDS
 from moirai_ft.instrument.host_sync import CountStepSyncs, HostSyncCounter
 from moirai_ft.train.job import run_job
 from moirai_ft.model.load import random_module

@@ -18,14 +18,9 @@ from uni2ts.module.packed_scaler import PackedStdScaler
 from moirai_ft.artifacts import HISTORY
 from moirai_ft.data.prepare import prepare
 from moirai_ft.config.schema import CompileMode
-from moirai_ft.model.fast_path import (
-    SyncFreeStdScaler,
-    adamw_options,
-    compile_forward,
-    distribution_validation,
-    use_fast_path,
-)
-from moirai_ft.train.finetuner import LOSS_FIELDS, MODEL_FIELDS
+from moirai_ft.model.compat import SyncFreeStdScaler
+from moirai_ft.model.fast_path import adamw_options, compile_forward, distribution_validation, use_fast_path
+from moirai_ft.model.families.moirai1 import LOSS_FIELDS, MODEL_FIELDS
 from moirai_ft.train.job import run_job
 from moirai_ft.model.load import param_groups, random_module
 

@@ -40,6 +40,25 @@ def test_the_search_space_is_hydras_sweep_syntax():
     assert parsed["seed"].choices == (0, 1, 2) and parsed["batch_size"].choices == (16, 32)
 
 
+def test_a_sampler_is_one_target_entry():
+    """sampler=<name> builds the `_target_` entry of that name; another of Optuna's samplers is one more entry
+    (here Quasi-Monte Carlo), with no code; a grid gets the search space, an interval it refuses in one line."""
+    from hydra.errors import HydraException
+
+    from hydra_plugins.moirai_optuna_sweeper.config import SAMPLERS
+    from hydra_plugins.moirai_optuna_sweeper.sweeper import make_sampler
+
+    space = {"lr": optuna.distributions.CategoricalDistribution([1e-4, 1e-3])}
+    assert isinstance(make_sampler("tpe", 0, space), optuna.samplers.TPESampler)
+    assert isinstance(make_sampler("grid", 0, space), optuna.samplers.GridSampler)
+    samplers = {**SAMPLERS, "qmc": {"_target_": "optuna.samplers.QMCSampler"}}
+    assert isinstance(make_sampler("qmc", 0, space, samplers), optuna.samplers.QMCSampler)
+    with pytest.raises(HydraException, match="choose one of tpe, random, grid"):
+        make_sampler("qmc", 0, space)
+    with pytest.raises(HydraException, match="lr is an interval"):
+        make_sampler("grid", 0, {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2)})
+
+
 def test_trials_from_a_mixed_space_and_a_rerun_continues_the_study(tmp_path: Path):
     args = ["-m", "hydra/sweeper=optuna", "hydra.sweeper.seed=0", *TINY, *EVAL_TINY, "val_check_interval=3",
             "prune=median", *SPACE]

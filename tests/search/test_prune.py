@@ -88,7 +88,10 @@ def test_the_pruner_decides_across_processes_under_the_local_launcher(tmp_path: 
     import os
 
     from conftest import ROOT
+    from moirai_ft.evaluation.reevaluate import reevaluate
+    from moirai_ft.evaluation.zero_shot import SHARED_DIR
     from moirai_ft.search.study import JOURNAL
+    from moirai_ft.sweep.once import computations
 
     sweep = tmp_path / "sweep"
     env = {**ONE_THREAD, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -100,6 +103,15 @@ def test_the_pruner_decides_across_processes_under_the_local_launcher(tmp_path: 
     assert {by_lr[lr]["status"] for lr in (3e-3, 2e-3)} == {"completed"}
     for lr in (1e-9, 2e-9):
         assert by_lr[lr]["status"] == "pruned" and by_lr[lr]["pruned_at_check"] == 1, by_lr[lr]
+        # not tested (prune.eval_max_windows=0, the default), and says how to test it
+        assert "test" not in by_lr[lr] and "python -m moirai_ft.evaluate" in by_lr[lr]["test_skipped"]
+    # the four jobs, two at a time in their own processes, validated the zero-shot model once, and the
+    # two that were tested forecast its test windows once (moirai_ft/evaluation/zero_shot.py)
+    done = sorted(c["name"].split("-")[0] for c in computations(sweep / SHARED_DIR))
+    assert done == ["test", "validation"]
+    pruned = next(p.parent for p in sweep.glob("*/metrics.json") if json.loads(p.read_text())["lr"] == 1e-9)
+    again = reevaluate(pruned)  # the user's way to a pruned job's test metrics
+    assert again["test"] and "test_skipped" not in json.loads((pruned / "metrics.json").read_text())
     logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*.err"))
     assert "Traceback" not in logs and "StorageInternalError" not in logs
     from optuna.storages.journal import JournalFileBackend
@@ -153,3 +165,30 @@ def test_a_crashed_grid_job_marks_its_trial_failed(tmp_path: Path):
     (trial,) = study.get_trials(deepcopy=False)
     assert trial.state == optuna.trial.TrialState.FAIL
     assert "out of GPU memory" in trial.user_attrs["error"]
+
+
+def test_a_pruner_added_by_one_conf_file_stops_a_bad_job(tmp_path: Path):
+    """A pruner moirai-ft does not ship (Optuna's PercentilePruner), added as one conf/prune file in a
+    directory of the test's own: no code. It prunes a job worse than the study as the shipped ones do."""
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF
+    from moirai_ft.search.prune import JobTrial, build_pruner
+
+    (tmp_path / "conf" / "prune").mkdir(parents=True)
+    (tmp_path / "conf" / "prune" / "percentile.yaml").write_text(
+        "defaults:\n  - /schema/prune@_here_\n  - _self_\nname: percentile\n"
+        "pruner:\n  _target_: optuna.pruners.PercentilePruner\n  percentile: 25.0\n  n_startup_trials: 2\n")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=TINY + [f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+                                                             "prune=percentile"])
+    pruner = build_pruner(cfg.prune)
+    assert isinstance(pruner, optuna.pruners.PercentilePruner)
+    study = optuna.create_study(direction="minimize", pruner=pruner)
+    for _ in range(3):
+        study.add_trial(optuna.trial.create_trial(
+            value=0.1, intermediate_values={s: 0.1 for s in range(1, 6)}, state=optuna.trial.TrialState.COMPLETE,
+            distributions={}, params={}))
+    rule = Pruning(JobTrial(study, study.ask(), owned_by_sweeper=False), None, cfg.prune.name)
+    select(tmp_path, "val/crps", nll=[1.0, 0.5, 0.4, 0.3], crps=[0.5, 0.45, 0.42, 0.41], patience=10, more=[rule])
+    assert rule.reason == "percentile" and rule.pruned_at == 1

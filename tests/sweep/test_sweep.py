@@ -3,8 +3,10 @@ that redoes only the job whose result was lost, and analyze.py over the result."
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -18,6 +20,12 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from conftest import CONF, ROOT, TINY, compose_cfg, run_train
+from moirai_ft.artifacts import HISTORY
+from moirai_ft.config.saved import load_job_config
+from moirai_ft.evaluation.reevaluate import reevaluate
+from moirai_ft.evaluation.zero_shot import SHARED_DIR
+from moirai_ft.sweep.once import computations
+from moirai_ft.train.job import run
 from moirai_ft.sweep.runner import run_tracked
 from moirai_ft.sweep.state import FINGERPRINT, LINK, Action, JobLock, fingerprint, plan_job, read_link
 
@@ -28,7 +36,9 @@ EVAL_TINY = ["eval.num_samples=4", "eval.max_windows=8", "eval.plot_windows=0"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 PATTERNS = {"small_head_lr5e5": "head_only", "small_full_lr5e6": "full"}  # two patterns, via the seed's experiments
 LRS = (1e-3, 3e-3)
-SWEEP = ["-m", *TINY, *EVAL_TINY, f"experiment={','.join(PATTERNS)}", "lr=" + ",".join(map(str, LRS))]
+# blend and calibration: the zero-shot model's validation forecast is shared too (a third entry)
+SWEEP = ["-m", *TINY, *EVAL_TINY, f"experiment={','.join(PATTERNS)}", "lr=" + ",".join(map(str, LRS)),
+         "blend=true", "calibrate=conformal"]
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -163,6 +173,60 @@ def test_analyze_prints_the_base_stage_command_from_the_finished_small_stage(gri
     assert first.pattern.name == best_pattern  # the pattern that won on small goes first
     assert first.data.num_columns == 3  # the small stage's data settings carried over
     assert "model=tiny" not in carried and not any(w.startswith("lr=") for w in carried)
+
+
+# what differs between a job alone and the same job in a sweep: how long it took
+TIMINGS = ("wall_s", "train_samples_per_s")
+
+
+def without_timings(metrics: dict) -> dict:
+    out = {k: v for k, v in metrics.items() if k not in TIMINGS}
+    out["test_eval"] = {k: v for k, v in metrics["test_eval"].items() if k != "wall_s"}
+    return out
+
+
+def test_the_grid_evaluates_its_zero_shot_model_once(grid: Grid):
+    """Four jobs (two patterns x two lrs, then a rerun and a job continued from its checkpoint) share one
+    starting model, data, windows and evaluation settings: one zero-shot validation, one zero-shot test, and
+    (blend=true, calibrate=conformal) one zero-shot forecast of the validation windows."""
+    done = computations(grid.sweeps[0] / SHARED_DIR)
+    assert sorted(c["name"].split("-")[0] for c in done) == ["test", "validation", "validation_forecast"], done
+    # the rerun skipped every job; the third run continued one from its checkpoint: validated already, and
+    # its test evaluation computed the zero-shot part once more in that sweep (each sweep its own entries)
+    assert computations(grid.sweeps[1] / SHARED_DIR) == []
+    assert sorted(c["name"].split("-")[0] for c in computations(grid.sweeps[2] / SHARED_DIR)) == [
+        "test", "validation_forecast"]
+    first = job_dirs(grid.sweeps[0])
+    assert {c["by"] for c in done} <= {str(d) for d in first}
+    zero_shot = {json.dumps(json.loads((d / "metrics.json").read_text())["zero_shot_test"]) for d in first}
+    assert len(zero_shot) == 1
+
+
+def test_a_sweep_job_writes_what_it_would_alone_and_another_eval_setting_is_not_shared(grid: Grid, tmp_path: Path):
+    computed_by = {c["by"] for c in computations(grid.sweeps[0] / SHARED_DIR)}
+    reader = next(d for d in job_dirs(grid.sweeps[0]) if str(d) not in computed_by)  # read both entries
+    cfg = load_job_config(reader)
+    alone = run(cfg, tmp_path / "alone")  # no sweep: evaluates its zero-shot model itself
+    assert without_timings(alone) == without_timings(json.loads((reader / "metrics.json").read_text()))
+    assert (tmp_path / "alone" / HISTORY).read_text() == (reader / HISTORY).read_text()
+
+    # the sweep's entries, copied: a job with other evaluation settings computes its own
+    root = tmp_path / "sweep_root"
+    shutil.copytree(grid.sweeps[0] / SHARED_DIR, root / SHARED_DIR)
+    other = copy.deepcopy(cfg)
+    other.eval.num_samples = cfg.eval.num_samples + 1
+    run(other, tmp_path / "other_eval", shared_root=root)
+    names = [c["name"] for c in computations(root / SHARED_DIR)]
+    assert len(names) == 6 and len(set(names)) == 6  # a validation, a test and a validation forecast of its own
+
+    # re-evaluation of a job that read the shared entries reproduces its test metrics alone
+    shutil.copytree(reader, tmp_path / "reevaluated")
+    again = reevaluate(tmp_path / "reevaluated")
+    stored = json.loads((reader / "metrics.json").read_text())
+    for key in ("test", "zero_shot_test", "rel_improvement"):
+        assert again[key] == pytest.approx(stored[key]), key
+    for name, interval in stored["rel_improvement_ci"].items():
+        assert again["rel_improvement_ci"][name] == pytest.approx(interval), name
 
 
 def test_plan_skips_a_twin_another_process_is_running(tmp_path: Path):

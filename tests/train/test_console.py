@@ -57,7 +57,7 @@ def test_readme_main_job_sent_to_a_file_is_plain_lines_without_lightning_hints(t
 def test_a_terminal_keeps_the_live_bar_and_a_file_gets_lines(tmp_path, monkeypatch):
     from conftest import compose_cfg
 
-    from moirai_ft.model.fast_path import SparseProgressBar
+    from moirai_ft.train.progress import SparseProgressBar
     from moirai_ft.train import job
     from moirai_ft.train.progress import LineProgress
 

@@ -261,7 +261,7 @@ def test_an_interrupted_fit_clears_its_progress_bar(tmp_path: Path) -> None:
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from moirai_ft.model.fast_path import SparseProgressBar
+    from moirai_ft.train.progress import SparseProgressBar
 
     class FailsAtStep3(L.LightningModule):
         def __init__(self) -> None:

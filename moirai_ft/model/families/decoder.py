@@ -41,15 +41,18 @@ def _observed(x: Tensor) -> tuple[Tensor, Tensor]:
 
 def forecast_inputs(windows: Windows, idx: Int[Tensor, "batch"]) -> dict[str, Tensor]:
     """The windows as a forecast class's arguments: (batch, time, variate) context and horizon, missing
-    values 0 with observed False (the normalised scale's 0 is the train split's mean), no padding; known
+    values 0 with observed False (the normalised scale's 0 is the train split's mean), is_pad over the
+    `windows.pad` leading steps (a series shorter than the context at prediction time; else none); known
     covariates over context and horizon (feat_dynamic_real), past covariates over the context
     (past_feat_dynamic_real), when the windows have them."""
     x, observed = _observed(windows.raw(idx))  # (batch, ctx + pred, var)
     ctx = windows.spec.context_length
+    is_pad = torch.zeros(x.shape[0], ctx, dtype=torch.bool, device=x.device)
+    is_pad[:, : getattr(windows, "pad", 0)] = True  # steps before a short series' start (prediction time)
     inputs = {
         "past_target": x[:, :ctx],
         "past_observed_target": observed[:, :ctx],
-        "past_is_pad": torch.zeros(x.shape[0], ctx, dtype=torch.bool, device=x.device),
+        "past_is_pad": is_pad,
         "future_target": x[:, ctx:],
         "future_observed_target": observed[:, ctx:],
     }

@@ -43,7 +43,6 @@ from uni2ts.loss.packed import PackedNLLLoss
 from uni2ts.model.moirai_moe import MoiraiMoEForecast, MoiraiMoEModule
 
 from moirai_ft.data.windows import Batch, Windows, WindowSpec
-from moirai_ft.evaluation.metrics import sample_quantiles
 from moirai_ft.model.families.decoder import (
     CONVERTED, context_inputs, convert, covariate_dims, gather_ahead, targets_ahead,
 )
@@ -84,7 +83,6 @@ class MoiraiMoE(ModelFamily):
     module_class = MoiraiMoEModule
     head = ("param_proj",)  # the distribution head
     config_keys = frozenset({"distr_output", "patch_sizes", "max_seq_len", "d_ff"})
-    model_options = ("moe_small", "moe_base", "tiny_moe")
 
     def __init__(self) -> None:
         self._nll = PackedNLLLoss()
@@ -121,10 +119,10 @@ class MoiraiMoE(ModelFamily):
                 variate_id=batch["variate_id"],
             )
 
-    def batch_quantiles(self, module: MoiraiMoEModule, windows: Windows, idx: Int[Tensor, "batch"], num_samples: int) -> Tensor:
-        """MoiraiMoEForecast.forward's sampled paths, their quantiles as gluonts's SampleForecast computes them."""
+    def batch_paths(self, module: MoiraiMoEModule, windows: Windows, idx: Int[Tensor, "batch"], num_samples: int) -> Tensor:
+        """MoiraiMoEForecast.forward's sampled paths."""
         forecast = forecaster(module, windows.spec, windows.num_variates, num_samples, covariate_dims(windows))
         paths = forecast(**context_inputs(windows, idx), num_samples=num_samples)  # (batch, sample, pred[, var])
         if paths.dim() == 3:
             paths = paths.unsqueeze(-1)
-        return sample_quantiles(paths.permute(1, 0, 3, 2)).permute(1, 2, 0, 3)  # (batch, var, level, pred)
+        return paths.permute(1, 0, 3, 2)  # (sample, batch, var, pred)

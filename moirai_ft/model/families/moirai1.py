@@ -24,7 +24,6 @@ from uni2ts.model.moirai import MoiraiModule
 
 from moirai_ft.config.schema import CompileMode
 from moirai_ft.data.windows import Batch, Windows
-from moirai_ft.evaluation.metrics import sample_quantiles
 from moirai_ft.model.compat import forward_parts
 from moirai_ft.model.family import ModelFamily, encoder_kwargs
 from moirai_ft.model.fast_path import compile_forward, distribution_validation
@@ -68,7 +67,6 @@ class Moirai1(ModelFamily):
     module_class = MoiraiModule
     head = ("param_proj",)  # the distribution head
     config_keys = frozenset({"distr_output", "patch_sizes", "max_seq_len"})  # and no d_ff (MoE has one)
-    model_options = ("tiny", "small", "base", "large")
 
     def __init__(self) -> None:
         self._nll = PackedNLLLoss()
@@ -103,12 +101,10 @@ class Moirai1(ModelFamily):
     def check_compile(self, compile_mode: CompileMode | str) -> None:
         pass  # fast_path.compile_forward captures MoiraiModule.forward
 
-    def batch_quantiles(self, module: MoiraiModule, windows: Windows, idx: Int[Tensor, "batch"], num_samples: int) -> Tensor:
-        """uni2ts's forecast: `num_samples` paths drawn from the horizon distribution, their quantiles as
-        gluonts's SampleForecast computes them."""
+    def batch_paths(self, module: MoiraiModule, windows: Windows, idx: Int[Tensor, "batch"], num_samples: int) -> Tensor:
+        """uni2ts's forecast: `num_samples` paths drawn from the horizon distribution."""
         s = windows.spec
         tokens = horizon_tokens(windows, idx.device)
         samples = horizon_distribution(module, windows.batch(idx), tokens, s.patch_size).sample(torch.Size((num_samples,)))
         # (sample, batch, var * pred_tokens, patch) -> (sample, batch, var, pred) without the pad
-        paths = samples.reshape(num_samples, samples.shape[1], windows.num_variates, -1)[..., : s.prediction_length]
-        return sample_quantiles(paths).permute(1, 2, 0, 3)  # (batch, var, level, pred)
+        return samples.reshape(num_samples, samples.shape[1], windows.num_variates, -1)[..., : s.prediction_length]

@@ -38,12 +38,12 @@ from uni2ts.model.moirai2 import Moirai2Forecast, Moirai2Module
 
 from moirai_ft.data.windows import Batch, Windows, WindowSpec
 from moirai_ft.errors import UserError
-from moirai_ft.evaluation.metrics import QUANTILE_LEVELS
 from moirai_ft.model.compat import forecast_convert
 from moirai_ft.model.families.decoder import (
     CONVERTED, context_inputs, convert, covariate_dims, gather_ahead, targets_ahead,
 )
 from moirai_ft.model.family import ModelFamily, encoder_kwargs
+from moirai_ft.scores import QUANTILE_LEVELS
 
 
 def forecaster(module: Moirai2Module, spec: WindowSpec, num_variates: int, covariates: tuple[int, int] = (0, 0)) -> Moirai2Forecast:
@@ -122,7 +122,6 @@ class Moirai2(ModelFamily):
     module_class = Moirai2Module
     head = ("out_proj",)  # the quantile head (not the attention layers' out_proj: prefix match)
     config_keys = frozenset({"patch_size", "num_predict_token", "quantile_levels"})
-    model_options = ("moirai2_small", "tiny_moirai2")
 
     def random_module(self, model_cfg: DictConfig) -> Moirai2Module:
         return Moirai2Module(

@@ -10,9 +10,10 @@ from typing import Any
 import pandas as pd
 
 from moirai_ft.analysis.jobs import Job, State, lr_find_note
+from moirai_ft.config.root import RUN_KEYS
 
 SEED_KEYS = ("seed",)  # what differs between repeats of one configuration (eval.seed follows seed)
-NOT_CONFIG = ("resume", "sweep_root", "prune", "plan", "budget")  # how a job ran, not what it trained
+NOT_CONFIG = RUN_KEYS + ("prune",)  # how a job ran (and whether the sweep pruned it), not what it trained
 
 
 def _config_key(job: Job) -> str | None:
