@@ -70,6 +70,40 @@ def _offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
+# --- pytest-xdist: a module fixture shared by several tests (a trained job, a sweep) is built once --------
+# xdist's default `load` mode hands out tests in small chunks, so the tests of one module-scoped fixture often
+# landed on both workers and each built it (a whole sweep twice). `loadgroup` keeps each group on one worker,
+# starts the biggest groups first and hands out every other test one at a time.
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    # `-n 2` without an explicit --dist (and nothing to do with xdist off: `-p no:xdist`, `-n 0`)
+    if getattr(config.option, "dist", None) == "no" and getattr(config.option, "numprocesses", None):
+        config.option.dist = "loadgroup"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config, items):
+    parent: dict[str, str] = {}  # union-find: tests that share any such fixture share one group
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    shared = {}
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        defs = [info.name2fixturedefs[n][-1] for n in item.fixturenames if info and n in info.name2fixturedefs]
+        # the suite's own module fixtures (session services are shared between workers under a lock already)
+        keys = [f"{d.baseid}::{d.argname}" for d in defs if d.scope == "module" and d.baseid.startswith("tests")]
+        for key in keys[1:]:
+            parent[root(key)] = root(keys[0])
+        if keys:
+            shared[item] = keys[0]
+    for item, key in shared.items():
+        item.add_marker(pytest.mark.xdist_group(root(key)))
+
 # --- real services for the tests marked `cluster` (tests/services): started once per test run, under a file lock
 # shared by pytest-xdist's workers; the controller process stops at the end what this run started ---
 SERVICES_OWNER = "MOIRAI_FT_SERVICES_OWNER"
