@@ -13,7 +13,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
 
 from moirai_ft.analysis.report import advice_lines, analyze, printable, write_summary
 from moirai_ft.analysis.table import higher_is_better
@@ -26,9 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("path", type=Path, help="a sweep directory, or a root above several (multirun/)")
     parser.add_argument("--out", type=Path, default=None, help="where the summary files and plots/ go (default: PATH)")
-    parser.add_argument("--metric", default="best_val_loss",
-                        help="what ranks jobs and fills the heatmap: best_val_loss, best_monitored (the monitor= value), "
-                             "or a test metric such as test.mase")
+    parser.add_argument("--metric", default=None,
+                        help="what ranks jobs and fills the heatmap: best_monitored (default: the value monitor= selected "
+                             "on), best_val_loss, or a test metric such as test.mase")
     args = parser.parse_args(argv)
     try:
         report = analyze(args.path, args.metric)
@@ -36,8 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = args.out or (args.path if args.path.is_dir() else args.path.parent)
-    with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_colwidth", 200):
-        print(printable(report).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(printable(report))  # 120 columns; every figure is in summary.csv / summary.md
     print()
     print("\n".join(advice_lines(report)))
     written = write_summary(report, out)

@@ -11,7 +11,7 @@ Datasets (not in the repository; see --data): the embedded building plant (data=
 their covariates), and the CSVs weather.csv (Jena, 10 min, 21 columns), exchange_rate.csv (8 daily rates) and
 national_illness.csv (weekly ILI, 7 columns), the long-sequence-forecasting benchmark copies.
 
-Run: `python bench/calibration_blend.py [--data /work/wt/data] [--out DIR] [--smoke]`
+Run: `python bench/calibration_blend.py [--data /work/wt/data] [--out DIR] [--seed N] [--smoke]`
 Prints one markdown table (the BENCHMARKS.md one) and writes DIR/results.json.
 """
 
@@ -71,13 +71,14 @@ def train(args: list[str], job_dir: Path) -> dict[str, Any]:
 
 def row(name: str, m: dict[str, Any]) -> dict[str, Any]:
     cal = m["calibration"]["fine-tuned"]["test"]
-    ci = m["blend_ci"]
+    ci, rel = m["blend_ci"], m["blend_rel_improvement"]
 
-    def sig(interval: list[float] | None) -> str:
+    def sig(part: str) -> str:  # the relative improvement [its 95% interval], * where it excludes 0
+        interval, value = ci[part].get("wql"), rel[part].get("wql")
         if interval is None:
             return "n/a"
         lo, hi = interval
-        return f"{(lo + hi) / 2:+.1%} [{lo:+.1%}, {hi:+.1%}]" + (" *" if lo > 0 or hi < 0 else "")
+        return f"{value:+.1%} [{lo:+.1%}, {hi:+.1%}]" + (" *" if lo > 0 or hi < 0 else "")
 
     return {
         "dataset": name,
@@ -88,8 +89,8 @@ def row(name: str, m: dict[str, Any]) -> dict[str, Any]:
         "zero-shot wql": m["zero_shot_test"]["wql"],
         "blend w": m["blend_weight"],
         "blend wql": m["test_blend"]["wql"],
-        "blend vs fine-tuned (wql)": sig(ci["vs_fine_tuned"].get("wql")),
-        "blend vs zero-shot (wql)": sig(ci["vs_zero_shot"].get("wql")),
+        "blend vs fine-tuned (wql)": sig("vs_fine_tuned"),
+        "blend vs zero-shot (wql)": sig("vs_zero_shot"),
         "blend cov80 calibrated": m["test_blend_calibrated"]["coverage_80"],
         "residuals/step": m["calibration"]["residuals_per_step"],
         "wall s": m["bench_wall_s"],
@@ -109,7 +110,13 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="where the jobs go (default: a temporary directory)")
     p.add_argument("--smoke", action="store_true", help="a few steps each: checks the script, measures nothing")
     p.add_argument("--only", nargs="*", default=None, help="dataset names to run (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="the jobs' seed: initialisation, data order, sampling")
+    p.add_argument("--table", type=Path, default=None, help="print the table of an earlier run's results.json, run nothing")
     args = p.parse_args()
+    if args.table:
+        print(table_of(args.table))
+        return
+    COMMON.append(f"seed={args.seed}")
     out = args.out or Path(tempfile.mkdtemp(prefix="calibration_blend_"))
     out.mkdir(parents=True, exist_ok=True)
     smoke = ["steps_per_epoch=3", "epochs=1", "eval.max_windows=16", "val_max_windows=32", "eval.num_samples=20"]
@@ -128,6 +135,11 @@ def main() -> None:
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(markdown(rows))
     print(f"jobs under {out}", file=sys.stderr)
+
+
+def table_of(results: Path) -> str:
+    """The markdown table again from a run's results.json (`--table DIR/results.json`)."""
+    return markdown([row(name, m) for name, m in json.loads(Path(results).read_text()).items()])
 
 
 if __name__ == "__main__":

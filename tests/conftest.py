@@ -36,6 +36,9 @@ TINY = [
     "val_max_windows=64",
     "eval.max_windows=32",  # every job ends with a test evaluation of two models: keep it small
     "lr=1e-3",
+    # the cheapest monitor (no sampled forecasts at every check); the default, val_crps, runs in the README's
+    # main job (tests/train/test_console.py) and in the monitor tests (tests/search/test_monitor.py)
+    "monitor=val_nll",
 ]
 
 
@@ -65,3 +68,81 @@ def run_train(args: list[str], cwd: Path, env: dict[str, str] | None = None, tim
 def _offline(monkeypatch):
     # tests never reach the network; the hub library fails fast instead of retrying
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+# --- pytest-xdist: a module fixture shared by several tests (a trained job, a sweep) is built once --------
+# xdist's default `load` mode hands out tests in small chunks, so the tests of one module-scoped fixture often
+# landed on both workers and each built it (a whole sweep twice). `loadgroup` keeps each group on one worker,
+# starts the biggest groups first and hands out every other test one at a time.
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    # `-n 2` without an explicit --dist (and nothing to do with xdist off: `-p no:xdist`, `-n 0`)
+    if getattr(config.option, "dist", None) == "no" and getattr(config.option, "numprocesses", None):
+        config.option.dist = "loadgroup"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config, items):
+    parent: dict[str, str] = {}  # union-find: tests that share any such fixture share one group
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    shared = {}
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        defs = [info.name2fixturedefs[n][-1] for n in item.fixturenames if info and n in info.name2fixturedefs]
+        # the suite's own module fixtures (session services are shared between workers under a lock already)
+        keys = [f"{d.baseid}::{d.argname}" for d in defs if d.scope == "module" and d.baseid.startswith("tests")]
+        for key in keys[1:]:
+            parent[root(key)] = root(keys[0])
+        if keys:
+            shared[item] = keys[0]
+    for item, key in shared.items():
+        item.add_marker(pytest.mark.xdist_group(root(key)))
+
+# --- real services for the tests marked `cluster` (tests/services): started once per test run, under a file lock
+# shared by pytest-xdist's workers; the controller process stops at the end what this run started ---
+SERVICES_OWNER = "MOIRAI_FT_SERVICES_OWNER"
+
+
+def pytest_configure(config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller (or the only process): the workers inherit its name
+        os.environ.setdefault(SERVICES_OWNER, f"pytest-{os.getpid()}")
+
+
+def pytest_unconfigure(config) -> None:
+    if not hasattr(config, "workerinput") and os.environ.get(SERVICES_OWNER) == f"pytest-{os.getpid()}":
+        from tests import services
+
+        services.stop(owner=os.environ[SERVICES_OWNER])
+
+
+def _service(kind: str):
+    from tests import services
+
+    try:
+        return services.ensure(kind, owner=os.environ.get(SERVICES_OWNER, "manual"))
+    except services.ServiceError as e:
+        if os.environ.get("CI", "").lower() in ("true", "1"):  # CI installs and runs them: not starting is a failure
+            pytest.fail(f"{kind} did not start: {e}", pytrace=False)
+        pytest.skip(f"{kind} cannot start here: {e}")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A single-node SLURM cluster; its `env` (SLURM_CONF) goes to every process that uses it."""
+    return _service("slurm")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    return _service("postgres").info["url"]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_url() -> str:
+    return _service("mlflow").info["url"]

@@ -28,6 +28,12 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -43,6 +49,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.moirai_optuna_sweeper.config import SAMPLERS
+from moirai_ft.errors import UserError
 from moirai_ft.search import study as studies
 from moirai_ft.sweep.naming import format_value
 from moirai_ft.values import plain
@@ -50,6 +57,60 @@ from moirai_ft.values import plain
 log = logging.getLogger(__name__)
 INTERRUPTED = "interrupted"  # user attribute of a trial a killed sweep left running (not counted, asked again)
 RESULTS = "optuna_results.yaml"
+OWNER = "sweep"  # trial user attribute: the id of the sweep that asked it
+HEARTBEAT_S, STALE_S = 30.0, 180.0  # a sweep on another machine is taken as ended when its record is this old
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_alive(record: dict[str, Any], now: float) -> bool:
+    """Whether the sweep of a study record (`Worker.record`) still runs."""
+    if record.get("ended"):
+        return False
+    if record.get("host") == socket.gethostname():
+        return _pid_alive(int(record.get("pid", 0)))
+    return now - float(record.get("beat", 0)) < STALE_S
+
+
+class Worker:
+    """This sweep in the study: its record, kept fresh by a heartbeat thread, and the sweeps whose trials it owns."""
+
+    def __init__(self, study: optuna.Study):
+        self.study, self.id = study, f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        now = time.time()
+        records = {k[len(OWNER) + 1:]: v for k, v in study.user_attrs.items() if k.startswith(f"{OWNER}:")}
+        self.owned = {self.id} | {k for k, v in records.items() if not sweep_alive(v, now)}
+        self._stop = threading.Event()
+        self._beat(ended=False)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _beat(self, ended: bool) -> None:
+        self.study.set_user_attr(f"{OWNER}:{self.id}", {"host": socket.gethostname(), "pid": os.getpid(),
+                                                         "beat": time.time(), "ended": ended})
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self._beat(ended=False)
+            except Exception as e:  # noqa: BLE001 - the storage hiccuped: the next beat tries again
+                log.warning("optuna study heartbeat: %s", e)
+
+    def end(self) -> None:
+        self._stop.set()
+        self._beat(ended=True)
+
+    def owns(self, trial: optuna.trial.FrozenTrial) -> bool:
+        """Its own trials and those of sweeps that had ended when it started (and trials no sweep asked)."""
+        return trial.user_attrs.get(OWNER, None) in self.owned or OWNER not in trial.user_attrs
 
 
 def distribution(override: Override) -> optuna.distributions.BaseDistribution:
@@ -113,9 +174,15 @@ class OptunaSweeper(Sweeper):
     def _study(self, space: dict[str, Any]) -> optuna.Study:
         assert self.config is not None
         cfg = self.config
-        storage = studies.storage_for(cfg.prune.storage, cfg.sweep_root, Path.cwd())
         name = studies.study_name_for([str(o) for o in cfg.hydra.overrides.task], cfg.prune.study_name)
-        existing = len(studies.open_study(storage, name).get_trials(deepcopy=False))
+        try:
+            storage = studies.storage_for(cfg.prune.storage, cfg.sweep_root, Path.cwd())
+            first = studies.open_study(storage, name)
+            studies.agree_on_pruner(first, cfg.prune)
+        except UserError as e:  # no driver for prune.storage, another pruner on the study: one line
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        existing = len(first.get_trials(deepcopy=False))
         # a rerun continuing the study: the seed moved on by the trials so far, else a seeded sampler would
         # propose the first run's points again (their jobs would only be skipped as done)
         seed = None if self.seed is None else self.seed + existing
@@ -124,18 +191,30 @@ class OptunaSweeper(Sweeper):
         return study
 
     @staticmethod
-    def _requeue_interrupted(study: optuna.Study) -> None:
+    def _requeue_interrupted(study: optuna.Study, worker: Worker) -> None:
         """Trials a killed sweep left running: recorded as failed-by-interruption and asked again, so
-        their jobs continue (or are skipped, when they had finished) under the fingerprint resume."""
+        their jobs continue (or are skipped, when they had finished) under the fingerprint resume. Only
+        ended sweeps' trials (a running sweep's trials are its own); the state change is the storage's
+        check-and-set, so of two sweeps starting together only one asks a trial again."""
+        now = time.time()
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if not worker.owns(t) or t.user_attrs.get(OWNER) == worker.id:
+                continue
+            if OWNER not in t.user_attrs and t.datetime_start and now - t.datetime_start.timestamp() < STALE_S:
+                continue  # just asked by a sweep that has not tagged it yet
+            try:
+                if not study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another sweep got there first
             study._storage.set_trial_user_attr(t._trial_id, INTERRUPTED, True)
-            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
             study.enqueue_trial(t.params, skip_if_exists=False)
 
     @staticmethod
-    def _counted(study: optuna.Study) -> int:
+    def _counted(study: optuna.Study, worker: Worker) -> int:
         done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-        return sum(1 for t in study.get_trials(deepcopy=False, states=done) if not t.user_attrs.get(INTERRUPTED))
+        return sum(1 for t in study.get_trials(deepcopy=False, states=done)
+                   if not t.user_attrs.get(INTERRUPTED) and worker.owns(t))
 
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None
@@ -146,11 +225,23 @@ class OptunaSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # what the job names and the jobs' study read
         study = self._study(space)
-        self._requeue_interrupted(study)
+        worker = Worker(study)
+        try:
+            returns = self._run_trials(study, worker, space, fixed, sweep_dir)
+        finally:
+            worker.end()
+        self._write_results(study, sweep_dir)
+        return returns
+
+    def _run_trials(self, study: optuna.Study, worker: Worker, space: dict[str, Any], fixed: list[str],
+                    sweep_dir: Path) -> list[Any]:
+        self._requeue_interrupted(study, worker)
         gate = self._budget_gate(sweep_dir)
         job_idx, returns = 0, []
-        while (remaining := self.n_trials - self._counted(study)) > 0:
+        while (remaining := self.n_trials - self._counted(study, worker)) > 0:
             trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
+            for t in trials:
+                t.set_user_attr(OWNER, worker.id)
             batch = [fixed + [f"{k}={format_value(v)}" for k, v in t.params.items()] for t in trials]
             fits = self._within_budget(gate, study, sweep_dir, trials, batch)
             spent = fits < len(trials)  # budget=: the rest of the search is left out
@@ -165,7 +256,6 @@ class OptunaSweeper(Sweeper):
             returns.append(results)
             if spent:
                 break
-        self._write_results(study, sweep_dir)
         return returns
 
     def _budget_gate(self, sweep_dir: Path) -> Any:

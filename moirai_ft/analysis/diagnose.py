@@ -9,8 +9,10 @@ ending in the next Hydra overrides to try.
 | worse_than_zero_shot | no check beat the zero-shot model, or most test metrics worse than zero-shot's | `lr` / 2; or half the `epochs` |
 | diverged | the loss became NaN or infinite | as oscillating: `lr` / 2, `warmup_steps` x 2 |
 | unchecked | `val_check_interval` (steps) longer than the run: no check during training | a quarter of the run; every other rule's next run gets it too |
+| not_significant | the gain on the ranking metric's test counterpart has a 95% bootstrap interval that includes 0: within noise | re-evaluate on every test window (when `eval.max_windows` capped them); a longer run (when the last check was still the best); seed repeats `-m seed=s,s+1,s+2` |
 
 Flat excludes oscillating and worse_than_zero_shot: with nothing moving, "lower the lr" would be wrong.
+not_significant is the verdict on a job no other rule explains: a gain that may be noise is not "healthy".
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Sequence
+
+from moirai_ft.evaluation.bootstrap import significant
 
 PATTERN_LADDER = ("head_only", "freeze_ffn", "full")  # 7.2: unfreeze one step at a time
 
@@ -30,6 +34,22 @@ class Rule(str, Enum):
     worse_than_zero_shot = "worse_than_zero_shot"
     diverged = "diverged"
     unchecked = "unchecked"
+    not_significant = "not_significant"
+
+
+# the test metric whose bootstrap interval judges a job ranked by a validation quantity: the monitor's own
+# (val_crps is computed as wql, val_mae as mae); the NLL has no test interval, wql is its probabilistic kin
+JUDGED_BY_MONITOR = {"val_nll": "wql", "val_crps": "wql", "val_mae": "mae"}
+TEST_GROUPS = ("test.", "zero_shot_test.", "rel_improvement.")
+
+
+def judged_metric(ranking: str, monitor: Any) -> str:
+    """The test metric whose improvement decides whether a job's gain on `ranking` is real."""
+    if ranking.startswith(TEST_GROUPS):
+        return ranking.split(".", 1)[1]
+    if ranking == "best_monitored":
+        return JUDGED_BY_MONITOR.get(str(monitor or "val_nll"), "wql")
+    return "wql"  # best_val_loss, zero_shot_val_loss: the NLL's
 
 
 @dataclass(frozen=True)
@@ -48,6 +68,7 @@ class Finding:
     rule: Rule
     message: str
     alternatives: list[dict[str, str]] = field(default_factory=list)  # each: overrides to set
+    reevaluate: dict[str, str] | None = None  # overrides for `python -m moirai_ft.evaluate <job>`: no retraining
 
 
 def _fmt(value: float) -> str:
@@ -104,10 +125,12 @@ def diagnose(
     metrics: dict[str, Any],
     config: dict[str, Any],
     t: Thresholds = Thresholds(),
+    judged: str | None = None,
 ) -> list[Finding]:
     """Findings for one finished job. losses: validation loss per check, the zero-shot check first;
     metrics: its metrics.json; config: its resolved config (lr, warmup_steps, patience, epochs,
-    val_check_interval, pattern.name). Only the rules whose inputs are present are tried."""
+    val_check_interval, pattern.name, seed, eval.max_windows); judged: the test metric whose interval
+    says whether the gain is real (judged_metric). Only the rules whose inputs are present are tried."""
     findings: list[Finding] = []
     lr = _as_float(config.get("lr", metrics.get("lr")))
     warmup = config.get("warmup_steps") or 0
@@ -157,7 +180,38 @@ def diagnose(
             alts.append({"epochs": str(max(1, epochs // 2))})
         findings.append(Finding(Rule.worse_than_zero_shot, f"fine-tuned worse than zero-shot ({why}): "
                                 "lower the lr or train fewer epochs", alts))
+    explained = {Rule.flat, Rule.worse_than_zero_shot, Rule.diverged}
+    if judged and not any(f.rule in explained for f in findings):
+        findings += _within_noise(metrics, config, judged)
     return _never_unchecked(findings, config.get("val_check_interval"), steps_run)
+
+
+def _within_noise(metrics: dict[str, Any], config: dict[str, Any], judged: str) -> list[Finding]:
+    """not_significant: the judged test metric's improvement has a 95% interval that includes 0. The next
+    runs are what would settle it: every test window when eval.max_windows left some out (a
+    re-evaluation, no training), a longer run when the last check was still the best, seed repeats."""
+    ci = (metrics.get("rel_improvement_ci") or {}).get(judged)
+    rel = _as_float((metrics.get("rel_improvement") or {}).get(judged))
+    if metrics.get("finetune_helped") is False or rel is None or significant(ci) is not False:
+        return []  # the result is the zero-shot model itself, or no interval, or a real gain (or loss)
+    lo, hi = float(ci[0]), float(ci[1])
+    windows = int((metrics.get("test_eval") or {}).get("windows") or 0)
+    cap = (config.get("eval") or {}).get("max_windows")
+    needed = ""
+    if rel > 0 and windows and hi > lo:  # the interval narrows as 1/sqrt(windows): when would it clear 0?
+        needed = f"; at this gain about {math.ceil(windows * ((hi - lo) / 2 / rel) ** 2)} test windows would tell"
+    message = (f"gain within noise: test {judged} {rel:+.1%} vs zero-shot, 95% interval [{lo:+.1%}, {hi:+.1%}] "
+               f"includes 0 over {windows} test windows{needed}; "
+               "settle it with more test windows, a longer run or seed repeats before trusting the ranking")
+    alts: list[dict[str, str]] = []
+    steps_run, best_step = metrics.get("steps_run"), metrics.get("best_step")
+    epochs = int(config.get("epochs") or 0)
+    if metrics.get("stop_reason") == "max_epochs" and epochs and best_step is not None and best_step == steps_run:
+        alts.append({"epochs": str(2 * epochs)})  # still improving at its last check
+    seed = int(config.get("seed") or 0)
+    alts.append({"seed": f"{seed},{seed + 1},{seed + 2}"})  # a sweep: analyze prints their mean ± std
+    capped = isinstance(cap, int) and windows >= cap
+    return [Finding(Rule.not_significant, message, alts, {"eval.max_windows": "null"} if capped else None)]
 
 
 def _never_unchecked(findings: list[Finding], vci: Any, steps_run: float | None) -> list[Finding]:
@@ -168,7 +222,7 @@ def _never_unchecked(findings: list[Finding], vci: Any, steps_run: float | None)
     fix = {"val_check_interval": str(max(1, int(steps_run) // 4))}
     unchecked = Finding(Rule.unchecked, f"val_check_interval={vci} steps is longer than the run ({int(steps_run)} "
                         "steps): no validation check ran during training; validate more often", [fix])
-    return [unchecked] + [Finding(f.rule, f.message, [{**alt, **fix} for alt in f.alternatives] or [fix])
+    return [unchecked] + [Finding(f.rule, f.message, [{**alt, **fix} for alt in f.alternatives] or [fix], f.reevaluate)
                           for f in findings]
 
 

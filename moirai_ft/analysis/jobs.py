@@ -19,7 +19,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from moirai_ft import weights
-from moirai_ft.analysis.diagnose import Finding, apply_overrides, diagnose
+from moirai_ft.analysis.diagnose import Finding, apply_overrides, diagnose, judged_metric
 from moirai_ft.budget.duration import format_duration
 from moirai_ft.artifacts import CHECKPOINTS, HISTORY, LOGS, METRICS, read_json
 from moirai_ft.result import NESTED_FIELDS
@@ -74,7 +74,20 @@ class Job:
                 "lr": self.config.get("lr"), "scheduler": _get(self.config, "scheduler.name")}.get(key)
 
     def command(self, changes: dict[str, str] | None = None) -> str:
-        return "python train.py " + " ".join(shlex.quote(o) for o in apply_overrides(self.overrides, changes or {}))
+        """train.py with the job's overrides and `changes`; `-m` when a change lists values (seed=0,1,2)."""
+        sweep = any("," in v and not v.startswith(("[", "{")) for v in (changes or {}).values())
+        overrides = [o for o in apply_overrides(self.overrides, changes or {}) if not (sweep and o == "-m")]
+        return "python train.py " + ("-m " if sweep else "") + " ".join(shlex.quote(o) for o in overrides)
+
+    def reevaluate_command(self, changes: dict[str, str]) -> str:
+        """Re-scoring this job's selected weights without training (moirai_ft/evaluation/reevaluate.py)."""
+        return " ".join(["python -m moirai_ft.evaluate", shlex.quote(str(self.path)),
+                         *(shlex.quote(f"{k}={v}") for k, v in changes.items())])
+
+    def next_commands(self, finding: Finding) -> list[str]:
+        """What a finding suggests running next, cheapest first."""
+        first = [self.reevaluate_command(finding.reevaluate)] if finding.reevaluate else []
+        return first + [self.command(alt) for alt in finding.alternatives]
 
 
 def _get(tree: dict[str, Any], dotted: str) -> Any:
@@ -131,7 +144,8 @@ def _read_history(job_dir: Path) -> tuple[pd.DataFrame | None, str]:
     return history.dropna(subset=["epoch", "step"]), ""
 
 
-def read_job(job_dir: Path) -> Job:
+def read_job(job_dir: Path, metric: str = "best_monitored") -> Job:
+    """One job directory; `metric` ranks the report (its test counterpart judges the gain: diagnose.py)."""
     config, overrides = _read_config(job_dir)
     history, note = _read_history(job_dir)
     metrics: dict[str, Any] = {}
@@ -159,13 +173,15 @@ def read_job(job_dir: Path) -> Job:
         job.losses = [float(v) for v in history.sort_values("step", kind="stable")["val_loss"]]
     if state == State.pruned:
         job.note = f"pruned at check {metrics.get('pruned_at_check')} ({metrics.get('pruned_reason')})"
+        if metrics.get("test_skipped"):  # the default (moirai_ft/search/prune.py pruned_test_config says why)
+            job.note += f"; not tested: python -m moirai_ft.evaluate {job_dir} tests it"
     if state == State.lr_find:
         job.note = lr_find_note(metrics)
     if state == State.not_started:
         job.note = not_started_note(metrics)
     if state in (State.completed, State.diverged):
         try:
-            job.findings = diagnose(job.losses, metrics, config)
+            job.findings = diagnose(job.losses, metrics, config, judged=judged_metric(metric, metrics.get("monitor")))
         except Exception as e:  # noqa: BLE001 - a hand-edited metrics.json costs its diagnosis, not the report
             job.note = f"no diagnosis: {type(e).__name__}: {e}"
     if metrics.get("test_error"):  # trained, but its test evaluation failed: no test metrics to rank it by

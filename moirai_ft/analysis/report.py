@@ -6,21 +6,19 @@ the base-stage command (recommend.py).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from moirai_ft.analysis.blend import blend_cell, blend_lines, has_blend, ranked_value, ranks_by_blend
+from moirai_ft.analysis.blend import blend_lines, ranked_value, ranks_by_blend
 from moirai_ft.analysis.budget import SweepBudget, budget_lines, sweep_budgets
 from moirai_ft.analysis.jobs import Job, State, find_job_dirs, read_job
 from moirai_ft.analysis.recommend import base_stage_command, best_by_model
 from moirai_ft.analysis.repeats import search_lines
-from moirai_ft.analysis.table import ROW_COLUMNS, fmt_cell, markdown_table, metric_columns, rel_path, sort_jobs, table
+from moirai_ft.analysis.table import markdown_table, metric_columns, rel_path, render, sort_jobs, table, terminal_frame
 from moirai_ft.artifacts import write_json_atomic
 from moirai_ft.errors import UserError
-from moirai_ft.evaluation.coverage import BANDS
 
 SUMMARY = "summary"  # summary.csv, summary.md, summary.json
 
@@ -36,59 +34,32 @@ class Report:
     budgets: list[SweepBudget] = field(default_factory=list)  # budget=: each budgeted sweep below root
 
 
-def analyze(root: Path, metric: str = "best_val_loss") -> Report:
+def analyze(root: Path, metric: str | None = None) -> Report:
+    """metric None: best_monitored, the value each job's `monitor=` selected on and the sweeper minimised
+    (best_val_loss for jobs from before the monitor)."""
     root = Path(root)
     if not root.exists():
         raise UserError(f"{root} does not exist; give analyze.py a sweep directory or a root above several (multirun/)")
-    jobs = [read_job(d) for d in find_job_dirs(root)]
-    if not jobs:
+    dirs = find_job_dirs(root)
+    if not dirs:
         raise UserError(f"no job directories below {root}; point analyze.py at multirun/ or one sweep's directory")
-    # best_monitored: the value `monitor=` selected on (val_crps, val_mae), what the sweeper minimised
+    jobs = [read_job(d, metric or "best_monitored") for d in dirs]
+    # best_monitored: the value `monitor=` selected on (val_nll, val_crps, val_mae), what the sweeper minimised
     monitored = ["best_monitored"] if any("best_monitored" in j.metrics for j in jobs) else []
+    metric = metric or (monitored or ["best_val_loss"])[0]
     allowed = ["best_val_loss", "zero_shot_val_loss"] + monitored + metric_columns(jobs)
     if metric not in allowed:
         raise UserError(f"--metric {metric} is not in these jobs; use one of: {', '.join(allowed)}")
     jobs = sort_jobs(jobs, metric)
-    return Report(root, metric, jobs, table(jobs, root), best_by_model(jobs, metric), base_stage_command(jobs, metric),
+    return Report(root, metric, jobs, table(jobs, root, metric), best_by_model(jobs, metric), base_stage_command(jobs, metric),
                   sweep_budgets(root))
 
 
-def test_columns(frame: pd.DataFrame) -> list[str]:
-    """The selected model's test metrics, each band's coverage right after wql (read side by side)."""
-    cols = [c for c in frame.columns if c.startswith("test.")]
-    bands = [c for c in cols if c.split(".", 1)[1] in BANDS]
-    rest = [c for c in cols if c not in bands]
-    at = rest.index("test.wql") + 1 if "test.wql" in rest else len(rest)
-    return rest[:at] + bands + rest[at:]
-
-
-def printable(report: Report) -> pd.DataFrame:
-    """The table as printed: rank first, each test metric as `value (+x% vs zero-shot)`, the job's
-    directory last (the full numbers are in summary.csv/json)."""
-    frame = report.frame
-    out = pd.DataFrame({"#": range(1, len(frame) + 1)})
-    for col in ROW_COLUMNS[1:]:
-        out[col] = frame[col].values
-    for col in test_columns(frame):
-        name = col.split(".", 1)[1]
-        rel = frame.get(f"rel_improvement.{name}")
-        sig = frame.get(f"significant.{name}")
-        # "n.s.": the improvement's 95% bootstrap interval includes 0, it may be noise
-        marks = [" n.s." if s is False else "" for s in (sig if sig is not None else [None] * len(frame))]
-        out[name] = [
-            fmt_cell(v) + (f" ({r:+.1%}{m})" if rel is not None and isinstance(r, float) and not math.isnan(r) else "")
-            for v, r, m in zip(frame[col], rel if rel is not None else [None] * len(frame), marks)
-        ]
-    if "test_calibrated.coverage_80" in frame.columns:  # calibrate=conformal: the bands after calibration
-        out["coverage_80_calibrated"] = [fmt_cell(v) for v in frame["test_calibrated.coverage_80"]]
-    if any(has_blend(j) for j in report.jobs):  # blend=true: its weight and its value against both parts
-        out["blend"] = [blend_cell(j, report.metric) for j in report.jobs]
-    if "test_without_covariates.mae" in frame.columns:  # jobs with covariates: did they help? (the rest in summary.csv)
-        out["mae_without_covariates"] = [fmt_cell(v) for v in frame["test_without_covariates.mae"]]
-    for col in ("wall_s", "train_samples_per_s", "job"):
-        out[col] = frame[col].values
-    return out.dropna(axis=1, how="all")
-
+def printable(report: Report) -> str:
+    """The table as printed: rank, job, state, the ranking metric with its gain over zero-shot and the
+    significance of the test gain that judges it, wall time; in 120 columns. Every other figure is in
+    summary.csv / summary.md."""
+    return render(terminal_frame(report.jobs, report.metric, report.root))
 
 
 def advice_lines(report: Report) -> list[str]:
@@ -104,7 +75,7 @@ def advice_lines(report: Report) -> list[str]:
             lines.append(f"- {name}: {job.note or 'healthy, no rule fired'}")
         for finding in job.findings:
             lines.append(f"- {name}: {finding.rule.value}: {finding.message}")
-            lines += [f"    next: {job.command(alt)}" for alt in finding.alternatives]
+            lines += [f"    next: {command}" for command in job.next_commands(finding)]
     lines.append("")
     lines.append(f"Best by {report.metric}:")
     for model, job in report.best.items():
@@ -136,7 +107,7 @@ def write_summary(report: Report, out: Path) -> list[Path]:
         "jobs": [{
             "job": rel_path(j.path, report.root), "state": j.state.value, "note": j.note or None,
             "metrics": j.metrics, "overrides": j.overrides, "command": j.command(),
-            "diagnosis": [{"rule": f.rule.value, "message": f.message, "next": [j.command(a) for a in f.alternatives]}
+            "diagnosis": [{"rule": f.rule.value, "message": f.message, "next": j.next_commands(f)}
                           for f in j.findings],
         } for j in report.jobs],
         "best": {m: rel_path(j.path, report.root) for m, j in report.best.items()},

@@ -179,6 +179,10 @@ def parse_timestamps(column: pd.Series, data_cfg: DictConfig, notes: list[str]) 
     def parse(how: str | None, utc: bool = False, dayfirst: bool = False) -> pd.Series:
         with warnings.catch_warnings():  # "could not infer format": we check the result ourselves
             warnings.simplefilter("ignore", UserWarning)
+            # pandas 2 returns mixed UTC offsets as objects with this warning (pandas 3 raises): either way
+            # the caller sees no datetime dtype and parses again with utc=True
+            warnings.filterwarnings("ignore", "In a future version of pandas, parsing datetimes with mixed time zones",
+                                    FutureWarning)
             try:
                 return pd.to_datetime(column, format=how, errors="coerce", utc=utc, dayfirst=dayfirst)
             except (ValueError, TypeError):  # mixed time zones without utc=True
@@ -307,6 +311,13 @@ def select_columns(available: list[str], include: Sequence[str] | None, exclude:
     return keep
 
 
+def _float32(values: pd.Series | pd.DataFrame) -> pd.Series | pd.DataFrame:
+    """As float32. A magnitude beyond float32's (3.4e38) becomes +-inf, on purpose: non_finite_as_missing
+    then counts it and reads it as missing, as it does inf in the file."""
+    with np.errstate(over="ignore"):
+        return values.astype(np.float32)
+
+
 def numeric(frame: pd.DataFrame, non_numeric: NonNumeric, notes: list[str], excludable: bool = True) -> pd.DataFrame:
     """Every column as float32; text cells refused, or read as missing with data.non_numeric=missing.
     `excludable`: whether leaving the column out is a fix to offer (not for a long file's value column)."""
@@ -315,7 +326,7 @@ def numeric(frame: pd.DataFrame, non_numeric: NonNumeric, notes: list[str], excl
     for name in frame.columns:
         col = frame[name]
         if pd.api.types.is_numeric_dtype(col):
-            out[name] = col.astype(np.float32)
+            out[name] = _float32(col)
             continue
         if pd.api.types.is_datetime64_any_dtype(col):  # dates are not a series to forecast
             values = pd.Series(np.nan, index=col.index)
@@ -324,7 +335,7 @@ def numeric(frame: pd.DataFrame, non_numeric: NonNumeric, notes: list[str], excl
         bad = values.isna() & col.notna()
         if bad.any():
             texts.append((name, int(bad.sum()), col[bad].iloc[0]))
-        out[name] = values.astype(np.float32)
+        out[name] = _float32(values)
     if texts and non_numeric == NonNumeric.refuse:
         name, count, example = texts[0]
         names = ",".join(t[0] for t in texts)
@@ -373,7 +384,7 @@ def long_to_wide(
         long = collapse(long.groupby(["timestamp", "item"], sort=False)["value"], how).reset_index()
     wide = long.pivot(index="timestamp", columns="item", values="value")
     wide.columns = [str(c) for c in wide.columns]
-    return wide.astype(np.float32)
+    return _float32(wide)
 
 
 def _refuse_duplicates(how: Duplicates, what: str) -> None:

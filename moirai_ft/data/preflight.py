@@ -41,9 +41,11 @@ def column_problems(
         )
     missing = 1.0 - observed.mean(axis=0)
     sparse = [c for c, m in zip(columns, missing) if m > data_cfg.max_missing and c not in empty and c not in no_train]
+    train = values[:train_rows]
+    seen = np.isfinite(train).any(axis=0)  # a column without a train value (dropped above) has no spread
+    spread = np.full(train.shape[1], np.nan)
     with np.errstate(all="ignore"):
-        train = values[:train_rows]
-        spread = np.nanmax(train, axis=0) - np.nanmin(train, axis=0)
+        spread[seen] = np.nanmax(train[:, seen], axis=0) - np.nanmin(train[:, seen], axis=0)
     constant = [c for c, s in zip(columns, spread) if s == 0]
     how = "dropped (data.drop_bad_columns=true)" if drop else "kept (data.drop_bad_columns=true drops them)"
     notes = []

@@ -142,4 +142,10 @@ def read_file(data_cfg: DictConfig, notes: list[str]) -> pd.DataFrame:
     if len(raw) == 0:
         raise UserError(f"data.path={path} has a header but no rows; export the data again")
     raw.columns = [str(c).strip() for c in raw.columns]
+    repeated = raw.columns[raw.columns.duplicated()]
+    if len(repeated):  # a Parquet file may repeat a name; trimming may make two CSV names one ("a", " a")
+        raise UserError(
+            f"data.path={path} has {raw.columns.tolist().count(repeated[0])} columns named {repeated[0]!r} (spaces "
+            "around names ignored); give each column its own name in the file"
+        )
     return raw

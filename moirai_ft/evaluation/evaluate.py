@@ -105,7 +105,7 @@ def evaluate_models(
     quantiles["fine-tuned"], results["fine-tuned"] = score("fine-tuned", selected)
     # blend=true, calibrate=conformal: fitted on both models' validation forecasts (moirai_ft/evaluation/planning.py)
     planned = planning.evaluate_plans(cfg, data, {"zero-shot": zero_shot, "fine-tuned": selected}, device, val_batches,
-                                      quantiles, results, items, seasonal, len(ids), job_dir)
+                                      quantiles, results, items, seasonal, len(ids), job_dir, shared)
     without: dict[str, Any] = {}
     if data.test.has_covariates:  # a third row: did the covariates help the fine-tuned model?
         with evaluating_on(selected, device):

@@ -32,6 +32,7 @@ from moirai_ft.evaluation.calibration import METHOD, Calibration, fit_conformal
 from moirai_ft.evaluation.coverage import band_coverages
 from moirai_ft.evaluation.forecast import evaluating_on, forecast_quantiles
 from moirai_ft.evaluation.metrics import rel_improvement, seasonal_errors, seasonality
+from moirai_ft.evaluation.zero_shot import VALIDATION_FORECAST, SharedZeroShot
 from moirai_ft.evaluation.scoring import EvalItems, eval_items, improvement_intervals, model_metrics
 from moirai_ft.scores import MONITORS, QUANTILE_LEVELS
 from moirai_ft.values import plain
@@ -132,8 +133,9 @@ def plan_forecasts(
             blend_weight=weight,
             blend_validation={"metric": metric, "scores": scores},
             test_blend=blended,
-            blend_rel_improvement={"vs_fine_tuned": rel_improvement(blended, tested[FINETUNED]),
-                                   "vs_zero_shot": rel_improvement(blended, tested[ZERO_SHOT])},
+            # over the blend's metrics (a quantile average has no validation NLL)
+            blend_rel_improvement={part: rel_improvement(blended, {k: v for k, v in tested[name].items() if k in blended})
+                                   for part, name in (("vs_fine_tuned", FINETUNED), ("vs_zero_shot", ZERO_SHOT))},
             blend_ci={"vs_fine_tuned": intervals(test_q[BLEND], test_q[FINETUNED]),
                       "vs_zero_shot": intervals(test_q[BLEND], test_q[ZERO_SHOT])},
         )
@@ -169,18 +171,24 @@ def evaluate_plans(
     cfg: DictConfig, data: PreparedData, modules: dict[str, torch.nn.Module], device: torch.device,
     val_batches: list[torch.Tensor], test_q: dict[str, Quantiles], tested: dict[str, dict[str, float]],
     items: EvalItems, seasonal: Float[np.ndarray, "item"], windows: int, job_dir: Path,
+    shared: SharedZeroShot | None = None,
 ) -> dict[str, Any]:
     """plan_forecasts for the job's evaluation (evaluate.evaluate_models): both models ("zero-shot",
     "fine-tuned") forecast the validation windows, then the blend and the calibration are fitted there and
-    scored on the test items. {} when neither option is on (a stale calibration.json is removed)."""
+    scored on the test items. {} when neither option is on (a stale calibration.json is removed). `shared`:
+    the sweep's zero-shot entries (moirai_ft/evaluation/zero_shot.py): the zero-shot model's validation
+    forecast is read there when another job of the sweep computed it."""
     if not wanted(cfg):
         (Path(job_dir) / calibration.CALIBRATION).unlink(missing_ok=True)  # from an earlier evaluation
         return {}
-    val_q = {}
-    for name, module in modules.items():
-        with evaluating_on(module, device):
-            val_q[name] = forecast_quantiles(module, data.val, val_batches, cfg.eval.num_samples, cfg.eval.seed,
-                                             desc=f"validation {name}")
+    def forecast(name: str) -> Quantiles:
+        with evaluating_on(modules[name], device):
+            return forecast_quantiles(modules[name], data.val, val_batches, cfg.eval.num_samples, cfg.eval.seed,
+                                      desc=f"validation {name}")
+
+    val_q = {name: forecast(name) for name in modules if name != ZERO_SHOT or shared is None}
+    if shared is not None:
+        val_q[ZERO_SHOT] = shared.quantiles(VALIDATION_FORECAST, cfg, lambda: forecast(ZERO_SHOT))
     pred = test_q[ZERO_SHOT].shape[-1]
 
     def intervals(candidate: Quantiles, baseline: Quantiles) -> dict[str, list[float] | None]:

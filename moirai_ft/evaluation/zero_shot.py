@@ -35,6 +35,9 @@ from moirai_ft.sweep.once import OnceStore
 
 SHARED_DIR = ".zero_shot"  # in the sweep's directory (hidden: `ls multirun/*/*` lists its jobs only)
 VALIDATION, TEST = "validation", "test"
+# blend=true / calibrate=conformal: the zero-shot model's quantiles on the validation windows, at the test's
+# eval.num_samples and eval.seed (moirai_ft/evaluation/planning.py)
+VALIDATION_FORECAST = "validation_forecast"
 RECORD, QUANTILES = "record.json", "quantiles.npy"
 KEY_VERSION = 1  # bump when what an entry holds, or how it is computed, changes
 
@@ -47,6 +50,8 @@ TRAINING_ONLY = (
     # validation runs eager (MoiraiFineTuner compiles the training loss only); how often the bar redraws
     "hardware.compile", "hardware.progress_bar_refresh", "hardware.log_every_n_steps",
     "eval.plot_windows",  # which windows forecast.png draws, from the shared quantiles
+    # what the job does with the two models' forecasts (blend, calibration), never the zero-shot forecasts
+    "calibrate", "blend", "blend_grid",
 )
 
 
@@ -110,6 +115,18 @@ class SharedZeroShot:
     def validation(self, cfg: DictConfig):
         """claim() of the zero-shot validation entry: record.json {"val_loss", "monitored"}."""
         return self.store.claim(self.name(VALIDATION, cfg), self.by)
+
+    def quantiles(self, kind: str, cfg: DictConfig, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """The zero-shot model's quantiles of entry `kind` (VALIDATION_FORECAST) for the settings of `cfg`: read,
+        or computed by `compute` and published."""
+        with self.store.claim(self.name(kind, cfg), self.by) as claim:
+            if claim.found is not None:
+                return np.load(claim.found / QUANTILES)
+            quantiles = compute()
+            array = io.BytesIO()
+            np.save(array, quantiles)
+            claim.publish({QUANTILES: array.getvalue()})
+            return quantiles
 
     def test(self, cfg: DictConfig, compute: Callable[[], tuple[np.ndarray, dict[str, float]]],
              ) -> tuple[np.ndarray, dict[str, float]]:

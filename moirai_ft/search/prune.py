@@ -63,6 +63,7 @@ def job_trial(cfg: DictConfig, job_dir: Path) -> JobTrial | None:
     overrides = (studies.sweep_overrides(sweep_dir) if sweep_dir else None) or []
     storage = studies.storage_for(cfg.prune.storage, cfg.sweep_root, launch_dir)
     study = studies.open_study(storage, studies.study_name_for(overrides, cfg.prune.study_name), pruner)
+    studies.agree_on_pruner(study, cfg.prune)
     if number is not None:
         return JobTrial(study, studies.trial_by_number(study, number), owned_by_sweeper=True)
     return JobTrial(study, study.ask(), owned_by_sweeper=False)

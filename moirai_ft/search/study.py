@@ -10,12 +10,15 @@ no torch here.
   included, Hydra's own settings left out), so rerunning the same command continues the same study.
 - Trial: the optuna sweeper asks the study for trials and writes job number -> trial number into
   <sweep_dir>/optuna_trials.json before launching; a job of a plain `-m` grid asks for a trial itself.
+- Pruner: the first sweep or job of a study records its pruner settings in the study; one with other settings
+  is refused (`agree_on_pruner`), so every worker of a shared study (sweeps on several nodes) prunes alike.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +27,29 @@ from omegaconf import DictConfig, OmegaConf
 
 from moirai_ft.artifacts import read_json, write_json_atomic
 from moirai_ft.config.root import RUN_KEYS
+from moirai_ft.errors import UserError
+
+# "Using an existing study ..." and the like on every start: the sweep's own lines say what a user needs
+optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 JOURNAL = "optuna_journal.log"
 TRIALS = "optuna_trials.json"  # in the sweep directory: {"<hydra.job.num>": trial number}
+PRUNER_ATTR = "pruner"  # study user attribute: the pruner settings its first sweep or job recorded
+# the settings that make a pruner decide differently (conf/prune), by pruner
+PRUNER_SETTINGS = {"none": (), "asha": ("min_resource", "reduction_factor"),
+                   "hyperband": ("min_resource", "reduction_factor", "max_resource"),
+                   "median": ("n_startup_trials", "n_warmup_steps")}
 
 
 def storage_for(storage: str | None, sweep_root: str | Path, launch_dir: str | Path) -> optuna.storages.BaseStorage:
     """The study storage of a sweep (module doc)."""
     if storage and "://" in storage:
-        return optuna.storages.RDBStorage(storage)
+        try:
+            return _rdb_storage(storage)
+        except ImportError as e:  # SQLAlchemy found no driver for the URL's database
+            extra = ' (pip install "moirai-ft[postgres]")' if storage.startswith("postgres") else ""
+            raise UserError(f"prune.storage={storage.split('://')[0]}://... needs a database driver{extra}: "
+                            f"{e.__cause__ or e}") from None
     root = Path(sweep_root)
     path = Path(storage) if storage else (root if root.is_absolute() else Path(launch_dir) / root) / JOURNAL
     path = path if path.is_absolute() else Path(launch_dir) / path
@@ -40,6 +57,21 @@ def storage_for(storage: str | None, sweep_root: str | Path, launch_dir: str | P
     from optuna.storages.journal import JournalFileBackend
 
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def _rdb_storage(url: str, attempts: int = 3) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage. On a fresh database it creates its tables; two sweeps starting together both try,
+    and the one that loses the race gets a duplicate-table error: the tables exist then, so it opens again."""
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1 + attempt)
+    raise AssertionError("unreachable")
 
 
 def study_name_for(task_overrides: list[str], given: str | None = None) -> str:
@@ -91,3 +123,20 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
     for t in study.get_trials(deepcopy=False):
         counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
     return counts
+
+
+def pruner_label(prune: DictConfig) -> str:
+    """`asha(min_resource=1, reduction_factor=3)`: the pruner a prune config builds."""
+    name = str(getattr(prune.name, "value", prune.name))
+    return f"{name}(" + ", ".join(f"{k}={prune[k]}" for k in PRUNER_SETTINGS.get(name, ())) + ")"
+
+
+def agree_on_pruner(study: optuna.Study, prune: DictConfig) -> None:
+    """Record the study's pruner on first use; UserError when this sweep or job would prune differently."""
+    label = pruner_label(prune)
+    recorded = study.user_attrs.get(PRUNER_ATTR)
+    if recorded is None:
+        study.set_user_attr(PRUNER_ATTR, label)
+    elif recorded != label:
+        raise UserError(f"optuna study {study.study_name} prunes with prune={recorded}; this sweep asks for "
+                        f"prune={label}: use the same prune settings to join it, or another prune.study_name")

@@ -77,7 +77,8 @@ def job_dirname(*, _root_: DictConfig) -> str:
 
 # OmegaConf 2.4 gave register_new_resolver's semantics to register_resolver (and deprecated the former);
 # in 2.3 register_resolver is the old string-only API, which knows no `_root_`. Tell them by `replace`.
-_register = (OmegaConf.register_resolver if "replace" in inspect.signature(OmegaConf.register_resolver).parameters
+# (hydra_plugins/moirai_slurm_launcher registers its resolver with it too)
+register_resolver = (OmegaConf.register_resolver if "replace" in inspect.signature(OmegaConf.register_resolver).parameters
              else OmegaConf.register_new_resolver)
 if not OmegaConf.has_resolver(RESOLVER):
-    _register(RESOLVER, job_dirname)
+    register_resolver(RESOLVER, job_dirname)

@@ -69,7 +69,9 @@ def _instantiate(node: DictConfig, **kwargs: Any) -> Any:
 
 def check_loggers(group: DictConfig | None) -> None:
     """Import each logger's module: a tracker whose package is not installed says which extra to install
-    (moirai_ft/train/trackers/), before the job loads any data or model."""
+    (moirai_ft/train/trackers/), before the job loads any data or model. A module's `check(settings)`, where
+    it has one, tells what else it can before training (a tracking server that does not answer)."""
     for node in (group or {}).values():
-        module = str(node._target_).rpartition(".")[0]
-        importlib.import_module(module)
+        module = importlib.import_module(str(node._target_).rpartition(".")[0])
+        if callable(getattr(module, "check", None)):
+            module.check(node)

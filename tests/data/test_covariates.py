@@ -279,10 +279,10 @@ def test_known_covariate_beats_the_same_job_without_it(tmp_path: Path) -> None:
     low, high = relative_improvement_interval(parts["with"], parts["without"], names=("mae",), seed=0)["mae"]
     assert low > 0, (maes, low, high)  # the 95% interval of the relative MAE improvement excludes 0
 
-    from moirai_ft.analysis.report import analyze, printable
+    from moirai_ft.analysis.report import analyze
 
-    shown = printable(analyze(tmp_path)).set_index("job")["mae_without_covariates"]
-    assert shown["with"] != "" and shown["without"] == ""
+    shown = analyze(tmp_path).frame.set_index("job")["test_without_covariates.mae"]  # summary.csv's column
+    assert shown["with"] > 0 and pd.isna(shown["without"])
 
 
 def test_readme_roles_example_prepares(tmp_path: Path) -> None:

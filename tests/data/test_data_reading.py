@@ -272,3 +272,14 @@ def test_a_day_month_order_the_calendar_cannot_decide_is_refused_naming_timestam
     message = str(err.value)
     assert "\n" not in message and why in message
     assert "data.timestamp_format='%d.%m.%Y %H:%M'" in message and "reindex" not in message
+
+
+def test_columns_named_alike_after_trimming_are_refused_in_one_line(tmp_path: Path) -> None:
+    """Found by the fuzzer: ' a' and 'a\\n' are one name once trimmed, and pandas then hands back a table
+    for what should be a column."""
+    path = tmp_path / "twins.csv"
+    frame = values(2).set_axis(STAMPS, axis=0).set_axis([" a", "a\t"], axis=1)
+    frame.to_csv(path, date_format="%Y-%m-%d %H:%M")
+    with pytest.raises(UserError) as err:
+        load(path)
+    assert "\n" not in str(err.value) and "2 columns named 'a'" in str(err.value)

@@ -46,8 +46,10 @@ NAMES = st.one_of(
 
 
 def sometimes(p: float = 0.25):
-    """True with probability about p: each spoiling is rarer than a clean table, so some tables pass."""
-    return st.integers(0, 99).map(lambda x: x < p * 100)
+    """True with probability about p. Each spoiling is rarer than a clean table, so most tables pass, and
+    False is the simplest draw: hypothesis starts from (and shrinks towards) simple examples, which must
+    therefore be clean tables, not every spoiling at once."""
+    return st.integers(0, 99).map(lambda x: x >= 100 - p * 100)
 CELLS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True, width=64),
     st.integers(-10**12, 10**12),
@@ -61,13 +63,13 @@ def stamps(draw, rows: int) -> list:
     """A timestamp column: a regular grid spoiled one or more ways, in one of several notations."""
     freq = draw(st.sampled_from(["15min", "1h", "1D"]))
     index = pd.date_range("2024-03-30", periods=rows, freq=freq)
-    if rows and draw(sometimes()):  # gaps
+    if rows and draw(sometimes(0.12)):  # gaps
         keep = draw(st.lists(st.booleans(), min_size=rows, max_size=rows))
         index = index[np.array(keep, dtype=bool)] if any(keep) else index
     values = list(index)
-    if values and draw(sometimes()):  # duplicates
+    if values and draw(sometimes(0.1)):  # duplicates
         values += draw(st.lists(st.sampled_from(values), max_size=3))
-    if draw(sometimes()):
+    if draw(sometimes(0.15)):  # unsorted: sorted and reported, still a valid table
         values = draw(st.permutations(values))
     notation = draw(st.sampled_from(["iso", "tz", "mixed_tz", "epoch_s", "epoch_ms", "day_first", "datetime"]))
     out: list = []
@@ -86,7 +88,7 @@ def stamps(draw, rows: int) -> list:
             out.append(t.strftime("%d.%m.%Y %H:%M"))
         else:
             out.append(t)
-    if out and draw(sometimes(0.15)):  # a few cells no parser can read
+    if out and draw(sometimes(0.08)):  # a few cells no parser can read
         for i in draw(st.lists(st.integers(0, len(out) - 1), max_size=2)):
             out[i] = draw(st.sampled_from(["", "n/a", "2024-13-45", "yesterday", None]))
     return out
@@ -94,12 +96,13 @@ def stamps(draw, rows: int) -> list:
 
 @st.composite
 def tables(draw) -> pd.DataFrame:
-    rows = draw(st.one_of(st.integers(0, 5), st.integers(40, 120)))  # tiny, or enough for every split
+    rows = draw(st.integers(0, 5)) if draw(sometimes(0.08)) else draw(st.integers(120, 240))  # tiny, or enough
     time = draw(stamps(rows))
     n = len(time)
-    frame = pd.DataFrame({"timestamp": pd.Series(time, dtype=object)}) if n else pd.DataFrame({"timestamp": []})
-    for _ in range(draw(st.sampled_from([0, 1, 1, 2, 2, 3]))):
-        kind = draw(st.sampled_from(["float", "float", "int", "cells", "constant", "inf"]))
+    # the column's own type (epoch numbers stay numbers, not text, when written to Parquet), object when mixed
+    frame = pd.DataFrame({"timestamp": pd.Series(time, dtype=object).infer_objects()}) if n else pd.DataFrame({"timestamp": []})
+    for _ in range(draw(st.sampled_from([1, 2, 3, 1, 2, 0]))):  # the first option is the simplest draw
+        kind = draw(st.sampled_from(["float", "float", "int", "float", "constant", "inf", "float", "cells"]))
         if kind == "float":
             column = np.random.default_rng(draw(st.integers(0, 99))).standard_normal(n)
         elif kind == "int":
@@ -111,7 +114,7 @@ def tables(draw) -> pd.DataFrame:
         else:
             column = pd.Series(draw(st.lists(CELLS, min_size=n, max_size=n)), dtype=object)
         frame[draw(NAMES)] = list(column) if kind == "cells" else column
-    if draw(sometimes(0.15)):  # the timestamps elsewhere than in the first column
+    if draw(sometimes(0.1)):  # the timestamps elsewhere than in the first column
         frame = frame[list(frame.columns[1:]) + [frame.columns[0]]]
     return frame
 
@@ -167,7 +170,15 @@ _STEPS = pd.date_range("2024-03-30", periods=60, freq="15min").strftime("%Y-%m-%
 @example(frame=pd.DataFrame({"timestamp": _STEPS, "sensor": np.where(np.arange(60) % 5, 3.0, np.inf),
                              "value": np.random.default_rng(0).standard_normal(60)}),
          fmt="csv", opts={**CLEAN, "drop_bad_columns": True})
-@given(frame=tables(), fmt=st.sampled_from(["csv", "csv_semicolon", "parquet", "parquet_index", "empty"]),
+# local time across the DST change (+01:00 then +02:00): pandas 2 warned that mixed offsets will raise
+@example(frame=pd.DataFrame({"timestamp": [t.isoformat() for t in pd.date_range(
+    "2024-03-30", periods=120, freq="15min", tz="Europe/Berlin")], "sensor": np.arange(120) % 7}), fmt="csv", opts=CLEAN)
+# two names that trimming makes one (" a", "a"): pandas handed back a table for a column, a TypeError
+@example(frame=pd.DataFrame({"timestamp": _STEPS, " a": np.arange(60.0), "a": np.arange(60.0)}), fmt="parquet",
+         opts=CLEAN)
+@given(frame=tables(),
+       fmt=st.sampled_from(["csv", "csv_semicolon", "parquet", "parquet_index", "csv", "csv_semicolon", "parquet",
+                            "parquet_index", "csv", "csv_semicolon", "parquet", "parquet_index", "csv", "empty"]),
        opts=options())
 def test_loader_returns_a_valid_table_or_one_line(frame: pd.DataFrame, fmt: str, opts: dict) -> None:
     cfg = copy.deepcopy(_composed())

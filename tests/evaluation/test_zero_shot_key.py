@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from conftest import compose_cfg
 from moirai_ft.data.prepare import prepare
-from moirai_ft.evaluation.zero_shot import TEST, VALIDATION, data_fingerprint, entry_name
+from moirai_ft.evaluation.zero_shot import TEST, VALIDATION, VALIDATION_FORECAST, data_fingerprint, entry_name
 
 BASE = compose_cfg()
 
@@ -40,10 +40,11 @@ SHARES = [
     {"pattern.name": "head_only"}, {"pattern.name": "freeze_ffn"}, {"prune.name": "asha"},
     {"prune.eval_max_windows": 4}, {"logger": None}, {"resume": False}, {"sweep_root": "/x"},
     {"hardware.compile": "default"}, {"hardware.progress_bar_refresh": 0}, {"eval.plot_windows": 0},
+    {"calibrate": "conformal"}, {"blend": True}, {"blend_grid": [0.0, 1.0]},
 ]
 
 
-@pytest.mark.parametrize("kind", [VALIDATION, TEST])
+@pytest.mark.parametrize("kind", [VALIDATION, TEST, VALIDATION_FORECAST])
 def test_a_setting_that_changes_the_evaluation_separates_and_a_training_setting_shares(kind: str) -> None:
     base = name(kind=kind)
     assert base.startswith(kind)

@@ -262,7 +262,9 @@ def test_a_sweep_over_families_and_patterns_is_ranked_and_plotted(tmp_path: Path
                            if isinstance(sub, torch.nn.Linear) and ".self_attn." in f".{name}."
                            and name.rsplit(".", 1)[-1] in ("q_proj", "k_proj", "v_proj", "out_proj"))
             assert m["trainable_params"] == expected < m["total_params"]
-    a = subprocess.run([sys.executable, str(ROOT / "analyze.py"), str(sweep)], capture_output=True, text=True, timeout=300)
+    # ranked by the validation loss here (the default, best_monitored, follows each job's monitor)
+    a = subprocess.run([sys.executable, str(ROOT / "analyze.py"), str(sweep), "--metric", "best_val_loss"],
+                       capture_output=True, text=True, timeout=300)
     assert a.returncode == 0, a.stderr
     with (sweep / "summary.csv").open() as f:
         rows = list(csv.DictReader(f))

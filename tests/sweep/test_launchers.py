@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -64,11 +65,14 @@ def test_local_launcher_runs_each_job_in_its_own_submitit_process(tmp_path: Path
     assert {r["state"] for r in rows} == {"completed"}
 
 
+RESOURCES = ("gpus_per_node", "cpus_per_gpu", "mem_per_gpu", "cpus_per_task", "mem_gb")
+
+
 def _launcher(overrides: list[str]) -> dict:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
     return OmegaConf.to_container(cfg.hydra.launcher, resolve=False) | {
-        "gpus_per_node": cfg.hydra.launcher.gpus_per_node  # resolved against the job config
+        k: cfg.hydra.launcher.get(k) for k in RESOURCES  # resolved against the job config
     }
 
 
@@ -81,6 +85,40 @@ def test_presets_take_the_gpu_count_from_the_hardware_group() -> None:
         launcher = _launcher([f"hydra/launcher={preset}"])
         assert launcher["tasks_per_node"] == 1  # a ddp job starts its own ranks
         assert launcher["submitit_folder"].startswith("${hydra.sweep.dir}/")  # job logs inside the sweep
+
+
+@pytest.mark.parametrize("hardware", ["auto", "gpu", "ddp", "cpu"])
+def test_the_slurm_preset_asks_for_gpus_only_when_the_hardware_uses_them(hardware: str) -> None:
+    asked = {k: v for k, v in _launcher(["hydra/launcher=slurm", f"hardware={hardware}"]).items()
+             if k in RESOURCES and v is not None}
+    if hardware == "cpu":  # CPUs and memory per task; a CPU partition refuses any GPU request
+        assert set(asked) == {"cpus_per_task", "mem_gb"} and asked["cpus_per_task"] >= 1 and asked["mem_gb"] >= 1
+    else:  # GPUs, and CPUs and memory per GPU
+        assert set(asked) == {"gpus_per_node", "cpus_per_gpu", "mem_per_gpu"}
+        assert asked["gpus_per_node"] == (2 if hardware == "ddp" else 1)
+
+
+@pytest.mark.parametrize("said, hardware, names", [
+    ("sbatch: error: Batch job submission failed: Invalid generic resource (gres) specification", "gpu",
+     ["Invalid generic resource (gres) specification", "hardware=gpu", "hardware=cpu", "hydra.launcher.gpus_per_node"]),
+    ("sbatch: error: invalid partition specified: big\nsbatch: error: Batch job submission failed: Invalid partition "
+     "name specified", "cpu", ["invalid partition specified: big", "hydra.launcher.partition"]),
+    ("sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified",
+     "cpu", ["hydra.launcher.account"]),
+    ("sbatch: error: Batch job submission failed: Requested time limit is invalid (missing or exceeds some limit)",
+     "cpu", ["hydra.launcher.timeout_min"]),
+    ("sbatch: error: Batch job submission failed: Requested node configuration is not available", "cpu",
+     ["cpus_per_task=2", "hydra.launcher.cpus_per_task", "hydra.launcher.mem_gb"]),
+    ("sbatch: error: Batch job submission failed: Something new", "cpu", ["Something new", "hydra.launcher.*"]),
+])
+def test_an_sbatch_refusal_names_the_setting_that_changes_it(said: str, hardware: str, names: list[str]) -> None:
+    from hydra_plugins.moirai_slurm_launcher.launcher import submission_error
+
+    params = _launcher(["hydra/launcher=slurm", f"hardware={hardware}"])
+    message = submission_error(said, hardware, hardware != "cpu", params)
+    assert "\n" not in message
+    for name in names:
+        assert name in message, message
 
 
 def test_slurm_preset_builds_the_sbatch_script_submitit_would_submit(tmp_path: Path) -> None:

@@ -36,7 +36,9 @@ EVAL_TINY = ["eval.num_samples=4", "eval.max_windows=8", "eval.plot_windows=0"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 PATTERNS = {"small_head_lr5e5": "head_only", "small_full_lr5e6": "full"}  # two patterns, via the seed's experiments
 LRS = (1e-3, 3e-3)
-SWEEP = ["-m", *TINY, *EVAL_TINY, f"experiment={','.join(PATTERNS)}", "lr=" + ",".join(map(str, LRS))]
+# blend and calibration: the zero-shot model's validation forecast is shared too (a third entry)
+SWEEP = ["-m", *TINY, *EVAL_TINY, f"experiment={','.join(PATTERNS)}", "lr=" + ",".join(map(str, LRS)),
+         "blend=true", "calibrate=conformal"]
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -185,13 +187,15 @@ def without_timings(metrics: dict) -> dict:
 
 def test_the_grid_evaluates_its_zero_shot_model_once(grid: Grid):
     """Four jobs (two patterns x two lrs, then a rerun and a job continued from its checkpoint) share one
-    starting model, data, windows and evaluation settings: one zero-shot validation, one zero-shot test."""
+    starting model, data, windows and evaluation settings: one zero-shot validation, one zero-shot test, and
+    (blend=true, calibrate=conformal) one zero-shot forecast of the validation windows."""
     done = computations(grid.sweeps[0] / SHARED_DIR)
-    assert sorted(c["name"].split("-")[0] for c in done) == ["test", "validation"], done
+    assert sorted(c["name"].split("-")[0] for c in done) == ["test", "validation", "validation_forecast"], done
     # the rerun skipped every job; the third run continued one from its checkpoint: validated already, and
     # its test evaluation computed the zero-shot part once more in that sweep (each sweep its own entries)
     assert computations(grid.sweeps[1] / SHARED_DIR) == []
-    assert [c["name"].split("-")[0] for c in computations(grid.sweeps[2] / SHARED_DIR)] == ["test"]
+    assert sorted(c["name"].split("-")[0] for c in computations(grid.sweeps[2] / SHARED_DIR)) == [
+        "test", "validation_forecast"]
     first = job_dirs(grid.sweeps[0])
     assert {c["by"] for c in done} <= {str(d) for d in first}
     zero_shot = {json.dumps(json.loads((d / "metrics.json").read_text())["zero_shot_test"]) for d in first}
@@ -213,7 +217,7 @@ def test_a_sweep_job_writes_what_it_would_alone_and_another_eval_setting_is_not_
     other.eval.num_samples = cfg.eval.num_samples + 1
     run(other, tmp_path / "other_eval", shared_root=root)
     names = [c["name"] for c in computations(root / SHARED_DIR)]
-    assert len(names) == 4 and len(set(names)) == 4  # a validation and a test entry of its own
+    assert len(names) == 6 and len(set(names)) == 6  # a validation, a test and a validation forecast of its own
 
     # re-evaluation of a job that read the shared entries reproduces its test metrics alone
     shutil.copytree(reader, tmp_path / "reevaluated")

@@ -132,3 +132,43 @@ def test_mlflow_resume_continues_the_jobs_run_and_a_fresh_start_replaces_it(tmp_
     assert restarted.run_id != first.run_id
     runs = restarted.experiment.search_runs([restarted.experiment_id])
     assert [r.info.run_id for r in runs] == [restarted.run_id]  # one run per job: the abandoned one is deleted
+
+
+@pytest.mark.cluster
+def test_mlflow_tracking_server_holds_the_runs_params_metrics_and_artifacts(mlflow_server_url: str, tmp_path: Path,
+                                                                             monkeypatch) -> None:
+    import mlflow
+
+    experiment = f"server-{tmp_path.name}"
+    job = tmp_path / "job"
+    out = run_train([*QUICK, "logger=mlflow", f"logger.mlflow.tracking_uri={mlflow_server_url}",
+                     f"logger.mlflow.experiment_name={experiment}", "lr=2e-3", f"hydra.run.dir={job}"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server_url)
+    (run,) = mlflow.search_runs(experiment_names=[experiment], output_format="list")
+    result = json.loads((job / "metrics.json").read_text())
+    assert run.info.run_name == job.name and run.info.status == "FINISHED"
+    assert float(run.data.params["lr"]) == 2e-3
+    assert run.data.metrics["test/mase"] == pytest.approx(result["test"]["mase"])
+    assert run.data.metrics["best_val_loss"] == pytest.approx(result["best_val_loss"])
+    assert len(mlflow.MlflowClient().get_metric_history(run.info.run_id, metric_key(compose_cfg().monitor))) >= 2
+    assert [a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)] == ["forecast.png"]
+    local = tmp_path / "forecast.png"
+    mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="forecast.png", dst_path=str(tmp_path))
+    assert local.read_bytes() == (job / "forecast.png").read_bytes()  # the server keeps the picture itself
+
+
+def test_an_mlflow_server_that_is_down_is_one_line_before_any_training(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    job = tmp_path / "job"
+    out = run_train([*QUICK, "logger=mlflow", f"logger.mlflow.tracking_uri=http://127.0.0.1:{port}",
+                     f"hydra.run.dir={job}"], cwd=tmp_path)
+    assert out.returncode == 2, out.stderr[-3000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no MLflow tracking server answers at"), out.stderr
+    assert f"logger.mlflow.tracking_uri=http://127.0.0.1:{port}" in lines[0]
+    assert not (job / "checkpoints").exists()  # it stopped before training

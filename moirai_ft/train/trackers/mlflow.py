@@ -3,7 +3,9 @@
 The embedded store is SQLite (`<run dir>/mlflow/mlflow.db`, artifacts beside it): MLflow 3 refuses its file
 store (`./mlruns`) unless told otherwise. A sweep's jobs share the store in the sweep directory, also when the
 local launcher runs them at once: SQLite serialises their writes, and creating the store or the experiment,
-which MLflow does not guard against a concurrent twin, happens under a file lock. `tracking_uri` set: a server.
+which MLflow does not guard against a concurrent twin, happens under a file lock. `tracking_uri` set: a server,
+which must answer when the job starts (`check`): MLflow's client would otherwise retry for minutes, and a
+server that is down would fail the job after training, not before.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import urllib.error
+import urllib.request
 import warnings
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -34,6 +38,23 @@ warnings.filterwarnings("ignore", message=r".*``noload`` loader strategy.*")
 
 STORE = "mlflow"  # in the run directory: mlflow.db and artifacts/
 RUN_FILE = "mlflow_run.json"  # in the job directory: the job's run, continued by a resumed fit
+PROBE_TIMEOUT_S = 10
+
+
+def check(settings: Mapping[str, Any]) -> None:
+    """A tracking server (http:// or https:// tracking_uri) that does not answer: one line (UserError)."""
+    uri = str(settings.get("tracking_uri") or "")
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return  # it answered (behind a proxy or a login, /health may be refused): a server is there
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise UserError(f"no MLflow tracking server answers at logger.mlflow.tracking_uri={uri} ({reason}); "
+                        "start it (mlflow server ...), or set logger.mlflow.tracking_uri=null for a store in "
+                        "the run directory") from None
 
 
 @contextmanager
