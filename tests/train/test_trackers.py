@@ -23,6 +23,18 @@ from conftest import CONF, TINY, compose_cfg, run_train
 QUICK = [*TINY, "steps_per_epoch=4", "val_check_interval=2", "eval.max_windows=8", "eval.num_samples=10"]
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_tracking_uri_per_test(monkeypatch):
+    """Lightning's MLFlowLogger sets MLflow's process-wide tracking URI (mlflow.set_tracking_uri) when a test builds
+    one in this process (the resume test): a later test on the same worker would then search that test's SQLite
+    store instead of the one its MLFLOW_TRACKING_URI names. Each test starts unset and puts back what it found."""
+    try:
+        from mlflow.tracking._tracking_service import utils
+    except ImportError:  # the tracker extra is not installed: those tests say so themselves
+        return
+    monkeypatch.setattr(utils, "_tracking_uri", None)
+
+
 def logger_options() -> list[str]:
     return sorted(p.stem for p in (CONF / "logger").glob("*.yaml"))
 
