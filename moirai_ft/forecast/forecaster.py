@@ -101,7 +101,7 @@ class Forecaster:
         self._partner: Forecaster | None = None  # the job's zero-shot model, for the blend
 
     @classmethod
-    def from_job(cls, path: str | Path, *, rank_by: str = "best_val_loss", zero_shot: bool = False,
+    def from_job(cls, path: str | Path, *, rank_by: str = "best_monitored", zero_shot: bool = False,
                  data: dict[str, Any] | None = None, device: str | torch.device | None = None,
                  load: bool = True) -> "Forecaster":
         """The forecaster of a job directory, or of the job analyze ranks first (by `rank_by`) in a sweep."""

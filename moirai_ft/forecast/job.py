@@ -77,7 +77,7 @@ def best_job(root: Path, rank_by: str) -> Path:
     raise UserError(f"no completed job below {root} ({found}); finish or rerun the sweep, or pass one job's directory as job=")
 
 
-def resolve(path: Path | str, rank_by: str = "best_val_loss") -> tuple[Path, bool]:
+def resolve(path: Path | str, rank_by: str = "best_monitored") -> tuple[Path, bool]:
     """(job directory, whether it was selected from a sweep)."""
     path = Path(path).expanduser()
     if not path.exists():

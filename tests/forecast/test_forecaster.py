@@ -399,8 +399,8 @@ def test_predict_py_writes_forecasts_and_refuses_in_one_line(root, v1, v2_lora, 
     (tmp_path / "multirun").symlink_to(root)  # the sweep's jobs, as the quick start leaves them
     r = predict(args)
     assert r.returncode == 0, r.stderr[-2000:]
-    best = next(j for j in analyze(root, "best_val_loss").jobs if j.state.value == "completed").path
-    assert f"best job by best_val_loss: {best}" in r.stdout
+    best = next(j for j in analyze(root, "best_monitored").jobs if j.state.value == "completed").path
+    assert f"best job by best_monitored: {best}" in r.stdout
     written = sorted((best / "predictions").glob("*/forecasts.csv"))
     assert len(written) == 1 and (written[0].parent / "forecast.png").stat().st_size > 0
     frame = pd.read_csv(written[0])
