@@ -45,7 +45,8 @@ def start(root: Path) -> dict[str, Any]:
 
 def _answers(url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+        # generous: a busy server (a job logging to it) is slow, and `ensure` restarts one that seems dead, store and all
+        with urllib.request.urlopen(f"{url}/health", timeout=15) as r:
             return r.status == 200
     except OSError:
         return False
