@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import subprocess
 import sys
@@ -80,6 +81,7 @@ def pytest_cmdline_main(config):
     # `-n 2` without an explicit --dist (and nothing to do with xdist off: `-p no:xdist`, `-n 0`)
     if getattr(config.option, "dist", None) == "no" and getattr(config.option, "numprocesses", None):
         config.option.dist = "loadgroup"
+        config.option.loadscopereorder = False  # the order below, not xdist's (biggest group first)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
@@ -104,12 +106,39 @@ def pytest_collection_modifyitems(config, items):
     for item, key in shared.items():
         item.add_marker(pytest.mark.xdist_group(root(key)))
 
+
+class _LongestFirst:
+    @pytest.hookimpl(trylast=True)  # the final order, after pytest's own (by fixture)
+    def pytest_collection_modifyitems(self, config, items):
+        _longest_first(config, items)
+
+
+def _longest_first(config, items) -> None:
+    """The order xdist hands out the work in: the longest first, so that no long test starts at the end while
+    the other worker has nothing left. First the cluster tests (most of their time is a wait on SLURM: it
+    overlaps the other worker's work), then the slow ones (several real training jobs), then the groups (a
+    module fixture's job or sweep, the biggest first), then the rest in collection order."""
+    if getattr(config.option, "dist", "no") == "no":
+        return
+    group = {item: (item.get_closest_marker("xdist_group") or pytest.mark.xdist_group("")).args[0] for item in items}
+    sizes = collections.Counter(group.values())
+
+    def rank(item) -> tuple[int, int]:
+        if item.get_closest_marker("cluster"):
+            return 0, 0
+        if item.get_closest_marker("slow"):
+            return 1, 0
+        return (2, -sizes[group[item]]) if group[item] else (3, 0)
+
+    items.sort(key=rank)  # stable: collection order within each rank
+
 # --- real services for the tests marked `cluster` (tests/services): started once per test run, under a file lock
 # shared by pytest-xdist's workers; the controller process stops at the end what this run started ---
 SERVICES_OWNER = "MOIRAI_FT_SERVICES_OWNER"
 
 
 def pytest_configure(config) -> None:
+    config.pluginmanager.register(_LongestFirst(), "moirai_ft_longest_first")
     if not hasattr(config, "workerinput"):  # the controller (or the only process): the workers inherit its name
         os.environ.setdefault(SERVICES_OWNER, f"pytest-{os.getpid()}")
 

@@ -8,9 +8,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
+@pytest.mark.slow  # both paths at several batch sizes, in one process
 def test_benchmark_smoke_mode_runs_both_paths_and_writes_every_figure(tmp_path):
     out = tmp_path / "smoke.json"
     proc = subprocess.run(

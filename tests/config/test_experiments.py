@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import CONF, ROOT, compose_cfg
+from conftest import CONF, ROOT, compose_cfg, run_train
 
 # The specification, transcribed from ../shared/seed (section 3, EXPERIMENTS): pretrained -> model.
 SEED = {
@@ -73,7 +70,6 @@ def test_stage_presets_run_the_seeds_execution_order():
 
 def test_cfg_job_prints_the_seed_values():
     name = "base_freeze_lr1e5"
-    out = subprocess.run([sys.executable, str(ROOT / "train.py"), f"experiment={name}", "--cfg", "job"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = run_train([f"experiment={name}", "--cfg", "job"], cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert seed_values(OmegaConf.create(out.stdout)) == SEED[name]

@@ -80,6 +80,7 @@ def test_a_finite_space_ends_the_search_once_every_point_is_evaluated():
     assert not exhausted(study, {**space, "x": D.FloatDistribution(0, 1)})
 
 
+@pytest.mark.slow  # two sweeps: two trials, then one more
 def test_trials_from_a_mixed_space_and_a_rerun_continues_the_study(tmp_path: Path):
     args = ["-m", "hydra/sweeper=optuna", "hydra.sweeper.seed=0", *TINY, *EVAL_TINY, "val_check_interval=3",
             "prune=median", *SPACE]

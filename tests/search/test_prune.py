@@ -52,6 +52,7 @@ def seeded_study(path: Path, name: str) -> None:
             distributions={}, params={}))
 
 
+@pytest.mark.slow  # a sweep and its rerun
 def test_a_pruned_job_keeps_its_best_weights_is_tested_and_a_rerun_skips_it(tmp_path: Path):
     journal = tmp_path / "study.log"
     seeded_study(journal, "seeded")

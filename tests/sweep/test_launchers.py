@@ -28,6 +28,7 @@ def _job_dirs(sweep: Path) -> list[Path]:
     return sorted(p.parent for p in sweep.glob("*/metrics.json"))
 
 
+@pytest.mark.slow  # a sweep whose jobs are processes of their own
 def test_local_launcher_runs_each_job_in_its_own_submitit_process(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     proc = run_train(

@@ -251,6 +251,7 @@ def test_a_sweep_preset_without_multirun_is_refused(tmp_path: Path):
     assert not (tmp_path / "checkpoints").exists()  # refused before any training
 
 
+@pytest.mark.slow  # three sweeps
 def test_a_sweep_over_another_configs_jobs_fails_them_and_keeps_their_results(tmp_path: Path):
     """Same hydra.sweep.dir, same swept values, another fixed setting: the job directories are taken."""
     sweep = tmp_path / "sweep"

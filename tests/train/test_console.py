@@ -10,6 +10,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 # the README's main job, shrunk in work only (steps, windows, samples), with a progress line every 0.5 s
@@ -24,6 +26,7 @@ def readme_main_job() -> list[list[str]]:
     return [shlex.split(part) for part in line.split("&&")]
 
 
+@pytest.mark.slow  # the README's main job: a sweep of four jobs
 def test_readme_main_job_sent_to_a_file_is_plain_lines_without_lightning_hints(tmp_path):
     train, analyze = readme_main_job()
     assert train[:2] == ["python", "train.py"] and analyze[:2] == ["python", "analyze.py"]

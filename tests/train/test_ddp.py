@@ -87,6 +87,7 @@ def test_multi_device_config_errors_are_one_line_before_any_process_starts(
     assert json.loads((tmp_path / "metrics.json").read_text())["error"] == metrics["error"]
 
 
+@pytest.mark.slow  # a job in one process and the same job in two
 def test_ddp_job_on_two_cpu_processes_matches_one_process(tmp_path: Path) -> None:
     single_dir, ddp_dir = tmp_path / "single", tmp_path / "ddp"
     single = run(compose_cfg(SHARED), single_dir)

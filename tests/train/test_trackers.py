@@ -92,6 +92,7 @@ def test_a_tracker_not_installed_is_one_error_line_naming_the_extra(tracker: str
     importlib.import_module(f"moirai_ft.train.trackers.{tracker}")  # a fresh import for the other tests
 
 
+@pytest.mark.slow  # a sweep of two jobs
 def test_mlflow_sweep_is_one_experiment_with_params_history_and_test_metrics(tmp_path: Path, monkeypatch) -> None:
     import mlflow
 
