@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from moirai_ft.data.grid import inferred_step
 from moirai_ft.errors import UserError
 from moirai_ft.values import plain
 
@@ -137,7 +138,7 @@ def _grid_tier(stamps: pd.Series) -> int:
         values, steps = values[::-1], -steps[::-1]
     if not (steps > 0).all():
         return 0
-    if (steps == steps[0]).all() or (len(values) >= 3 and pd.infer_freq(pd.DatetimeIndex(values)) is not None):
+    if (steps == steps[0]).all() or inferred_step(pd.DatetimeIndex(values)) is not None:
         return 2
     return 1 if (steps % steps.min() == 0).all() else 0
 
