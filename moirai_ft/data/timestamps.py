@@ -159,6 +159,11 @@ def day_month_order(column: pd.Series, month_first: pd.Series, day_first: pd.Ser
     regular, increasing grid (a wrong order scrambles the calendar: 13.01 follows 12.01 as Jan 13 after
     Dec 1). Both or neither: refused, naming data.timestamp_format, never a reindex that would keep
     the scrambled calendar."""
+    # a year-first date (ISO 8601: 2024-01-02) has no day-first reading, yet pandas 3.1 swaps its month and
+    # day under dayfirst=True (format='mixed'): such rows keep their one reading
+    year_first = column.astype(str).str.match(r"\s*\d{4}\D").fillna(False).to_numpy(dtype=bool)
+    if year_first.any():
+        day_first = day_first.mask(year_first, month_first)
     differ = (month_first != day_first) & ~(month_first.isna() & day_first.isna())
     if not differ.any():
         return month_first
