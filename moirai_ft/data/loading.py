@@ -19,7 +19,7 @@ import pandas as pd
 from omegaconf import DictConfig
 from pandas.tseries.frequencies import to_offset
 
-from moirai_ft.config.schema import DataFormat, Duplicates, NonNumeric
+from moirai_ft.config.data import DataFormat, Duplicates, NonNumeric
 from moirai_ft.errors import UserError, preview
 from moirai_ft.data.reading import read_file
 from moirai_ft.data.synthetic import building_plant, building_telemetry

@@ -40,7 +40,8 @@ from moirai_ft.train.schedulers import warmup_step_count
 from moirai_ft.train.zero_shot import validate_zero_shot
 from moirai_ft.train.progress import LineProgress, SparseProgressBar
 from moirai_ft.model.families import family_of
-from moirai_ft.model.load import apply_pattern, count_params, load_module
+from moirai_ft.model.load import count_params, load_module
+from moirai_ft.model.patterns import apply_pattern
 from moirai_ft.model.lora import adapter_state, load_plain
 from moirai_ft.data.windows import IndexBatches, eval_batches, index_loader
 from moirai_ft.result import JobResult, Status

@@ -97,3 +97,27 @@ def test_short_run_with_the_default_warmup_trains_and_warms_up(tmp_path: Path) -
     assert len(lr) == 50
     for step, value in lr.items():  # the lr the step trained with: step / warmup of the peak, then the peak
         assert value == pytest.approx(cfg.lr * min(1.0, step / warmup)), step
+
+
+def test_importing_the_config_registers_nothing_and_register_stores_every_schema() -> None:
+    """Registration with Hydra's ConfigStore is an explicit call at the entry points (moirai_ft/config/store.py),
+    not an effect of importing a config module."""
+    import subprocess
+    import sys
+
+    script = (
+        "import importlib, pkgutil\n"
+        "from hydra.core.config_store import ConfigStore\n"
+        "import moirai_ft.config as config\n"
+        "for m in pkgutil.iter_modules(config.__path__):\n"
+        "    importlib.import_module('moirai_ft.config.' + m.name)\n"
+        "repo = ConfigStore.instance().repo\n"
+        "print(sorted(k for k in repo if k.endswith('_schema.yaml')), 'schema' in repo)\n"
+        "config.store.register()\n"
+        "print(sorted(k for k in repo if k.endswith('_schema.yaml')), sorted(repo['schema']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=CONF.parent, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before, after = proc.stdout.strip().splitlines()
+    assert before == "[] False"
+    assert after.startswith("['predict_schema.yaml', 'root_schema.yaml'] [") and "'pattern.yaml'" in after
