@@ -34,6 +34,10 @@ _MULTIRUN = ("-m", "--multirun")
 # settings of the whole run or sweep, not of one job (moirai_ft/budget): a sweep over them means nothing
 SWEEP_WIDE = ("plan", "budget")
 
+# groups whose options' `name` is the file's own (a pattern is what its file declares): `pattern.name=x` must
+# name an option too
+NAMED_BY_FILE = ("pattern",)
+
 # OmegaConf's wording for a value of the wrong type -> what the key takes
 _EXPECTED = (
     ("converted to Float", "a number"),
@@ -137,9 +141,11 @@ def unknown_choice(args: list[str], conf_dir: Path) -> str | None:
     if dirs is None:  # a search path this check cannot list (pkg://): Hydra reports a missing option itself
         return None
     for o in overrides:
-        groups = [d / o.key_or_group for d in dirs if (d / o.key_or_group).is_dir()]
+        key = o.key_or_group
+        group_name = key.removesuffix(".name") if key.removesuffix(".name") in NAMED_BY_FILE else key
+        groups = [d / group_name for d in dirs if (d / group_name).is_dir()]
         # hydra/* groups also hold Hydra's and its plugins' own options: leave those to Hydra
-        if o.key_or_group.startswith("hydra") or o.package is not None or not groups or o.is_delete():
+        if key.startswith("hydra") or o.package is not None or not groups or o.is_delete():
             continue
         if o.is_sweep_override():
             if not o.is_choice_sweep():
@@ -150,7 +156,9 @@ def unknown_choice(args: list[str], conf_dir: Path) -> str | None:
         allowed = sorted({p.stem for group in groups for p in group.glob("*.yaml")})
         for v in values:
             if v is not None and str(v) not in allowed:
-                return f"unknown {o.key_or_group} {v!r}; choose one of: {', '.join(allowed)}"
+                if group_name != key:  # pattern.name=...
+                    return f"{key} must be one of: {', '.join(allowed)} (got {v})"
+                return f"unknown {key} {v!r}; choose one of: {', '.join(allowed)}"
     return None
 
 

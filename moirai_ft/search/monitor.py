@@ -89,8 +89,9 @@ def monitor_callbacks(cfg: DictConfig, data: PreparedData, val_batches: list[tor
     """{"forecast_monitor": the entry's callback} for a forecast monitor, {} for val_nll."""
     if not is_forecast(cfg):
         return {}
-    return {"forecast_monitor": instantiate(monitor_entry(cfg), data=data, batches=val_batches,
-                                            num_samples=cfg.monitor_samples, seed=cfg.seed)}
+    # a partial first: the data and the batches go to the callback as they are, not through OmegaConf
+    make = instantiate(monitor_entry(cfg), _partial_=True)
+    return {"forecast_monitor": make(data=data, batches=val_batches, num_samples=cfg.monitor_samples, seed=cfg.seed)}
 
 
 def history_extra(cfg: DictConfig) -> dict[str, str]:

@@ -45,7 +45,7 @@ def test_every_value_of_a_sweep_is_checked_before_any_job(tmp_path: Path) -> Non
     [
         ("learning_rate=1e-3", "unknown config key learning_rate"),
         ("model.checkpont=x", "unknown config key model.checkpont; did you mean model.checkpoint?"),
-        ("pattern.name=all", "pattern.name must be one of: full, freeze_ffn, head_only, lora (got all)"),
+        ("pattern.name=all", "pattern.name must be one of: freeze_ffn, full, head_only, lora (got all)"),
         ("resume=maybe", "resume must be true or false (got maybe)"),
         ("calibrate=cqr", "calibrate must be one of: none, conformal (got cqr)"),
         ("blend=yes_please", "blend must be true or false (got yes_please)"),
