@@ -38,8 +38,11 @@ from moirai_ft.sweep.runner import run_tracked
 def main(cfg: DictConfig) -> float:
     # here: torch loads only once the command line is checked
     from moirai_ft.instrument import faults
-    from moirai_ft.train.job import objective
+    from moirai_ft.train.outcome import objective
 
+    # in every job's process (a launcher's too), now that the training modules are imported: Optuna's "Using an
+    # existing study" lines of a job joining its sweep's study (moirai_ft/console.py)
+    quiet_third_party()
     hc = HydraConfig.get()
     # lock + fingerprint; in a sweep, skips a completed twin or continues an unfinished one (moirai_ft/sweep/runner.py)
     try:

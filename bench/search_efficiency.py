@@ -4,10 +4,14 @@ On the CPU, model=tiny on the embedded synthetic data, three searches over 3 pat
 too high, each a real `python train.py -m ...` in its own directory:
   (a) grid: every configuration run to its end (early stopping aside);
   (b) the same grid with prune=asha;
-  (c) hydra/sweeper=optuna, as many trials as the grid has jobs (TPE, seed 0), over the same patterns and
-      the lr range (log), with prune=asha.
+  (c) hydra/sweeper=optuna, as many trials as the grid has jobs (TPE, seed 0 or --seed), over the same candidates as
+      the grid (`choice` of its patterns and lrs: the seed plan lists its lrs), with prune=asha. A point
+      drawn twice costs a skip, not a job (the sweep's fingerprint resume);
+  (d) with --interval, also the Optuna search over the lr range as a log interval (a point between the grid's).
 For each: wall time of the whole command, total training steps (sum of the jobs' steps_run), the best
-monitored validation value (best_monitored, monitor=val_nll), and the ratios of wall time and steps to (a).
+monitored validation value (best_monitored, the default monitor), the ratios of wall time and steps to (a),
+and when the search first held a job within 1% of the grid's best (`reach_s`: that job's metrics.json written,
+from the search's start; the user's time to the answer when the search is stopped there).
 Before the searches, `plan=true`'s estimate of the grid (its calibration in a process like the grid's) is set
 against the grid's measured wall time.
 
@@ -68,19 +72,26 @@ def environment() -> dict[str, str]:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
+def _value(job: dict) -> float | None:
+    ok = job.get("status") in ("completed", "pruned") and isinstance(job.get("best_monitored"), (int, float))
+    return float(job["best_monitored"]) if ok else None
+
+
 def run_search(name: str, args: list[str], job: list[str], workdir: Path) -> dict:
     cwd = workdir / name
     cwd.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, str(ROOT / "train.py"), "-m", *job, *args]
-    started = time.perf_counter()
+    started, epoch = time.perf_counter(), time.time()
     proc = subprocess.run(command, cwd=cwd, env=environment(), capture_output=True, text=True)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-3000:])
-    jobs = [json.loads(p.read_text()) for p in (cwd / "multirun").rglob("metrics.json")]
-    values = [j["best_monitored"] for j in jobs
-              if j.get("status") in ("completed", "pruned") and isinstance(j.get("best_monitored"), (int, float))]
+    files = sorted((cwd / "multirun").rglob("metrics.json"), key=lambda p: p.stat().st_mtime)
+    jobs = [json.loads(p.read_text()) for p in files]
+    values = [v for v in map(_value, jobs) if v is not None]
     return {
+        # (finished s from the start, best value) per job in the order they finished: reach_s is read from it
+        "finished": [[round(p.stat().st_mtime - epoch, 2), _value(j)] for p, j in zip(files, jobs)],
         "name": name, "command": " ".join(command[1:]), "jobs": len(jobs),
         "pruned": sum(j.get("status") == "pruned" for j in jobs),
         "steps": sum(int(j.get("steps_run") or 0) for j in jobs), "wall_s": round(wall, 2),
@@ -132,22 +143,30 @@ def main() -> None:
     p.add_argument("--smoke", action="store_true", help="the same as --scale smoke")
     p.add_argument("--out", type=Path, default=None, help="a JSON file for every figure (rewritten after each search)")
     p.add_argument("--workdir", type=Path, default=None, help="where the searches run (default: a temp dir)")
+    p.add_argument("--interval", action="store_true",
+                   help="also the Optuna search over the lr range as a log interval (search (d))")
+    p.add_argument("--seed", type=int, default=0, help="the Optuna sampler's seed (hydra.sweeper.seed)")
     args = p.parse_args()
     scale = "smoke" if args.smoke else args.scale
     spec = SCALES[scale]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="search_efficiency_"))
     workdir.mkdir(parents=True, exist_ok=True)
+    if any(workdir.iterdir()):  # an earlier run's jobs would be found as finished twins and skipped
+        p.error(f"--workdir {workdir} is not empty: give a new directory")
     patterns, lrs, job = spec["patterns"], spec["lrs"], spec["job"]
     trials = len(patterns) * len(lrs)
     grid = [f"pattern={','.join(patterns)}", f"lr={','.join(f'{v:g}' for v in lrs)}"]
-    space = [f"pattern=choice({','.join(patterns)})", f"lr=tag(log,interval({min(lrs):g},{max(lrs):g}))"]
+    optuna = ["hydra/sweeper=optuna", f"hydra.sweeper.n_trials={trials}", f"hydra.sweeper.seed={args.seed}",
+              f"pattern=choice({','.join(patterns)})"]
     searches = [
         ("grid", grid),
         ("grid+asha", [*grid, "prune=asha"]),
-        ("optuna+asha", ["hydra/sweeper=optuna", f"hydra.sweeper.n_trials={trials}", "hydra.sweeper.seed=0",
-                         *space, "prune=asha"]),
+        ("optuna+asha", [*optuna, f"lr=choice({','.join(f'{v:g}' for v in lrs)})", "prune=asha"]),
     ]
-    report = {"scale": scale, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    if args.interval:
+        searches.append(("optuna+asha (lr interval)",
+                         [*optuna, f"lr=tag(log,interval({min(lrs):g},{max(lrs):g}))", "prune=asha"]))
+    report = {"scale": scale, "optuna_seed": args.seed, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": machine(), "versions": versions(), "job": job, "searches": []}
     started = time.perf_counter()
     report["plan"] = plan_estimate(grid, job, workdir)
@@ -157,13 +176,17 @@ def main() -> None:
         write(args.out, report)
     results = report["searches"]
     base = results[0]
-    print(f"{'search':<12} {'jobs':>4} {'pruned':>6} {'steps':>6} {'ratio':>6} {'wall_s':>7} {'ratio':>6} {'best':>9}")
+    print(f"{'search':<26} {'jobs':>4} {'pruned':>6} {'steps':>6} {'ratio':>6} {'wall_s':>7} {'ratio':>6} "
+          f"{'reach_s':>7} {'ratio':>6} {'best':>9}")
     for r in results:
         r["ratio"] = r["steps"] / base["steps"] if base["steps"] else math.nan
         r["wall_ratio"] = r["wall_s"] / base["wall_s"] if base["wall_s"] else math.nan
         r["gap"] = 100 * (r["best"] - base["best"]) / abs(base["best"]) if base["best"] else math.nan
-        print(f"{r['name']:<12} {r['jobs']:>4} {r['pruned']:>6} {r['steps']:>6} {r['ratio']:>6.2f} "
-              f"{r['wall_s']:>7.1f} {r['wall_ratio']:>6.2f} {r['best']:>9.4f}")
+        within = base["best"] + 0.01 * abs(base["best"])
+        r["reach_s"] = next((t for t, v in r["finished"] if v is not None and v <= within), math.nan)
+        r["reach_ratio"] = r["reach_s"] / base["wall_s"] if base["wall_s"] else math.nan
+        print(f"{r['name']:<26} {r['jobs']:>4} {r['pruned']:>6} {r['steps']:>6} {r['ratio']:>6.2f} "
+              f"{r['wall_s']:>7.1f} {r['wall_ratio']:>6.2f} {r['reach_s']:>7.1f} {r['reach_ratio']:>6.2f} {r['best']:>9.4f}")
     plan = report["plan"]
     plan["error_pct"] = 100 * (plan["total_s"] - base["wall_s"]) / base["wall_s"] if base["wall_s"] else math.nan
     print(f"plan=true for the grid: est. {plan['total_s']:.1f} s (with asha {plan['low_s']:.1f} s), measured "

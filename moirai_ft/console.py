@@ -50,7 +50,7 @@ def quiet_third_party() -> None:
         logger = logging.getLogger(name)
         if _DROP_HINTS not in logger.filters:
             logger.addFilter(_DROP_HINTS)
-    # Optuna's study and trial INFO lines (a job joining its sweep's study), once the job has imported it
+    # Optuna's study and trial INFO lines (a job joining its sweep's study, the optuna sweeper), once imported
     # (moirai_ft/search/prune.py): importing it here would slow train.py's start
     if "optuna" in sys.modules:
         sys.modules["optuna"].logging.set_verbosity(logging.WARNING)

@@ -14,7 +14,8 @@ def first_line(error: BaseException, limit: int | None = None) -> str:
     return text[:limit] if limit is not None else text
 
 
-def preview(names: list[str] | tuple[str, ...], limit: int = 8) -> str:
-    """The first `limit` names for a one-line message, and how many there are in all when cut."""
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+def preview(names: list[str] | tuple[str, ...], limit: int = 8, sep: str = ", ") -> str:
+    """The first `limit` names for a one-line message, and how many there are in all when cut. `sep=","`
+    for a list the user pastes into an override (data.exclude=[a,b])."""
+    shown = sep.join(names[:limit])
+    return shown + (f"{sep}... ({len(names)} in all)" if len(names) > limit else "")

@@ -93,7 +93,7 @@ class JobResult:
     best_checksum: str = result_field("sha256 of checkpoints/best's files as the job left them (moirai_ft/weights.py): "
                                       "analyze, the sweep's resume and re-evaluation tell damaged weights by it",
                                       trained=True)
-    # --- test evaluation (moirai_ft/evaluation/evaluate.py), rank 0 of a trained job ---
+    # --- test evaluation (moirai_ft/evaluation/compare.py), rank 0 of a trained job ---
     test: dict = result_field("the selected model's test metrics (mase, wql, ..., val_nll; coverage_80: share of "
                               "observed targets in the 0.1-0.9 band, coverage_50 in 0.25-0.75 where kept)",
                               nested=True)

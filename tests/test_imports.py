@@ -18,7 +18,7 @@ PACKAGE = "moirai_ft"
 # the command line, and a launcher's job process before the job's directory is resolved)
 TORCH_FREE = ("analysis", "sweep/state.py", "sweep/naming.py", "sweep/runner.py", "sweep/hydra_callbacks.py",
               "sweep/once.py", "result.py", "artifacts.py", "errors.py", "config",
-              "budget/duration.py", "budget/clock.py", "budget/expand.py", "budget/cli.py",
+              "budget/duration.py", "budget/clock.py", "budget/expand.py", "budget/cli.py", "budget/plan_text.py",
               # predict.py checks its job and data before any model loads
               "forecast/job.py", "forecast/inputs.py", "forecast/cli.py")
 
@@ -185,7 +185,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("train",),  # the LightningModule, callbacks, loggers, trackers
     ("evaluation",),  # the test evaluation
     ("search",),  # monitors, pruning, the study, the lr finder
-    ("train.job", "train.from_config", "train.rank", "train.zero_shot"),  # one job, put together from all the above
+    # one job, put together from all the above
+    ("train.job", "train.fit", "train.outcome", "train.from_config", "train.rank", "train.zero_shot"),
     ("sweep", "budget"),  # a job as train.py runs it within a sweep; the sweep's plan and budget
     ("analysis",),  # what analyze.py reads from job directories
     ("evaluate", "forecast"),  # python -m moirai_ft.evaluate; forecasting with a finished job (predict.py)

@@ -1,7 +1,7 @@
 """`python train.py -m hydra/sweeper=optuna hydra.sweeper.n_trials=12 'lr=tag(log,interval(1e-7,1e-3))'
 'pattern=choice(full,freeze_ffn,head_only)'`: an Optuna study proposes the jobs.
 
-- The search space is Hydra's sweep syntax: `interval(a,b)` (float; `tag(int, ...)` for integers,
+- The search space is Hydra's sweep syntax (space.py): `interval(a,b)` (float; `tag(int, ...)` for integers,
   `tag(log, ...)` for a log scale), `choice(...)`, plain lists `a,b,c` and `range(...)` (categorical).
   Overrides that are not sweeps go to every trial unchanged.
 - `n_trials` trials in all, `n_jobs` at a time through whichever hydra/launcher is chosen.
@@ -10,7 +10,7 @@
 - The study lives where the jobs' pruner keeps its own (moirai_ft/search/study.py: prune.storage,
   default Optuna's journal file <sweep_root>/optuna_journal.log), named after the command line, so
   `prune=asha` sees every trial, and rerunning the same command continues the study up to n_trials.
-  A trial left running by a killed sweep is asked again; its job then continues or is skipped by the
+  A trial left running by a killed sweep is asked again (workers.py); its job then continues or is skipped by the
   sweep's fingerprint resume (moirai_ft/sweep/state.py, runner.py), so a completed job is never retrained.
 - `budget=2h` (moirai_ft/budget): a trial starts only if the plan of its own config (what it drew) says it
   can finish in the sweep's time left; the first that cannot ends the search, told to the study as failed
@@ -25,124 +25,30 @@ prune); nothing is copied from it.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
-import os
-import socket
 import sys
-import threading
-import time
-import uuid
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
 from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.moirai_optuna_sweeper.config import SAMPLERS
+from hydra_plugins.moirai_optuna_sweeper.space import distribution, make_sampler
+from hydra_plugins.moirai_optuna_sweeper.workers import INTERRUPTED, OWNER, Worker, counted, requeue_interrupted
+from moirai_ft.console import quiet_third_party
 from moirai_ft.errors import UserError
 from moirai_ft.search import study as studies
 from moirai_ft.sweep.naming import format_value
-from moirai_ft.values import plain
 
 log = logging.getLogger(__name__)
-INTERRUPTED = "interrupted"  # user attribute of a trial a killed sweep left running (not counted, asked again)
 RESULTS = "optuna_results.yaml"
-OWNER = "sweep"  # trial user attribute: the id of the sweep that asked it
-HEARTBEAT_S, STALE_S = 30.0, 180.0  # a sweep on another machine is taken as ended when its record is this old
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def sweep_alive(record: dict[str, Any], now: float) -> bool:
-    """Whether the sweep of a study record (`Worker.record`) still runs."""
-    if record.get("ended"):
-        return False
-    if record.get("host") == socket.gethostname():
-        return _pid_alive(int(record.get("pid", 0)))
-    return now - float(record.get("beat", 0)) < STALE_S
-
-
-class Worker:
-    """This sweep in the study: its record, kept fresh by a heartbeat thread, and the sweeps whose trials it owns."""
-
-    def __init__(self, study: optuna.Study):
-        self.study, self.id = study, f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        now = time.time()
-        records = {k[len(OWNER) + 1:]: v for k, v in study.user_attrs.items() if k.startswith(f"{OWNER}:")}
-        self.owned = {self.id} | {k for k, v in records.items() if not sweep_alive(v, now)}
-        self._stop = threading.Event()
-        self._beat(ended=False)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _beat(self, ended: bool) -> None:
-        self.study.set_user_attr(f"{OWNER}:{self.id}", {"host": socket.gethostname(), "pid": os.getpid(),
-                                                         "beat": time.time(), "ended": ended})
-
-    def _run(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            try:
-                self._beat(ended=False)
-            except Exception as e:  # noqa: BLE001 - the storage hiccuped: the next beat tries again
-                log.warning("optuna study heartbeat: %s", e)
-
-    def end(self) -> None:
-        self._stop.set()
-        self._beat(ended=True)
-
-    def owns(self, trial: optuna.trial.FrozenTrial) -> bool:
-        """Its own trials and those of sweeps that had ended when it started (and trials no sweep asked)."""
-        return trial.user_attrs.get(OWNER, None) in self.owned or OWNER not in trial.user_attrs
-
-
-def distribution(override: Override) -> optuna.distributions.BaseDistribution:
-    """The Optuna distribution of one sweep override (module doc)."""
-    value = override.value()
-    if isinstance(value, IntervalSweep):
-        log_scale = "log" in value.tags
-        if "int" in value.tags:  # Hydra reads interval ends as floats: tag(int, ...) asks for integers
-            return optuna.distributions.IntDistribution(int(value.start), int(value.end), log=log_scale)
-        return optuna.distributions.FloatDistribution(float(value.start), float(value.end), log=log_scale)
-    if isinstance(value, (ChoiceSweep, RangeSweep)):
-        return optuna.distributions.CategoricalDistribution(list(override.sweep_iterator()))
-    raise HydraException(f"hydra/sweeper=optuna cannot search {override.input_line}: use interval(), choice(), range() or a list")
-
-
-def make_sampler(name: str, seed: Optional[int], space: dict[str, Any],
-                 samplers: Optional[dict[str, Any]] = None) -> optuna.samplers.BaseSampler:
-    """The `_target_` entry `name` of `samplers` (config.SAMPLERS by default), given the seed and, when it
-    takes one (GridSampler), the search space as lists of values."""
-    samplers = dict(SAMPLERS if samplers is None else samplers)
-    name = str(plain(name))
-    if name not in samplers:
-        raise HydraException(f"hydra.sweeper.sampler={name} is not a sampler; choose one of {', '.join(samplers)}")
-    target = get_class(str(samplers[name]["_target_"]))
-    kwargs: dict[str, Any] = {"seed": seed}
-    if "search_space" in inspect.signature(target).parameters:
-        not_discrete = [k for k, d in space.items() if not isinstance(d, optuna.distributions.CategoricalDistribution)]
-        if not_discrete:
-            raise HydraException(f"hydra.sweeper.sampler={name} needs choice()/range()/lists; {', '.join(not_discrete)} "
-                                 "is an interval: list its values or use sampler=tpe")
-        kwargs["search_space"] = {k: list(d.choices) for k, d in space.items()}
-    return instantiate(samplers[name], **kwargs)
 
 
 class OptunaSweeper(Sweeper):
@@ -157,6 +63,7 @@ class OptunaSweeper(Sweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
+        quiet_third_party()  # the sweep's process: Optuna's INFO line for every study opened and trial asked
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
 
@@ -190,31 +97,6 @@ class OptunaSweeper(Sweeper):
         log.info("optuna study %s: %s", name, studies.study_summary(study) or "new")
         return study
 
-    @staticmethod
-    def _requeue_interrupted(study: optuna.Study, worker: Worker) -> None:
-        """Trials a killed sweep left running: recorded as failed-by-interruption and asked again, so
-        their jobs continue (or are skipped, when they had finished) under the fingerprint resume. Only
-        ended sweeps' trials (a running sweep's trials are its own); the state change is the storage's
-        check-and-set, so of two sweeps starting together only one asks a trial again."""
-        now = time.time()
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if not worker.owns(t) or t.user_attrs.get(OWNER) == worker.id:
-                continue
-            if OWNER not in t.user_attrs and t.datetime_start and now - t.datetime_start.timestamp() < STALE_S:
-                continue  # just asked by a sweep that has not tagged it yet
-            try:
-                if not study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
-                    continue
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue  # another sweep got there first
-            study._storage.set_trial_user_attr(t._trial_id, INTERRUPTED, True)
-            study.enqueue_trial(t.params, skip_if_exists=False)
-
-    @staticmethod
-    def _counted(study: optuna.Study, worker: Worker) -> int:
-        done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-        return sum(1 for t in study.get_trials(deepcopy=False, states=done)
-                   if not t.user_attrs.get(INTERRUPTED) and worker.owns(t))
 
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None
@@ -235,10 +117,10 @@ class OptunaSweeper(Sweeper):
 
     def _run_trials(self, study: optuna.Study, worker: Worker, space: dict[str, Any], fixed: list[str],
                     sweep_dir: Path) -> list[Any]:
-        self._requeue_interrupted(study, worker)
+        requeue_interrupted(study, worker)
         gate = self._budget_gate(sweep_dir)
         job_idx, returns = 0, []
-        while (remaining := self.n_trials - self._counted(study, worker)) > 0:
+        while (remaining := self.n_trials - counted(study, worker)) > 0:
             trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
             for t in trials:
                 t.set_user_attr(OWNER, worker.id)

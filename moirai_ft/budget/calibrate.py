@@ -1,5 +1,5 @@
 """What a job's parts cost on this machine, measured with the job's own code: a short real fit (a zero-shot
-check, STEPS optimizer steps with a validation check in the middle and at the end, through job.fit, so
+check, STEPS optimizer steps with a validation check in the middle and at the end, through fit.fit, so
 Lightning's loop, the callbacks, best weights and last.ckpt writes are all in it), one forecast batch of the
 monitor and of the test, and one test evaluation of one batch.
 
@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from moirai_ft.data.prepare import PreparedData
 from moirai_ft.data.windows import eval_batches
-from moirai_ft.evaluation.evaluate import evaluate_models
+from moirai_ft.evaluation.compare import evaluate_models
 from moirai_ft.evaluation.forecast import eval_device, evaluating_on, forecast_quantiles
 from moirai_ft.model.load import load_module
 from moirai_ft.model.patterns import apply_pattern
+from moirai_ft.search.monitor import is_forecast
 from moirai_ft.train import distributed
 from moirai_ft.values import plain
 
@@ -125,7 +125,7 @@ def _timed(fn) -> float:
 def calibrate(cfg: DictConfig, data: PreparedData, workdir: Path | None = None) -> Calibration:
     """Measure the cost of cfg's steps, checks and test batches on its data (module doc). Writes only into a
     temporary directory (under `workdir` when given: the disk the jobs write to), removed afterwards."""
-    from moirai_ft.train.job import fit  # the job's own fit: its loop, callbacks and checkpoint writes
+    from moirai_ft.train.fit import fit  # the job's own fit: its loop, callbacks and checkpoint writes
 
     started = time.perf_counter()
     world = distributed.world_size(cfg)

@@ -1,5 +1,5 @@
 """train.py's step between its command-line check and Hydra, when the command line sets plan= or budget=:
-expand the command's jobs (expand.py), calibrate and plan them (plan.py), print the plan, and
+expand the command's jobs (expand.py), calibrate and plan them (plan.py), print the plan (plan_text.py), and
 
 - plan=true: stop there, exit 0: nothing trains, no directory is made;
 - budget=... on a single run: refuse (one line, exit 2) a job the plan says cannot finish in the budget;
@@ -48,11 +48,12 @@ def before_hydra(args: list[str], conf_dir: Path, tmp: Path) -> int | None:
         return None
     budget_s = parse_duration(cfg.budget) if cfg.budget is not None else None
     from moirai_ft.budget import plan as planning  # torch: only now
+    from moirai_ft.budget.plan_text import lines
 
     logging.getLogger("lightning").setLevel(logging.WARNING)  # the calibration's fit is not the user's
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     sweep = planning.plan_sweep(command, _workdir(cfg, Path.cwd()))
-    print("\n".join(planning.lines(sweep, budget_s, cfg.budget)), flush=True)
+    print("\n".join(lines(sweep, budget_s, cfg.budget)), flush=True)
     if cfg.plan:
         return 0
     job = sweep.jobs[0]

@@ -35,7 +35,7 @@ class Calibrate(str, Enum):
 
 @dataclass
 class EvalSchema:
-    """The test evaluation at the end of every job (moirai_ft/evaluation/evaluate.py)."""
+    """The test evaluation at the end of every job (moirai_ft/evaluation/compare.py)."""
 
     num_samples: int = 100  # sampled paths per window; their median is the point forecast
     max_windows: Optional[int] = 4096  # cap on test windows, None = all

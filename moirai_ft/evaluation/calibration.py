@@ -17,7 +17,7 @@ the validation period (a building whose load drifts, a new control regime, a sea
 see), and then the calibrated bands are only as good as the validation period is representative. The
 selected model was also chosen on these windows, which makes its validation residuals a little small.
 
-Pure numpy; the job fits it (moirai_ft/evaluation/evaluate.py), saves it as calibration.json next to the
+Pure numpy; the job fits it (moirai_ft/evaluation/compare.py), saves it as calibration.json next to the
 weights, and applies it to the test forecasts and in the forecaster.
 """
 

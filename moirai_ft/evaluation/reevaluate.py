@@ -25,7 +25,7 @@ from moirai_ft.config.schema import validate
 from moirai_ft.data.prepare import prepare
 from moirai_ft.errors import UserError
 from moirai_ft.evaluation import planning
-from moirai_ft.evaluation.evaluate import evaluate_models, selected_dir, summary_line
+from moirai_ft.evaluation.compare import evaluate_models, selected_dir, summary_line
 from moirai_ft.evaluation.forecast import fingerprint
 from moirai_ft.model.load import load_module
 

@@ -24,7 +24,7 @@ from moirai_ft.config.data import DataFormat
 from moirai_ft.data.loading import EMBEDDED, Table, load_table, long_to_wide, numeric, split_timestamps, table_from_raw
 from moirai_ft.data.reading import read_file, timestamps_from_index
 from moirai_ft.data.roles import KNOWN, PAST, role_patterns
-from moirai_ft.errors import UserError
+from moirai_ft.errors import UserError, preview
 from moirai_ft.forecast.job import ForecastJob
 
 ROLE_NAMES = {"target": "target", KNOWN: "known covariate", PAST: "past covariate"}
@@ -68,10 +68,6 @@ def data_config(job: ForecastJob, overrides: dict[str, object] | None = None) ->
     return data
 
 
-def _preview(names: list[str], limit: int = 5) -> str:
-    return ",".join(names[:limit]) + (f",... ({len(names)} in all)" if len(names) > limit else "")
-
-
 def column_selector(job: ForecastJob, data_cfg: DictConfig):
     """The job's columns, in the job's order: one missing, or a new one the job's column options would have
     taken (data.columns, data.exclude, role globs), is refused."""
@@ -92,7 +88,7 @@ def column_selector(job: ForecastJob, data_cfg: DictConfig):
             role = ROLE_NAMES[dict(zip(job.columns, job.roles))[missing[0]]]
             raise UserError(
                 f"column {missing[0]!r} ({role}) is not in the data"
-                + (f", nor {len(missing) - 1} more the job used ({_preview(missing[1:])})" if len(missing) > 1 else "")
+                + (f", nor {len(missing) - 1} more the job used ({preview(missing[1:], 5, ',')})" if len(missing) > 1 else "")
                 + "; the model forecasts from every column the job was trained on: add it"
             )
         new = [c for c in names if c not in job.columns and taken(c)]
@@ -100,7 +96,7 @@ def column_selector(job: ForecastJob, data_cfg: DictConfig):
             raise UserError(
                 f"column {new[0]!r} is new: the job was not trained on it"
                 + (f" (nor on {len(new) - 1} more)" if len(new) > 1 else "")
-                + f"; leave it out with data.exclude=[{_preview(new)}]"
+                + f"; leave it out with data.exclude=[{preview(new, 5, ',')}]"
             )
         return list(job.columns)
 
@@ -165,7 +161,7 @@ def read_future(job: ForecastJob, data_cfg: DictConfig, future: pd.DataFrame | s
     missing = [c for c in job.known if c not in wide.columns]
     if missing:
         raise UserError(f"{where} has no column {missing[0]!r}; it must give every known covariate "
-                        f"({_preview(job.known)}) over the forecast horizon")
+                        f"({preview(job.known, 5, ',')}) over the forecast horizon")
     wide = numeric(wide[job.known], data_cfg.non_numeric, notes)
     return wide[~wide.index.duplicated(keep="last")]
 
@@ -178,7 +174,7 @@ def forecast_input(
     targets = [table.columns.index(c) for c in job.targets]
     has_target = ~np.isnan(table.values[:, targets]).all(axis=1)
     if not has_target.any():
-        raise UserError(f"no target ({_preview(job.targets)}) has a value in the data; nothing to forecast from")
+        raise UserError(f"no target ({preview(job.targets, 5, ',')}) has a value in the data; nothing to forecast from")
     end = int(np.flatnonzero(has_target)[-1]) + 1  # one step after the targets' last value
     notes: list[str] = []
     start = end if backtest is None else _backtest_row(table, str(backtest), end, notes)

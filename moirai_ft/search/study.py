@@ -29,9 +29,6 @@ from moirai_ft.artifacts import read_json, write_json_atomic
 from moirai_ft.config.root import RUN_KEYS
 from moirai_ft.errors import UserError
 
-# "Using an existing study ..." and the like on every start: the sweep's own lines say what a user needs
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-
 JOURNAL = "optuna_journal.log"
 TRIALS = "optuna_trials.json"  # in the sweep directory: {"<hydra.job.num>": trial number}
 PRUNER_ATTR = "pruner"  # study user attribute: the pruner settings its first sweep or job recorded

@@ -27,7 +27,8 @@ def _current_lr(trainer: L.Trainer) -> float:
 
 def check_position(trainer: L.Trainer) -> tuple[bool, int, int]:
     """(pretraining, epoch, step) of a validation check. `trainer.validate` before any step is the
-    zero-shot check; after the fit (job.fit's closing check of the last steps) it belongs to the last epoch."""
+    zero-shot check; after the fit (fit.validate_last_steps's closing check of the last steps) it belongs
+    to the last epoch."""
     if trainer.state.fn == "validate" and trainer.global_step == 0:
         return True, -1, 0
     epoch = trainer.current_epoch if trainer.state.fn == "fit" else max(trainer.current_epoch - 1, 0)
@@ -105,7 +106,7 @@ class BestWeights(L.Callback):
         self.best_value = math.inf  # the monitored value at the selected check
         self.zero_shot_value: float | None = None
         self.checks = 0  # validation checks seen, the zero-shot one included
-        self.last_step = -1  # optimizer step of the latest check (job.validate_last_steps reads it)
+        self.last_step = -1  # optimizer step of the latest check (fit.validate_last_steps reads it)
 
     @property
     def finetune_helped(self) -> bool:

@@ -181,13 +181,13 @@ def test_a_job_whose_test_evaluation_failed_shows_no_test_result(tmp_path: Path,
     """Trained, then the test evaluation raised: metrics.json keeps the training result and test_error, and
     analyze says the job has no test result (not a plain `completed`), and how to get one."""
     from conftest import compose_cfg
-    from moirai_ft.evaluation import evaluate
+    from moirai_ft.evaluation import compare
     from moirai_ft.train.job import run
 
     def fails(*_a, **_k):
         raise RuntimeError("Shape mismatch, 14 != 2")
 
-    monkeypatch.setattr(evaluate, "forecast_quantiles", fails)
+    monkeypatch.setattr(compare, "forecast_quantiles", fails)
     job = tmp_path / "sweep" / "0"
     result = run(compose_cfg([*EVAL_TINY, "steps_per_epoch=2", "val_max_windows=8"]), job)
     assert result["status"] == "completed" and "test" not in result

@@ -21,7 +21,8 @@ from moirai_ft.analysis.jobs import State, read_job
 from moirai_ft.analysis.report import analyze
 from moirai_ft.budget.cli import before_hydra
 from moirai_ft.budget.clock import BUDGET, PLAN
-from moirai_ft.budget.plan import JobPlan, SweepPlan, check_steps, fitting
+from moirai_ft.budget.plan import JobPlan, SweepPlan, check_steps
+from moirai_ft.budget.plan_text import fitting
 from moirai_ft.result import TRAINED_FIELDS
 from moirai_ft.search import study as studies
 from moirai_ft.sweep.state import LINK, read_fingerprint, read_link

@@ -64,7 +64,7 @@ def test_scheduler_and_data_groups_instantiate() -> None:
 
 
 def test_hardware_options_build_a_trainer(tmp_path: Path) -> None:
-    from moirai_ft.train.job import build_trainer
+    from moirai_ft.train.fit import build_trainer
 
     for name in options("hardware"):
         cfg = compose_cfg([f"hardware={name}"])

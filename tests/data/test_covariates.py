@@ -250,7 +250,7 @@ def test_known_covariate_beats_the_same_job_without_it(tmp_path: Path) -> None:
 
     from moirai_ft.evaluation.bootstrap import relative_improvement_interval
     from moirai_ft.scores import item_parts
-    from moirai_ft.evaluation.evaluate import selected_dir
+    from moirai_ft.evaluation.compare import selected_dir
     from moirai_ft.evaluation.forecast import forecast_quantiles
     from moirai_ft.evaluation.scoring import eval_items
     from moirai_ft.train.job import run

@@ -21,7 +21,7 @@ from moirai_ft.artifacts import BEST, CHECKPOINTS, HISTORY, METRICS
 from moirai_ft.config.schema import validate
 from moirai_ft.data.prepare import prepare
 from moirai_ft.errors import UserError
-from moirai_ft.evaluation.evaluate import EVAL_ERROR_LOG, FORECAST_PNG, evaluate_job, summary_line
+from moirai_ft.evaluation.compare import EVAL_ERROR_LOG, FORECAST_PNG, evaluate_job, summary_line
 from moirai_ft.evaluation.forecast import fingerprint
 from moirai_ft.evaluation.reevaluate import main
 from moirai_ft.evaluation.scoring import EvalItems, eval_items
@@ -50,7 +50,7 @@ def job(tmp_path_factory) -> tuple[Path, dict, list[str]]:
     """One tiny job as tests/conftest.py's TINY defines it (6 steps at lr 1e-3), and its log."""
     job_dir = tmp_path_factory.mktemp("job")
     records = _Records()
-    logger = logging.getLogger("moirai_ft.train.job")
+    logger = logging.getLogger("moirai_ft.train.outcome")  # the job's summary line
     logger.addHandler(records)
     logger.setLevel(logging.INFO)
     try:

@@ -14,7 +14,8 @@ import torch
 from conftest import compose_cfg
 from moirai_ft.model.load import load_module
 from moirai_ft.train.callbacks import BestWeights
-from moirai_ft.train.job import objective, run
+from moirai_ft.train.job import run
+from moirai_ft.train.outcome import objective
 
 # one value per validation check, the zero-shot check first: the NLL keeps falling (a sharper, overconfident
 # distribution) while the forecast's CRPS is best at the second check and worsens after it

@@ -11,7 +11,7 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from conftest import TINY, run_train
-from hydra_plugins.moirai_optuna_sweeper.sweeper import distribution
+from hydra_plugins.moirai_optuna_sweeper.space import distribution
 from moirai_ft.search.study import JOURNAL
 
 EVAL_TINY = ["eval.num_samples=4", "eval.max_windows=8", "eval.plot_windows=0"]
@@ -46,7 +46,7 @@ def test_a_sampler_is_one_target_entry():
     from hydra.errors import HydraException
 
     from hydra_plugins.moirai_optuna_sweeper.config import SAMPLERS
-    from hydra_plugins.moirai_optuna_sweeper.sweeper import make_sampler
+    from hydra_plugins.moirai_optuna_sweeper.space import make_sampler
 
     space = {"lr": optuna.distributions.CategoricalDistribution([1e-4, 1e-3])}
     assert isinstance(make_sampler("tpe", 0, space), optuna.samplers.TPESampler)

@@ -58,12 +58,12 @@ def test_a_terminal_keeps_the_live_bar_and_a_file_gets_lines(tmp_path, monkeypat
     from conftest import compose_cfg
 
     from moirai_ft.train.progress import SparseProgressBar
-    from moirai_ft.train import job
+    from moirai_ft.train import fit
     from moirai_ft.train.progress import LineProgress
 
     cfg = compose_cfg()
     for terminal, kind in ((True, SparseProgressBar), (False, LineProgress)):
-        monkeypatch.setattr(job, "is_terminal", lambda: terminal)
-        trainer = job.build_trainer(cfg, tmp_path, {}, steps_per_epoch=6)
+        monkeypatch.setattr(fit, "is_terminal", lambda: terminal)
+        trainer = fit.build_trainer(cfg, tmp_path, {}, steps_per_epoch=6)
         bars = [c for c in trainer.callbacks if isinstance(c, (SparseProgressBar, LineProgress))]
         assert [type(b) for b in bars] == [kind]

@@ -1,6 +1,6 @@
 """Test evaluation of a job: the zero-shot model and the selected model forecast the same test windows.
 
-Called at the end of every job (moirai_ft/train/job.py); a finished job is re-evaluated without
+Called at the end of every job (moirai_ft/train/outcome.py); a finished job is re-evaluated without
 retraining by moirai_ft/evaluation/reevaluate.py (`python -m moirai_ft.evaluate <job_dir>`).
 
 Forecasts are uni2ts's: `num_samples` paths sampled from the distribution MoiraiModule returns for
