@@ -39,7 +39,12 @@ def apply_pattern(module: nn.Module, pattern: DictConfig | str, family: ModelFam
     if isinstance(pattern, str):
         pattern = pattern_option(pattern)
     if pattern.get("adapter"):
-        module = get_method(str(pattern.adapter))(module, pattern)
+        try:
+            add = get_method(str(pattern.adapter))
+        except Exception as e:  # noqa: BLE001 - Hydra's import errors are several lines
+            raise UserError(f"pattern.adapter={pattern.adapter} is not an importable function; "
+                            "give its dotted path (package.module.function)") from e
+        module = add(module, pattern)
     family = family or family_of_module(module)
     parts = family.parts()
     names = [name for name, _ in module.named_parameters()]
