@@ -4,6 +4,7 @@ distribution, and the sampler chosen by name from the sweeper's `samplers` entri
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Optional
 
 import optuna
@@ -26,6 +27,26 @@ def distribution(override: Override) -> optuna.distributions.BaseDistribution:
     if isinstance(value, (ChoiceSweep, RangeSweep)):
         return optuna.distributions.CategoricalDistribution(list(override.sweep_iterator()))
     raise HydraException(f"hydra/sweeper=optuna cannot search {override.input_line}: use interval(), choice(), range() or a list")
+
+
+def size(space: dict[str, optuna.distributions.BaseDistribution]) -> Optional[int]:
+    """How many points the space holds when that is finite (only choice()/range()/lists), else None."""
+    if not all(isinstance(d, optuna.distributions.CategoricalDistribution) for d in space.values()):
+        return None
+    return math.prod(len(d.choices) for d in space.values())
+
+
+def evaluated(study: optuna.Study, space: dict[str, Any]) -> set[tuple]:
+    """The points of the space with a finished trial (completed or pruned) in the study, whichever sweep ran it."""
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return {tuple(t.params[k] for k in sorted(space)) for t in study.get_trials(deepcopy=False, states=done)
+            if all(k in t.params for k in space)}
+
+
+def exhausted(study: optuna.Study, space: dict[str, Any]) -> bool:
+    """Every point of a finite space has been evaluated: another trial could only repeat one (a skipped job)."""
+    n = size(space)
+    return n is not None and len(evaluated(study, space)) >= n
 
 
 def make_sampler(name: str, seed: Optional[int], space: dict[str, Any],

@@ -4,7 +4,8 @@
 - The search space is Hydra's sweep syntax (space.py): `interval(a,b)` (float; `tag(int, ...)` for integers,
   `tag(log, ...)` for a log scale), `choice(...)`, plain lists `a,b,c` and `range(...)` (categorical).
   Overrides that are not sweeps go to every trial unchanged.
-- `n_trials` trials in all, `n_jobs` at a time through whichever hydra/launcher is chosen.
+- `n_trials` trials in all, `n_jobs` at a time through whichever hydra/launcher is chosen; a space of
+  choices only ends the search once each of its points is evaluated (a repeat would only skip its job).
 - `sampler`: tpe (default), random or grid (choices and ranges only), seeded by `seed`: a name in `samplers`,
   each an Optuna sampler as a `_target_` entry (hydra_plugins/moirai_optuna_sweeper/config.py).
 - The study lives where the jobs' pruner keeps its own (moirai_ft/search/study.py: prune.storage,
@@ -40,7 +41,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.moirai_optuna_sweeper.space import distribution, make_sampler
+from hydra_plugins.moirai_optuna_sweeper.space import distribution, exhausted, make_sampler, size
 from hydra_plugins.moirai_optuna_sweeper.workers import INTERRUPTED, OWNER, Worker, counted, requeue_interrupted
 from moirai_ft.console import quiet_third_party
 from moirai_ft.errors import UserError
@@ -121,6 +122,10 @@ class OptunaSweeper(Sweeper):
         gate = self._budget_gate(sweep_dir)
         job_idx, returns = 0, []
         while (remaining := self.n_trials - counted(study, worker)) > 0:
+            if exhausted(study, space):  # n_trials over a few choices: the rest would be repeats, each a skip
+                print(f"optuna study {study.study_name}: all {size(space)} points of the search space are evaluated; "
+                      f"the search ends with {remaining} of its {self.n_trials} trials unused")
+                break
             trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
             for t in trials:
                 t.set_user_attr(OWNER, worker.id)

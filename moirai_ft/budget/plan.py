@@ -1,5 +1,5 @@
 """`plan=true`: each job's windows, steps, checks and estimated wall time, the sweep's total and, with a
-pruner, its expected range, before anything trains.
+pruner, its expected range, before anything trains (printed by plan_text.py).
 
 A job's time is counted from its parts, each priced by a calibration (calibrate.py) of its cost key:
   setup     the data prepared (timed here) and the model loaded, copied and patterned

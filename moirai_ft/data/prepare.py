@@ -34,7 +34,7 @@ from moirai_ft.data.preflight import (
 from moirai_ft.data.roles import TARGET, Roles, resolve_roles
 from moirai_ft.data.windows import Windows, WindowSpec, forecast_starts
 
-__all__ = ["PreparedData", "Table", "prepare", "split_rows", "window_starts"]
+__all__ = ["PreparedData", "prepare", "split_rows", "window_starts"]
 
 log = logging.getLogger(__name__)
 

@@ -59,6 +59,27 @@ def test_a_sampler_is_one_target_entry():
         make_sampler("grid", 0, {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2)})
 
 
+def test_a_finite_space_ends_the_search_once_every_point_is_evaluated():
+    """n_trials larger than a choice space: once every point has a completed or pruned trial, the sweeper
+    stops asking (the rest would be repeats, each a skipped job); a failed trial or an interval does not count."""
+    from hydra_plugins.moirai_optuna_sweeper.space import evaluated, exhausted, size
+
+    D = optuna.distributions
+    space = {"pattern": D.CategoricalDistribution(["full", "head_only"]), "lr": D.CategoricalDistribution([1e-4, 1e-3])}
+    assert size(space) == 4 and size({**space, "x": D.FloatDistribution(0, 1)}) is None
+    study = optuna.create_study()
+    points = [("full", 1e-4), ("full", 1e-3), ("head_only", 1e-4), ("full", 1e-4)]  # a repeat
+    for pattern, lr in points:
+        study.add_trial(optuna.trial.create_trial(params={"pattern": pattern, "lr": lr}, distributions=space, value=1.0))
+    study.add_trial(optuna.trial.create_trial(params={"pattern": "head_only", "lr": 1e-3}, distributions=space,
+                                              state=optuna.trial.TrialState.FAIL))
+    assert len(evaluated(study, space)) == 3 and not exhausted(study, space)
+    study.add_trial(optuna.trial.create_trial(params={"pattern": "head_only", "lr": 1e-3}, distributions=space,
+                                              state=optuna.trial.TrialState.PRUNED, intermediate_values={1: 2.0}))
+    assert exhausted(study, space)
+    assert not exhausted(study, {**space, "x": D.FloatDistribution(0, 1)})
+
+
 def test_trials_from_a_mixed_space_and_a_rerun_continues_the_study(tmp_path: Path):
     args = ["-m", "hydra/sweeper=optuna", "hydra.sweeper.seed=0", *TINY, *EVAL_TINY, "val_check_interval=3",
             "prune=median", *SPACE]

@@ -127,7 +127,7 @@ def test_a_sweep_is_one_job_array_and_scancel_then_the_same_command_loses_nothin
 
 
 def resumed_at(job: Path) -> int | None:
-    """The step the job's log says its fit resumed from (moirai_ft/train/job.py), None if it never resumed."""
+    """The step the job's log says its fit resumed from (moirai_ft/train/fit.py), None if it never resumed."""
     found = re.findall(r"resuming from \S+ \(step (\d+)\)", "".join(p.read_text() for p in job.glob("*.log")))
     return int(found[-1]) if found else None
 
