@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 from moirai_ft.config.store import register
+from tests import forkserver
 
 register()  # the schemas conf/ composes against (moirai_ft/config/store.py)
 
@@ -57,13 +58,12 @@ def shrink(cfg: DictConfig, **values) -> DictConfig:
 
 
 def run_train(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`python train.py ARGS` as a user runs it, with the repo's conf/ and outputs under cwd."""
+    """`python train.py ARGS` as a user runs it, with the repo's conf/ and outputs under cwd: the real
+    train.py as `__main__`, forked from a server that has done the ~6.5 CPU s of imports once
+    (tests/forkserver.py; MOIRAI_FT_TEST_FORK=0 runs a plain subprocess)."""
     # one thread per job process: the tiny models gain nothing from more, and the suite shares 2 cores
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
-    )
+    return forkserver.run([sys.executable, str(ROOT / "train.py"), *args], cwd, full_env, timeout)
 
 
 @pytest.fixture(autouse=True)
@@ -117,6 +117,7 @@ def pytest_configure(config) -> None:
 
 
 def pytest_unconfigure(config) -> None:
+    forkserver.stop()  # this process's train.py server, if it started one
     if not hasattr(config, "workerinput") and os.environ.get(SERVICES_OWNER) == f"pytest-{os.getpid()}":
         from tests import services
 
