@@ -34,6 +34,10 @@ _MULTIRUN = ("-m", "--multirun")
 # settings of the whole run or sweep, not of one job (moirai_ft/budget): a sweep over them means nothing
 SWEEP_WIDE = ("plan", "budget")
 
+# groups whose options' `name` is the file's own (a pattern is what its file declares): `pattern.name=x` must
+# name an option too
+NAMED_BY_FILE = ("pattern",)
+
 # OmegaConf's wording for a value of the wrong type -> what the key takes
 _EXPECTED = (
     ("converted to Float", "a number"),
@@ -133,10 +137,15 @@ def unknown_choice(args: list[str], conf_dir: Path) -> str | None:
         overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
     except Exception:  # noqa: BLE001 - malformed overrides: Hydra reports those itself
         return None
+    dirs = search_dirs(overrides, Path(conf_dir))
+    if dirs is None:  # a search path this check cannot list (pkg://): Hydra reports a missing option itself
+        return None
     for o in overrides:
-        group = conf_dir / o.key_or_group
+        key = o.key_or_group
+        group_name = key.removesuffix(".name") if key.removesuffix(".name") in NAMED_BY_FILE else key
+        groups = [d / group_name for d in dirs if (d / group_name).is_dir()]
         # hydra/* groups also hold Hydra's and its plugins' own options: leave those to Hydra
-        if o.key_or_group.startswith("hydra") or o.package is not None or not group.is_dir() or o.is_delete():
+        if key.startswith("hydra") or o.package is not None or not groups or o.is_delete():
             continue
         if o.is_sweep_override():
             if not o.is_choice_sweep():
@@ -144,8 +153,26 @@ def unknown_choice(args: list[str], conf_dir: Path) -> str | None:
             values = list(o.sweep_string_iterator())
         else:
             values = [o.value()]
-        allowed = sorted(p.stem for p in group.glob("*.yaml"))
+        allowed = sorted({p.stem for group in groups for p in group.glob("*.yaml")})
         for v in values:
             if v is not None and str(v) not in allowed:
-                return f"unknown {o.key_or_group} {v!r}; choose one of: {', '.join(allowed)}"
+                if group_name != key:  # pattern.name=...
+                    return f"{key} must be one of: {', '.join(allowed)} (got {v})"
+                return f"unknown {key} {v!r}; choose one of: {', '.join(allowed)}"
     return None
+
+
+def search_dirs(overrides: list[Override], conf_dir: Path) -> list[Path] | None:
+    """conf/ and the directories a `hydra.searchpath=[...]` override adds (a pattern or a model option of
+    one's own lives there); None when an entry is not a directory this check can list."""
+    dirs = [conf_dir]
+    for o in overrides:
+        if o.key_or_group != "hydra.searchpath" or o.is_delete():
+            continue
+        value = o.value()
+        for entry in value if isinstance(value, list) else [value]:
+            entry = str(entry)
+            if "://" in entry and not entry.startswith("file://"):
+                return None
+            dirs.append(Path(entry.removeprefix("file://")))
+    return dirs

@@ -14,7 +14,7 @@ import pandas as pd
 from omegaconf import DictConfig
 from pandas.tseries.frequencies import to_offset
 
-from moirai_ft.config.schema import Duplicates
+from moirai_ft.config.data import Duplicates
 from moirai_ft.errors import UserError
 
 MAX_GRID_GROWTH = 10  # reindexing may add missing steps, but not turn a few stray stamps into millions of rows
