@@ -10,6 +10,7 @@ a mistake costs a fraction of a second.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -117,9 +118,11 @@ def composition_message(e: Exception, overrides: list[str]) -> str:
     given = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") == key]
     got = f" (got {given[-1].split('=', 1)[1]})" if given and "=" in given[-1] else ""
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and "not in" in detail:
-        hint = re.search(r"Did you mean: '([^']+)'", str(cause))
+        # the closest key of the same node, as omegaconf 2.4 suggests it (2.3, which hydra-core 1.3.3+ pins, does not)
+        keys = [str(k) for k in cause.parent_node.keys()] if isinstance(cause.parent_node, DictConfig) else []
+        hint = difflib.get_close_matches(str(cause.key), keys, n=1, cutoff=0.6)
         parent = key.rsplit(".", 1)[0] + "." if "." in key else ""
-        fix = f"did you mean {parent}{hint.group(1)}?" if hint else "check its spelling (`--cfg job` lists the keys)"
+        fix = f"did you mean {parent}{hint[0]}?" if hint else "check its spelling (`--cfg job` lists the keys)"
         return f"unknown config key {key}; {fix}"
     for wording, expected in _EXPECTED:
         if wording in detail:
