@@ -24,7 +24,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from moirai_ft.config.precheck import check_command_line
-from moirai_ft.config.predict import validate_predict  # also registers the schema before composing
+from moirai_ft.config.predict import validate_predict
+from moirai_ft.config.store import register
 from moirai_ft.errors import UserError
 from moirai_ft.forecast.cli import data_overrides, run
 
@@ -39,6 +40,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    register()  # the schemas conf/predict.yaml composes against (moirai_ft/config/store.py)
     # a wrong key, type or value: one line before anything loads (moirai_ft/config/precheck.py)
     if message := check_command_line(sys.argv[1:], Path(__file__).parent / "conf", "predict", validate_predict):
         print(f"error: {message}", file=sys.stderr)

@@ -22,10 +22,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-import moirai_ft.config.schema  # noqa: F401  (registers the group schemas before composing)
 from moirai_ft.budget.cli import before_hydra
 from moirai_ft.console import quiet_third_party
 from moirai_ft.config.precheck import check_command_line
+from moirai_ft.config.store import register
 from moirai_ft.errors import UserError
 from moirai_ft.result import Status
 from moirai_ft.sweep.hydra_callbacks import STATUS_FILE_ENV, exit_code
@@ -65,6 +65,7 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     quiet_third_party()  # Lightning's hints that do not apply to a job (moirai_ft/console.py)
+    register()  # the schemas conf/train.yaml composes against (moirai_ft/config/store.py)
     # a wrong key, type or value: one line before any directory, data or model (moirai_ft/config/precheck.py)
     if message := check_command_line(sys.argv[1:], Path(__file__).parent / "conf"):
         print(f"error: {message}", file=sys.stderr)

@@ -43,7 +43,7 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-import moirai_ft.config.schema  # noqa: E402,F401  (registers the schemas)
+from moirai_ft.config.store import register  # noqa: E402
 from moirai_ft.instrument.host_sync import CountStepSyncs  # noqa: E402
 from moirai_ft.train.job import run_job  # noqa: E402
 from moirai_ft.model.load import random_module  # noqa: E402
@@ -238,6 +238,7 @@ def peak_matmul_flops(n: int) -> float:
 
 
 def compose_job(overrides: list[str]) -> DictConfig:
+    register()  # the schemas conf/train.yaml composes against
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(config_name="train", overrides=overrides)
 

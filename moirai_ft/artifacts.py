@@ -67,7 +67,7 @@ def read_json(path: Path) -> Any | None:
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
     """The fields that place a job in a table, whatever its outcome. Enum choices as their value
-    ("full"), not str(enum) ("PatternName.full"): tables group jobs by it."""
+    ("constant"), not str(enum) ("SchedulerName.constant"): tables group jobs by it."""
 
     keys = {"model": "model.name", "pattern": "pattern.name", "lr": "lr", "scheduler": "scheduler.name"}
     return {field: plain(OmegaConf.select(cfg, key)) for field, key in keys.items()}

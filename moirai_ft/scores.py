@@ -1,7 +1,7 @@
-"""What a forecast is scored by, defined once: the quantile levels a forecast holds, each metric (the
-per-item sums it is computed from, its value from their totals, its names in metrics.json), and the
-validation monitors. Torch-free, below every user: the model families (quantile levels), the test
-evaluation, the bootstrap and the monitors (values), the config check and analyze (names).
+"""What a forecast is scored by, defined once: the quantile levels a forecast holds, and each metric (the
+per-item sums it is computed from, its value from their totals, its names in metrics.json). Torch-free,
+below every user: the model families (quantile levels), the test evaluation, the bootstrap and the
+forecast monitors (values; conf/monitors names the metric each is computed as), analyze (names).
 
 Every metric is a function of sums over the evaluated items (MAE = sum|e| / count, WQL = mean over levels
 of sum(quantile loss) / sum|y|, ...), so the test metrics (moirai_ft/evaluation/metrics.py) and each
@@ -9,8 +9,8 @@ bootstrap replicate (moirai_ft/evaluation/bootstrap.py) are one computation: `it
 summed over items (or over a replicate's resampled windows), then `metrics_from_sums`.
 
 ADDING A METRIC: one `Metric` in METRICS below (and, when a part it needs is missing, one column in
-`item_parts`). The job's metrics.json, the bootstrap intervals, analyze's table and, with `monitor=`, the
-validation monitor, pick it up from here.
+`item_parts`). The job's metrics.json, the bootstrap intervals and analyze's table pick it up from here; a
+validation monitor of it is one conf/monitors entry naming it as its `metric`.
 """
 
 from __future__ import annotations
@@ -102,20 +102,3 @@ def metrics_from_sums(sums: Sums, names: tuple[str, ...] = METRIC_NAMES) -> dict
     with np.errstate(divide="ignore", invalid="ignore"):
         n = np.where(sums[..., COUNT] > 0, sums[..., COUNT], np.nan)
         return {m.name: m.value(sums, n) for m in METRICS if m.name in names}
-
-
-@dataclass(frozen=True)
-class Monitor:
-    """A `monitor=` choice: the validation value that selects the best weights, stops early, feeds the
-    pruner and is the sweeper's objective (moirai_ft/search/monitor.py computes the forecast ones)."""
-
-    key: str  # in trainer.callback_metrics and the loggers
-    column: str  # in training_history.csv
-    metric: str | None  # the test metric it is computed as; None: the validation loss itself
-
-
-MONITORS: dict[str, Monitor] = {
-    "val_nll": Monitor("val/loss", "val_loss", None),  # the training loss on the validation windows
-    "val_crps": Monitor("val/crps", "val_crps", "wql"),
-    "val_mae": Monitor("val/mae", "val_mae", "mae"),
-}

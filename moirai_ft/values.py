@@ -1,5 +1,5 @@
-"""A config choice's plain value: an enum member of the schema (`PatternName.full`) or the string a config,
-an older job's file or a test gives (`"full"`) read the same way. Below every layer that reads choices."""
+"""A config choice's plain value: an enum member of the schema (`SchedulerName.constant`) or the string a config,
+an older job's file or a test gives (`"constant"`) read the same way. Below every layer that reads choices."""
 
 from __future__ import annotations
 

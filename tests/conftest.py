@@ -13,8 +13,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-import moirai_ft.config.schema  # noqa: F401  (registers the schemas)
+from moirai_ft.config.store import register
 from tests import forkserver
+
+register()  # the schemas conf/ composes against (moirai_ft/config/store.py)
 
 # tiny models gain nothing from intra-op threads, and the suite's subprocesses share the 2 cores
 torch.set_num_threads(1)

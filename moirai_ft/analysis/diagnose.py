@@ -22,9 +22,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Sequence
 
+from moirai_ft.config.presets import monitored_metric
 from moirai_ft.evaluation.bootstrap import significant
 
-PATTERN_LADDER = ("head_only", "freeze_ffn", "full")  # 7.2: unfreeze one step at a time
+# 7.2: unfreeze one step at a time, over the shipped patterns (a pattern of one's own is on no rung: no
+# "unfreeze more" alternative is offered for it)
+PATTERN_LADDER = ("head_only", "freeze_ffn", "full")
 
 
 class Rule(str, Enum):
@@ -37,18 +40,17 @@ class Rule(str, Enum):
     not_significant = "not_significant"
 
 
-# the test metric whose bootstrap interval judges a job ranked by a validation quantity: the monitor's own
-# (val_crps is computed as wql, val_mae as mae); the NLL has no test interval, wql is its probabilistic kin
-JUDGED_BY_MONITOR = {"val_nll": "wql", "val_crps": "wql", "val_mae": "mae"}
 TEST_GROUPS = ("test.", "zero_shot_test.", "rel_improvement.")
 
 
-def judged_metric(ranking: str, monitor: Any) -> str:
-    """The test metric whose improvement decides whether a job's gain on `ranking` is real."""
+def judged_metric(ranking: str, monitor: Any, monitors: Any = None) -> str:
+    """The test metric whose improvement decides whether a job's gain on `ranking` is real: for a job ranked by
+    its monitor, the test metric the monitor is computed as (conf/monitors: val_crps wql, val_mae mae; the
+    job's registry `monitors`, else the shipped one); the NLL has no test interval, wql is its probabilistic kin."""
     if ranking.startswith(TEST_GROUPS):
         return ranking.split(".", 1)[1]
     if ranking == "best_monitored":
-        return JUDGED_BY_MONITOR.get(str(monitor or "val_nll"), "wql")
+        return monitored_metric(monitor or "val_nll", monitors) or "wql"
     return "wql"  # best_val_loss, zero_shot_val_loss: the NLL's
 
 

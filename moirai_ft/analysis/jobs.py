@@ -181,7 +181,7 @@ def read_job(job_dir: Path, metric: str = "best_monitored") -> Job:
         job.note = not_started_note(metrics)
     if state in (State.completed, State.diverged):
         try:
-            job.findings = diagnose(job.losses, metrics, config, judged=judged_metric(metric, metrics.get("monitor")))
+            job.findings = diagnose(job.losses, metrics, config, judged=judged_metric(metric, metrics.get("monitor"), config.get("monitors")))
         except Exception as e:  # noqa: BLE001 - a hand-edited metrics.json costs its diagnosis, not the report
             job.note = f"no diagnosis: {type(e).__name__}: {e}"
     if metrics.get("test_error"):  # trained, but its test evaluation failed: no test metrics to rank it by

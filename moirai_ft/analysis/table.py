@@ -148,7 +148,8 @@ def terminal_frame(jobs: list[Job], metric: str, root: Path) -> pd.DataFrame:
     monitors = [str(j.value("monitor") or "val_nll") for j in jobs]
     monitor = max(set(monitors), key=monitors.count) if monitors else "val_nll"  # one sweep: one monitor
     label = monitor if metric == "best_monitored" and len(set(monitors)) == 1 else metric
-    judged = judged_metric(metric, monitor)  # one test column for the whole table
+    registry = next((j.config["monitors"] for j in jobs if j.config.get("monitors")), None)  # one sweep: one registry
+    judged = judged_metric(metric, monitor, registry)  # one test column for the whole table
     by_test = metric.startswith(("test.", "rel_improvement."))
     rows = []
     for rank, (job, name) in enumerate(zip(jobs, _labels(jobs, root)), start=1):

@@ -27,8 +27,9 @@ from moirai_ft.data.prepare import PreparedData
 from moirai_ft.data.windows import eval_batches
 from moirai_ft.evaluation.compare import evaluate_models
 from moirai_ft.evaluation.forecast import eval_device, evaluating_on, forecast_quantiles
-from moirai_ft.model.load import apply_pattern, load_module
-from moirai_ft.scores import MONITORS
+from moirai_ft.model.load import load_module
+from moirai_ft.model.patterns import apply_pattern
+from moirai_ft.search.monitor import is_forecast
 from moirai_ft.train import distributed
 from moirai_ft.values import plain
 
@@ -152,7 +153,7 @@ def calibrate(cfg: DictConfig, data: PreparedData, workdir: Path | None = None) 
         device = eval_device(cfg.hardware.accelerator)
         val_one = eval_batches(len(data.val), per_device, per_device)[:1]
         monitor_batch_s = 0.0
-        if MONITORS[str(plain(cfg.monitor))].metric is not None:
+        if is_forecast(cfg):
             trained = fitted.finetuner.module
             monitor_batch_s = _timed(lambda: forecast_quantiles(trained, data.val, val_one, cfg.monitor_samples,
                                                                 cfg.seed, desc="calibration monitor"))

@@ -1,1 +1,0 @@
-from moirai_ft.config import schema  # noqa: F401  (registers the group schemas with Hydra)

@@ -10,6 +10,7 @@ a mistake costs a fraction of a second.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,10 @@ _HANDS_OFF = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--
 _MULTIRUN = ("-m", "--multirun")
 # settings of the whole run or sweep, not of one job (moirai_ft/budget): a sweep over them means nothing
 SWEEP_WIDE = ("plan", "budget")
+
+# groups whose options' `name` is the file's own (a pattern is what its file declares): `pattern.name=x` must
+# name an option too
+NAMED_BY_FILE = ("pattern",)
 
 # OmegaConf's wording for a value of the wrong type -> what the key takes
 _EXPECTED = (
@@ -113,9 +118,11 @@ def composition_message(e: Exception, overrides: list[str]) -> str:
     given = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") == key]
     got = f" (got {given[-1].split('=', 1)[1]})" if given and "=" in given[-1] else ""
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and "not in" in detail:
-        hint = re.search(r"Did you mean: '([^']+)'", str(cause))
+        # the closest key of the same node, as omegaconf 2.4 suggests it (2.3, which hydra-core 1.3.3+ pins, does not)
+        keys = [str(k) for k in cause.parent_node.keys()] if isinstance(cause.parent_node, DictConfig) else []
+        hint = difflib.get_close_matches(str(cause.key), keys, n=1, cutoff=0.6)
         parent = key.rsplit(".", 1)[0] + "." if "." in key else ""
-        fix = f"did you mean {parent}{hint.group(1)}?" if hint else "check its spelling (`--cfg job` lists the keys)"
+        fix = f"did you mean {parent}{hint[0]}?" if hint else "check its spelling (`--cfg job` lists the keys)"
         return f"unknown config key {key}; {fix}"
     for wording, expected in _EXPECTED:
         if wording in detail:
@@ -133,10 +140,15 @@ def unknown_choice(args: list[str], conf_dir: Path) -> str | None:
         overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
     except Exception:  # noqa: BLE001 - malformed overrides: Hydra reports those itself
         return None
+    dirs = search_dirs(overrides, Path(conf_dir))
+    if dirs is None:  # a search path this check cannot list (pkg://): Hydra reports a missing option itself
+        return None
     for o in overrides:
-        group = conf_dir / o.key_or_group
+        key = o.key_or_group
+        group_name = key.removesuffix(".name") if key.removesuffix(".name") in NAMED_BY_FILE else key
+        groups = [d / group_name for d in dirs if (d / group_name).is_dir()]
         # hydra/* groups also hold Hydra's and its plugins' own options: leave those to Hydra
-        if o.key_or_group.startswith("hydra") or o.package is not None or not group.is_dir() or o.is_delete():
+        if key.startswith("hydra") or o.package is not None or not groups or o.is_delete():
             continue
         if o.is_sweep_override():
             if not o.is_choice_sweep():
@@ -144,8 +156,26 @@ def unknown_choice(args: list[str], conf_dir: Path) -> str | None:
             values = list(o.sweep_string_iterator())
         else:
             values = [o.value()]
-        allowed = sorted(p.stem for p in group.glob("*.yaml"))
+        allowed = sorted({p.stem for group in groups for p in group.glob("*.yaml")})
         for v in values:
             if v is not None and str(v) not in allowed:
-                return f"unknown {o.key_or_group} {v!r}; choose one of: {', '.join(allowed)}"
+                if group_name != key:  # pattern.name=...
+                    return f"{key} must be one of: {', '.join(allowed)} (got {v})"
+                return f"unknown {key} {v!r}; choose one of: {', '.join(allowed)}"
     return None
+
+
+def search_dirs(overrides: list[Override], conf_dir: Path) -> list[Path] | None:
+    """conf/ and the directories a `hydra.searchpath=[...]` override adds (a pattern or a model option of
+    one's own lives there); None when an entry is not a directory this check can list."""
+    dirs = [conf_dir]
+    for o in overrides:
+        if o.key_or_group != "hydra.searchpath" or o.is_delete():
+            continue
+        value = o.value()
+        for entry in value if isinstance(value, list) else [value]:
+            entry = str(entry)
+            if "://" in entry and not entry.startswith("file://"):
+                return None
+            dirs.append(Path(entry.removeprefix("file://")))
+    return dirs

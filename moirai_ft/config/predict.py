@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from moirai_ft.config.schema import DataSchema
+from moirai_ft.config.data import DataSchema
 from moirai_ft.errors import UserError
 
 
@@ -51,5 +50,3 @@ def validate_predict(cfg: DictConfig) -> None:
     if str(cfg.device) not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise UserError(f"device must be auto, cpu or cuda (got {cfg.device})")
 
-
-ConfigStore.instance().store(name="predict_schema", node=PredictSchema)

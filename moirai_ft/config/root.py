@@ -81,7 +81,10 @@ class RootSchema:
     patience: int = MISSING
     min_delta: float = MISSING
     smoothing: int = MISSING
-    monitor: str = MISSING  # val_nll | val_crps | val_mae: MONITORS in moirai_ft/scores.py (checked in validate)
+    monitor: str = MISSING  # val_nll | val_crps | val_mae: a name in `monitors` (checked in validate)
+    # conf/monitors: the registry `monitor` chooses from. The choice is in a job's fingerprint, the registry is
+    # not (as the code of a family is not): a monitor added to it must not make every finished job a stranger
+    monitors: Any = field(default=MISSING, metadata=HOW_IT_RUNS)
     monitor_samples: int = MISSING
 
     # --- lr range test ---

@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from moirai_ft.artifacts import CONFIG, HYDRA_CONFIG
+from moirai_ft.config.presets import shipped_monitors
 from moirai_ft.config.root import RootSchema
 from moirai_ft.errors import UserError, first_line
 
@@ -28,8 +29,11 @@ def load_job_config(job_dir: Path, overrides: list[str] | None = None) -> DictCo
     path = next((p for p in (job_dir / CONFIG, job_dir / HYDRA_CONFIG) if p.is_file()), None)
     if path is None:
         raise UserError(f"{job_dir} has no {CONFIG} or {HYDRA_CONFIG}; pass the directory of a job run by train.py")
+    saved = OmegaConf.load(path)
+    if "monitors" not in saved:  # a job written before monitors were config entries: the shipped ones
+        saved.monitors = shipped_monitors()
     try:  # typed by the root schema, as when the job composed it: a wrong type is one line here too
-        cfg = OmegaConf.merge(OmegaConf.structured(RootSchema), OmegaConf.load(path))
+        cfg = OmegaConf.merge(OmegaConf.structured(RootSchema), saved)
     except ValidationError as e:
         raise UserError(f"{path} does not fit the config's schema ({first_line(e)}); it was written by another version") from e
     OmegaConf.set_struct(cfg, True)  # an override naming an unknown key is an error, not a new key

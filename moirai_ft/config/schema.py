@@ -2,7 +2,8 @@
 
 Each group's YAML options list `/schema/<group>@_here_` first in their defaults, so a misspelt key in a group
 file or on the command line fails at compose time, and an enum field rejects a value not in its list
-(OmegaConf's message names the allowed values).
+(OmegaConf's message names the allowed values). conf/data's schema is data.py's; store.py registers them all
+with Hydra when an entry point asks.
 """
 
 from __future__ import annotations
@@ -11,13 +12,11 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from moirai_ft.budget.duration import parse_duration
-from moirai_ft.config.root import RootSchema
 from moirai_ft.errors import UserError
-from moirai_ft.scores import MONITORS
+from moirai_ft.scores import METRIC_NAMES
 from moirai_ft.values import plain
 
 
@@ -26,22 +25,10 @@ class ModelInit(str, Enum):
     random = "random"
 
 
-class PatternName(str, Enum):
-    full = "full"
-    freeze_ffn = "freeze_ffn"
-    head_only = "head_only"
-    lora = "lora"  # low-rank adapters via peft (conf/pattern/lora.yaml, moirai_ft/model/lora.py)
-
-
 class SchedulerName(str, Enum):
     constant = "constant"
     cosine = "cosine"
     linear = "linear"
-
-
-class Mode(str, Enum):
-    S = "S"  # each column its own series
-    M = "M"  # all columns of a window in one sample (uni2ts's wide_multivariate)
 
 
 DEFAULT_FAMILY = "moirai1"  # the family of a conf/model without a `family` key (moirai_ft/model/families)
@@ -86,14 +73,19 @@ class MoEModelSchema(ModelSchema):
 
 @dataclass
 class PatternSchema:
-    name: PatternName = PatternName.full
+    """conf/pattern: which parameters a job trains, declared (moirai_ft/model/patterns.py; a new pattern is one
+    file there). `train` and `freeze` name parts of the model's family (head, ffn) or globs on parameter names."""
+
+    name: str = MISSING  # metrics.json `pattern`; the option's file name
+    train: tuple[str, ...] = MISSING  # the parameters that train ("*": every one)
+    freeze: tuple[str, ...] = ()  # of those, the ones that stay frozen
+    adapter: Optional[str] = None  # a function (module, this node) -> module adding parameters first (lora)
 
 
 @dataclass
 class LoraPatternSchema(PatternSchema):
     """pattern=lora: peft LoRA adapters on the attention projections (and the feed-forward with ffn=true)."""
 
-    name: PatternName = PatternName.lora
     rank: int = 8
     alpha: float = 16.0
     dropout: float = 0.0
@@ -131,67 +123,6 @@ class HardwareSchema:
     log_every_n_steps: int = 50  # steps between logged training losses (capped at the epoch length)
 
 
-class DataFormat(str, Enum):
-    wide = "wide"  # a timestamp column and one column per series
-    long = "long"  # one row per (item, timestamp, value)
-
-
-class Duplicates(str, Enum):
-    refuse = "refuse"  # stop and report the duplicated timestamps
-    first = "first"  # keep the first non-missing value per timestamp and column
-    last = "last"
-    mean = "mean"
-
-
-class NonNumeric(str, Enum):
-    refuse = "refuse"  # a selected column holding text is an error
-    missing = "missing"  # cells that are not numbers become missing values
-
-
-class TimestampUnit(str, Enum):
-    """data.timestamp_unit: the unit of a column of Unix epoch times."""
-
-    s = "s"
-    ms = "ms"
-    us = "us"
-    ns = "ns"
-
-
-@dataclass
-class DataSchema:
-    name: str = "synthetic"  # "synthetic" and "building" generate the embedded data; any other name reads `path`
-    path: Optional[str] = None  # CSV or Parquet
-    num_columns: Optional[int] = None
-    num_days: Optional[int] = None
-    format: DataFormat = DataFormat.wide
-    timestamp_column: Optional[str] = None  # null: the first column
-    timestamp_format: Optional[str] = None  # strftime format; null: inferred
-    timestamp_unit: Optional[TimestampUnit] = None  # Unix epoch numbers: s|ms|us|ns; null: inferred
-    sep: Optional[str] = None  # CSV field separator; null: inferred (, ; tab |)
-    decimal: Optional[str] = None  # CSV decimal mark; null: inferred (. or ,)
-    item_column: str = "item_id"  # long format only
-    value_column: str = "value"  # long format only
-    columns: Optional[tuple[str, ...]] = None  # names or globs (sensor_*); null: every column
-    exclude: tuple[str, ...] = ()  # names or globs left out
-    non_numeric: NonNumeric = NonNumeric.refuse
-    freq: Optional[str] = None  # pandas frequency (15min, 1D); null: inferred
-    fix_duplicates: Duplicates = Duplicates.refuse
-    reindex: bool = False  # put rows on the regular grid; missing steps become missing values
-    max_missing: float = 0.5  # columns missing more than this fraction are reported
-    drop_bad_columns: bool = False  # drop all-missing, mostly-missing and constant columns
-    mode: Mode = Mode.S
-    # column roles (moirai_ft/data/roles.py), names or globs; none given: every column a target, as before
-    targets: tuple[str, ...] = ()  # forecast and scored
-    known_covariates: tuple[str, ...] = ()  # also given over the forecast horizon (weather forecast, schedule)
-    past_covariates: tuple[str, ...] = ()  # given up to the forecast start only (setpoints, other sensors)
-    train_ratio: float = 0.7
-    val_ratio: float = 0.1
-    val_start: Optional[str] = None  # a date: overrides train_ratio
-    test_start: Optional[str] = None  # a date: overrides val_ratio
-    window_stride: int = 1
-    eval_stride: int = 96
-
-
 @dataclass
 class PruneSchema:
     """conf/prune: stop jobs of a sweep early on their monitored validation value (moirai_ft/search/prune.py).
@@ -215,23 +146,6 @@ class PruneSchema:
     max_resource: Any = "auto"  # hyperband: checks of a full job, or "auto"
     n_startup_trials: int = 2  # median: finished jobs before it prunes
     n_warmup_steps: int = 0  # median: checks before it prunes a job
-
-
-def register_schemas() -> None:
-    cs = ConfigStore.instance()
-    cs.store(group="schema", name="model", node=ModelSchema)
-    cs.store(group="schema", name="model_moirai2", node=Moirai2ModelSchema)
-    cs.store(group="schema", name="model_moe", node=MoEModelSchema)
-    cs.store(group="schema", name="pattern", node=PatternSchema)
-    cs.store(group="schema", name="pattern_lora", node=LoraPatternSchema)
-    cs.store(group="schema", name="scheduler", node=SchedulerSchema)
-    cs.store(group="schema", name="hardware", node=HardwareSchema)
-    cs.store(group="schema", name="data", node=DataSchema)
-    cs.store(group="schema", name="prune", node=PruneSchema)
-    cs.store(name="root_schema", node=RootSchema)  # conf/train.yaml's first default (moirai_ft/config/root.py)
-
-
-register_schemas()
 
 
 def check_accelerator(cfg: DictConfig) -> None:
@@ -278,7 +192,11 @@ def validate(cfg: DictConfig) -> None:
     lf = cfg.lr_finder
     need(0 < lf.min_lr < lf.max_lr, f"lr_finder.min_lr must be > 0 and below lr_finder.max_lr (got {lf.min_lr}, {lf.max_lr})")
     need(lf.num_steps >= 2, f"lr_finder.num_steps must be >= 2 (got {lf.num_steps})")
-    need(str(plain(cfg.monitor)) in MONITORS, f"monitor must be one of {', '.join(MONITORS)} (got {cfg.monitor!r})")
+    monitors = cfg.monitors  # conf/monitors: the registry `monitor` names one entry of
+    need(str(plain(cfg.monitor)) in monitors, f"monitor must be one of {', '.join(monitors)} (got {cfg.monitor!r})")
+    metric = monitors[str(plain(cfg.monitor))].get("metric")
+    need(metric is None or metric in METRIC_NAMES,
+         f"monitors.{cfg.monitor}.metric must be one of {', '.join(METRIC_NAMES)} (got {metric!r})")
     need(cfg.monitor_samples >= 1, f"monitor_samples must be >= 1 (got {cfg.monitor_samples!r})")
     warmup = cfg.warmup_steps
     need(

@@ -14,7 +14,7 @@ import pandas as pd
 from omegaconf import DictConfig
 from pandas.tseries.frequencies import to_offset
 
-from moirai_ft.config.schema import Duplicates
+from moirai_ft.config.data import Duplicates
 from moirai_ft.errors import UserError
 
 MAX_GRID_GROWTH = 10  # reindexing may add missing steps, but not turn a few stray stamps into millions of rows
@@ -34,6 +34,18 @@ def refuse_duplicates(how: Duplicates, what: str) -> None:
         raise UserError(f"{what}; keep one value per timestamp with data.fix_duplicates=first|last|mean")
 
 
+def inferred_step(index: pd.DatetimeIndex) -> pd.DateOffset | None:
+    """The step pandas infers from a regular index (None for an irregular or short one)."""
+    if len(index) < 3:
+        return None
+    try:  # pandas 3.1 warns that infer_freq's string becomes an offset: ask for the offset where it can
+        with pd.option_context("future.infer_freq_returns_offset", True):
+            inferred = pd.infer_freq(index)
+    except pd.errors.OptionError:  # older pandas: a string, without the warning
+        inferred = pd.infer_freq(index)
+    return None if inferred is None else to_offset(inferred)
+
+
 def _step(index: pd.DatetimeIndex, freq: str | None) -> pd.DateOffset:
     """data.freq, else pandas's inference, else the most common spacing (an irregular index has none inferred)."""
     if freq:
@@ -43,8 +55,8 @@ def _step(index: pd.DatetimeIndex, freq: str | None) -> pd.DateOffset:
             raise UserError(
                 f"data.freq={freq!r} is not a pandas frequency; use e.g. 15min or 1D, or null to infer it"
             ) from None
-    if len(index) >= 3 and (inferred := pd.infer_freq(index)):
-        return to_offset(inferred)
+    if (inferred := inferred_step(index)) is not None:
+        return inferred
     gaps, counts = np.unique(np.diff(index.asi8), return_counts=True)
     return to_offset(pd.Timedelta(int(gaps[np.argmax(counts)])))
 

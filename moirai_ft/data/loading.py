@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from moirai_ft.config.schema import DataFormat, Duplicates, NonNumeric
+from moirai_ft.config.data import DataFormat, Duplicates, NonNumeric
 from moirai_ft.data.grid import collapse, refuse_duplicates, regular_grid
 from moirai_ft.data.reading import read_file
 from moirai_ft.data.synthetic import building_plant, building_telemetry

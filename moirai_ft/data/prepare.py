@@ -20,7 +20,7 @@ from jaxtyping import Float, Int
 from omegaconf import DictConfig
 from torch import Tensor
 
-from moirai_ft.config.schema import Mode
+from moirai_ft.config.data import Mode
 from moirai_ft.errors import UserError
 from moirai_ft.data.loading import Table, load_table
 from moirai_ft.data.covariate_windows import CovariateWindows

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from moirai_ft.data.grid import inferred_step
 from moirai_ft.errors import UserError
 from moirai_ft.values import plain
 
@@ -137,7 +138,7 @@ def _grid_tier(stamps: pd.Series) -> int:
         values, steps = values[::-1], -steps[::-1]
     if not (steps > 0).all():
         return 0
-    if (steps == steps[0]).all() or (len(values) >= 3 and pd.infer_freq(pd.DatetimeIndex(values)) is not None):
+    if (steps == steps[0]).all() or inferred_step(pd.DatetimeIndex(values)) is not None:
         return 2
     return 1 if (steps % steps.min() == 0).all() else 0
 
@@ -158,6 +159,11 @@ def day_month_order(column: pd.Series, month_first: pd.Series, day_first: pd.Ser
     regular, increasing grid (a wrong order scrambles the calendar: 13.01 follows 12.01 as Jan 13 after
     Dec 1). Both or neither: refused, naming data.timestamp_format, never a reindex that would keep
     the scrambled calendar."""
+    # a year-first date (ISO 8601: 2024-01-02) has no day-first reading, yet pandas 3.1 swaps its month and
+    # day under dayfirst=True (format='mixed'): such rows keep their one reading
+    year_first = column.astype(str).str.match(r"\s*\d{4}\D").fillna(False).to_numpy(dtype=bool)
+    if year_first.any():
+        day_first = day_first.mask(year_first, month_first)
     differ = (month_first != day_first) & ~(month_first.isna() & day_first.isna())
     if not differ.any():
         return month_first

@@ -34,7 +34,8 @@ from moirai_ft.evaluation.forecast import evaluating_on, forecast_quantiles
 from moirai_ft.evaluation.metrics import rel_improvement, seasonal_errors, seasonality
 from moirai_ft.evaluation.zero_shot import VALIDATION_FORECAST, SharedZeroShot
 from moirai_ft.evaluation.scoring import EvalItems, eval_items, improvement_intervals, model_metrics
-from moirai_ft.scores import MONITORS, QUANTILE_LEVELS
+from moirai_ft.config.presets import monitored_metric
+from moirai_ft.scores import QUANTILE_LEVELS
 from moirai_ft.values import plain
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,7 @@ def wanted(cfg: DictConfig) -> bool:
 def blend_metric(cfg: DictConfig) -> str:
     """The test metric the blend's weight minimises on validation: the monitor's (val_crps: wql, val_mae:
     mae); val_nll has no value for an average of quantiles, so WQL."""
-    monitor = MONITORS.get(str(plain(cfg.monitor)))
-    return (monitor.metric if monitor else None) or FALLBACK_METRIC
+    return monitored_metric(plain(cfg.monitor), cfg.get("monitors")) or FALLBACK_METRIC
 
 
 def summary_parts(metrics: dict[str, Any]) -> list[str]:

@@ -11,8 +11,8 @@ Entries are keyed by everything that changes them: the starting weights (a hash 
 init and seed alike), the prepared data (a hash of the table and its split rows), the device kind and torch
 version (numerics), and the job's resolved config minus the settings that only steer training
 (TRAINING_ONLY). A key is built from what is left out, not from a list of what matters: a setting added
-later counts until someone shows it does not. The pattern counts only as "plain or LoRA": full, freeze_ffn
-and head_only validate the same module, LoRA's adapters add (zero) terms to it.
+later counts until someone shows it does not. The pattern counts only as "plain or adapted": full, freeze_ffn
+and head_only (what trains) validate the same module; an adapter (pattern=lora's) adds (zero) terms to it.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ KEY_VERSION = 1  # bump when what an entry holds, or how it is computed, changes
 TRAINING_ONLY = (
     "lr", "weight_decay", "epochs", "steps_per_epoch", "warmup_steps", "gradient_clip", "oom_min_batch_size",
     "scheduler", "val_check_interval", "patience", "min_delta", "smoothing", "callbacks", "logger", "prune",
-    "lr_find", "lr_finder", "resume", "sweep_root", "plan", "budget", "hydra",
+    "lr_find", "lr_finder", "resume", "sweep_root", "plan", "budget", "hydra", "pattern.train", "pattern.freeze",
     # validation runs eager (MoiraiFineTuner compiles the training loss only); how often the bar redraws
     "hardware.compile", "hardware.progress_bar_refresh", "hardware.log_every_n_steps",
     "eval.plot_windows",  # which windows forecast.png draws, from the shared quantiles
@@ -84,7 +84,7 @@ def key_config(cfg: DictConfig) -> dict[str, Any]:
         if isinstance(node, dict):
             node.pop(leaf, None)
     pattern = container.get("pattern") or {}
-    container["pattern"] = pattern if str(pattern.get("name")) == "lora" else "plain"
+    container["pattern"] = pattern if pattern.get("adapter") else "plain"
     return container
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pandas.tseries.frequencies import to_offset
 
-from moirai_ft.config.schema import DataFormat
+from moirai_ft.config.data import DataFormat
 from moirai_ft.data.loading import EMBEDDED, Table, load_table, long_to_wide, numeric, split_timestamps, table_from_raw
 from moirai_ft.data.reading import read_file, timestamps_from_index
 from moirai_ft.data.roles import KNOWN, PAST, role_patterns

@@ -30,8 +30,6 @@ from moirai_ft.scores import QUANTILE_LEVELS
 from moirai_ft.values import plain
 
 PROGRESS_MIN_BATCHES = 20  # show a forecast progress bar from this many batches on
-HEAD_ONLY, FREEZE_FFN, FULL = "head_only", "freeze_ffn", "full"
-
 
 
 def sample_quantiles(
@@ -69,7 +67,7 @@ class ModelFamily(ABC):
     # trains and forecasts with known/past covariates (data roles, moirai_ft/data/covariate_windows.py)
     supports_covariates: ClassVar[bool] = False
     module_class: ClassVar[type[nn.Module]]
-    head: ClassVar[tuple[str, ...]]  # parameter-name prefixes of the output head (pattern=head_only)
+    head: ClassVar[tuple[str, ...]]  # parameter-name prefixes of the output head (the part `head` of parts())
     config_keys: ClassVar[frozenset[str]]  # config.json keys that together mark this family's save_pretrained
 
     # --- module ------------------------------------------------------------------------------
@@ -165,16 +163,11 @@ class ModelFamily(ABC):
         return self.forecast(module, windows, batches, num_samples, seed, desc)[0]
 
     # --- patterns ----------------------------------------------------------------------------
-    def trains(self, pattern: str, name: str) -> bool:
-        """Whether `pattern` trains the parameter `name`: full everything, head_only the head,
-        freeze_ffn everything but the feed-forward blocks (MoE experts included: they live under `ffn`)."""
-        if pattern == FULL:
-            return True
-        if pattern == HEAD_ONLY:
-            return name.startswith(tuple(f"{h}." for h in self.head))
-        if pattern == FREEZE_FFN:
-            return ".ffn." not in f".{name}"
-        raise UserError(f"pattern={pattern} does not apply to {self.title}; choose one of full, freeze_ffn, head_only, lora")
+    def parts(self) -> dict[str, tuple[str, ...]]:
+        """The named groups of parameters a pattern's `train` and `freeze` may name (moirai_ft/model/patterns.py),
+        as globs on parameter names: the output head, and the feed-forward blocks (MoE experts included:
+        they live under `ffn`)."""
+        return {"head": tuple(f"{h}.*" for h in self.head), "ffn": ("ffn.*", "*.ffn.*")}
 
     # --- preflight ---------------------------------------------------------------------------
     def preflight(self, spec: WindowSpec, num_variates: int, model_cfg: DictConfig) -> None:

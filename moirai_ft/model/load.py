@@ -1,5 +1,5 @@
-"""Building or loading a family's module (moirai_ft/model/families), fine-tuning patterns, and AdamW
-parameter groups."""
+"""Building or loading a family's module (moirai_ft/model/families), and AdamW parameter groups (the
+fine-tuning patterns: moirai_ft/model/patterns.py)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,11 @@ from uni2ts.module.position import BinaryAttentionBias, LearnedEmbedding, Learne
 from uni2ts.module.ts_embed import FeatLinear, MultiInSizeLinear, MultiOutSizeLinear
 
 from moirai_ft.config.presets import model_options
-from moirai_ft.config.schema import ModelInit, PatternName
+from moirai_ft.config.schema import ModelInit
 from moirai_ft.errors import UserError, first_line
 from moirai_ft.weights import resolve_checkpoint
-from moirai_ft.model.families import checkpoint_family, family_of, family_of_module
+from moirai_ft.model.families import checkpoint_family, family_of
 from moirai_ft.model.family import ModelFamily
-from moirai_ft.model.lora import inject_lora
-from moirai_ft.values import plain
 
 
 def random_module(model_cfg: DictConfig) -> nn.Module:
@@ -120,25 +118,6 @@ def _hub_reachable(timeout_s: float = 3.0) -> bool:
         return True
     except OSError:
         return False
-
-
-def apply_pattern(module: nn.Module, pattern: str | DictConfig, family: ModelFamily | None = None) -> nn.Module:
-    """Freeze parameters by fine-tuning pattern, as the module's family defines them (uni2ts's semantics
-    for Moirai 1.x): full trains everything, freeze_ffn freezes every feed-forward parameter, head_only
-    trains only the output head. `pattern` is conf/pattern's node (or its name for those three); the
-    returned module is the one to train (the same object)."""
-    name = pattern.name if isinstance(pattern, DictConfig) else pattern
-    name = str(plain(name))  # the config's PatternName member, or a plain name
-    if name == PatternName.lora.value and isinstance(pattern, DictConfig):
-        return inject_lora(module, pattern)  # adapters (moirai_ft/model/lora.py) work with every family
-    if name not in PatternName._value2member_map_ or name == PatternName.lora.value:
-        # a bare name selects the patterns that have no settings; lora needs conf/pattern/lora.yaml's node
-        allowed = [p.value for p in PatternName if p != PatternName.lora]
-        raise UserError(f"unknown pattern {name!r}; choose one of {allowed} (or pass conf/pattern/lora.yaml's node)")
-    family = family or family_of_module(module)
-    for pname, p in module.named_parameters():
-        p.requires_grad_(family.trains(name, pname))
-    return module
 
 
 _DECAY = (LearnedProjection, MultiInSizeLinear, MultiOutSizeLinear, FeatLinear, nn.Linear)

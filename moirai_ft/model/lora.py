@@ -44,7 +44,8 @@ def lora_targets(module: nn.Module, pattern_cfg: DictConfig) -> list[str]:
 
 
 def inject_lora(module: nn.Module, pattern_cfg: DictConfig) -> nn.Module:
-    """Adapters on the targets; only they train. The module is changed in place and returned."""
+    """pattern=lora's adapter (moirai_ft/model/patterns.py): adapters on the targets, which the pattern's
+    `train` then names as the only parameters that train. The module is changed in place and returned."""
     if pattern_cfg.rank < 1 or pattern_cfg.alpha <= 0 or not 0 <= pattern_cfg.dropout < 1:
         raise UserError(
             f"pattern=lora needs pattern.rank >= 1, pattern.alpha > 0 and pattern.dropout in [0, 1) "
@@ -57,8 +58,6 @@ def inject_lora(module: nn.Module, pattern_cfg: DictConfig) -> nn.Module:
         target_modules=lora_targets(module, pattern_cfg), bias="none",
     )
     inject_adapter_in_model(config, module)
-    for name, p in module.named_parameters():
-        p.requires_grad_("lora_" in name)
     return module
 
 

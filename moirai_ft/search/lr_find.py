@@ -26,7 +26,8 @@ from moirai_ft.config.saved import save_config
 from moirai_ft.config.schema import validate
 from moirai_ft.data.prepare import prepare
 from moirai_ft.data.windows import IndexBatches, index_loader
-from moirai_ft.model.load import apply_pattern, count_params, load_module
+from moirai_ft.model.load import count_params, load_module
+from moirai_ft.model.patterns import apply_pattern
 from moirai_ft.result import JobResult, Status
 from moirai_ft.train.finetuner import MoiraiFineTuner
 

@@ -1,11 +1,12 @@
 """`monitor=val_nll|val_crps|val_mae`: the validation quantity that selects the best weights, stops
-early, feeds the pruner and is the sweeper's objective.
+early, feeds the pruner and is the sweeper's objective; each is an entry of conf/monitors (the registry
+`monitors` of the config), read here.
 
 val_nll is the training loss on the validation windows (MoiraiFineTuner logs it as val/loss). The
-forecast monitors sample `monitor_samples` paths per validation window from the model being trained,
-on the training device, with a fixed seed (every check, and the zero-shot check, draw the same random
-numbers), and score them with the test metrics of moirai_ft/evaluation/metrics.py (the monitors and the
-metric each is computed as: MONITORS in moirai_ft/scores.py):
+forecast monitors (entries with a `_target_`: ForecastMonitor) sample `monitor_samples` paths per
+validation window from the model being trained, on the training device, with a fixed seed (every check,
+and the zero-shot check, draw the same random numbers), and score them with the entry's `metric`, one of
+the test metrics (moirai_ft/scores.py):
 - val_crps: WQL (mean weighted quantile loss over levels 0.1..0.9, the CRPS approximation Moirai's
   paper reports), in original units as the test's `wql`;
 - val_mae: MAE of the median in original units, as the test's `mae`.
@@ -19,20 +20,31 @@ import math
 import lightning as L
 import numpy as np
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 from moirai_ft.data.prepare import PreparedData
 from moirai_ft.evaluation.forecast import forecast_quantiles
 from moirai_ft.evaluation.scoring import eval_items, model_metrics
 from moirai_ft.evaluation.metrics import seasonal_errors, seasonality
-from moirai_ft.scores import MONITORS
 from moirai_ft.values import plain
 
 log = logging.getLogger(__name__)
 
 
-def metric_key(monitor: str) -> str:
+def monitor_entry(cfg: DictConfig) -> DictConfig:
+    """The chosen monitor's entry of the registry (validate() checked the name exists)."""
+    return cfg.monitors[str(plain(cfg.monitor))]
+
+
+def is_forecast(cfg: DictConfig) -> bool:
+    """Whether the chosen monitor forecasts the validation windows at every check (a `_target_` callback)."""
+    return monitor_entry(cfg).get("_target_") is not None
+
+
+def metric_key(cfg: DictConfig) -> str:
     """Where the monitored value is found in trainer.callback_metrics."""
-    return MONITORS[str(plain(monitor))].key
+    return str(monitor_entry(cfg).key)
 
 
 class ForecastMonitor(L.Callback):
@@ -41,9 +53,9 @@ class ForecastMonitor(L.Callback):
     read it. Listed before them: callbacks run in list order. Every rank computes the same value
     (same windows, same seed), so no rank waits on another."""
 
-    def __init__(self, monitor: str, data: PreparedData, batches: list[torch.Tensor], num_samples: int, seed: int):
-        self.key, self.metric = MONITORS[monitor].key, MONITORS[monitor].metric
-        assert self.metric is not None, f"{monitor} is the validation loss itself"
+    def __init__(self, key: str, metric: str, data: PreparedData, batches: list[torch.Tensor], num_samples: int,
+                 seed: int, column: str | None = None):
+        self.key, self.metric = key, metric  # column: the history CSV's (history_extra)
         self.data, self.batches, self.num_samples, self.seed = data, batches, num_samples, seed
         ids = torch.cat(batches) if batches else torch.zeros(0, dtype=torch.long)
         self.items = eval_items(data.val, ids)
@@ -73,15 +85,16 @@ class ForecastMonitor(L.Callback):
             logger.log_metrics({self.key: value}, step=step)
 
 
-def monitor_callbacks(cfg, data: PreparedData, val_batches: list[torch.Tensor]) -> dict[str, L.Callback]:
-    """{"forecast_monitor": ForecastMonitor} for a forecast monitor, {} for val_nll."""
-    monitor = str(plain(cfg.monitor))
-    if MONITORS[monitor].metric is None:
+def monitor_callbacks(cfg: DictConfig, data: PreparedData, val_batches: list[torch.Tensor]) -> dict[str, L.Callback]:
+    """{"forecast_monitor": the entry's callback} for a forecast monitor, {} for val_nll."""
+    if not is_forecast(cfg):
         return {}
-    return {"forecast_monitor": ForecastMonitor(monitor, data, val_batches, cfg.monitor_samples, cfg.seed)}
+    # a partial first: the data and the batches go to the callback as they are, not through OmegaConf
+    make = instantiate(monitor_entry(cfg), _partial_=True)
+    return {"forecast_monitor": make(data=data, batches=val_batches, num_samples=cfg.monitor_samples, seed=cfg.seed)}
 
 
-def history_extra(cfg) -> dict[str, str]:
+def history_extra(cfg: DictConfig) -> dict[str, str]:
     """The history CSV's extra column for a forecast monitor: {"val_crps": "val/crps"}."""
-    monitor = MONITORS[str(plain(cfg.monitor))]
-    return {monitor.column: monitor.key} if monitor.metric is not None else {}
+    entry = monitor_entry(cfg)
+    return {str(entry.column): str(entry.key)} if is_forecast(cfg) else {}

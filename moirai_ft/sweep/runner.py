@@ -28,6 +28,7 @@ from moirai_ft.sweep.state import (
     JobBusy,
     JobLock,
     Plan,
+    earlier_fingerprint,
     fingerprint,
     plan_job,
     read_fingerprint,
@@ -77,15 +78,16 @@ def run_tracked(
         return _refused(job_dir, f"sweep={sweep_preset} is a sweep preset: run it with -m, "
                         f"as `python train.py -m sweep={sweep_preset}`", cfg)
     fp, config = fingerprint(cfg)
+    earlier = earlier_fingerprint(config)  # a directory written before patterns declared what they train
     own = read_fingerprint(job_dir)
-    if own is not None and own != fp:
+    if own is not None and own not in (fp, earlier):
         which = "sweep its own hydra.sweep.dir" if mode == RunMode.MULTIRUN else "run its own hydra.run.dir"
         return _refused(job_dir, f"{job_dir} already holds a job with another config; give this {which}", cfg)
     (job_dir / REFUSED).unlink(missing_ok=True)  # an earlier attempt's: this one is the directory's own
     plan = Plan(Action.run_here, job_dir)
     if mode == RunMode.MULTIRUN and cfg.resume:
         root = Path(cfg.sweep_root)
-        plan = plan_job(fp, job_dir, root if root.is_absolute() else launch_dir / root)
+        plan = plan_job(fp, job_dir, root if root.is_absolute() else launch_dir / root, earlier)
     # the jobs of a sweep share one zero-shot evaluation, in its directory (moirai_ft/evaluation/zero_shot.py)
     shared_root = sweep_dir(job_dir, launch_dir) if mode == RunMode.MULTIRUN else None
 

@@ -59,8 +59,25 @@ def fingerprint(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
     container.pop("hydra", None)
     for key in RUN_KEYS:
         container.pop(key, None)
-    text = json.dumps(container, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16], container
+    return _digest(container), container
+
+
+def _digest(container: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# conf/pattern's keys that say what a pattern trains (moirai_ft/model/patterns.py), which jobs fingerprinted
+# before them lack (the package's code then defined the shipped patterns by name, the same definitions)
+PATTERN_DEFINITION = ("train", "freeze", "adapter")
+
+
+def earlier_fingerprint(config: dict[str, Any]) -> str:
+    """The fingerprint the same config had before patterns declared what they train: a job directory holding
+    it is this config's twin, so a sweep started then resumes without training its jobs again."""
+    pattern = config.get("pattern")
+    if not isinstance(pattern, dict):
+        return _digest(config)
+    return _digest({**config, "pattern": {k: v for k, v in pattern.items() if k not in PATTERN_DEFINITION}})
 
 
 def _read_key(path: Path, key: str) -> Any | None:
@@ -159,10 +176,12 @@ def _newest(dirs: list[Path], name: str) -> Path:
     return max(dirs, key=lambda d: (d / name).stat().st_mtime if (d / name).exists() else 0.0)
 
 
-def plan_job(fp: str, job_dir: Path, root: Path) -> Plan:
-    """What a sweep job with fingerprint fp does, given the twins under root (see the module doc)."""
-    twins = [d for d in job_dirs_below(root) if read_fingerprint(d) == fp]
-    if read_fingerprint(job_dir) == fp and job_dir.resolve() not in {t.resolve() for t in twins}:
+def plan_job(fp: str, job_dir: Path, root: Path, earlier: str | None = None) -> Plan:
+    """What a sweep job with fingerprint fp does, given the twins under root (see the module doc); a job
+    directory fingerprinted `earlier` (earlier_fingerprint) is a twin too."""
+    fps = {fp, earlier or fp}
+    twins = [d for d in job_dirs_below(root) if read_fingerprint(d) in fps]
+    if read_fingerprint(job_dir) in fps and job_dir.resolve() not in {t.resolve() for t in twins}:
         twins.append(job_dir)  # a sweep dir outside sweep_root, rerun in place
     # a finished twin whose weights were damaged since is retrained, not skipped
     done = [d for d in twins if read_status(d) in FINAL_STATUSES and weights.damage(d) is None]

@@ -31,7 +31,7 @@ def job_args(cfg: DictConfig, job_dir: Path) -> dict[str, dict[str, Any]]:
     checkpoints = Path(job_dir) / CHECKPOINTS
     return {
         "history": {"path": Path(job_dir) / HISTORY, "extra": history_extra(cfg)},
-        "best_weights": {"best_dir": checkpoints / BEST, "monitor_key": metric_key(cfg.monitor)},
+        "best_weights": {"best_dir": checkpoints / BEST, "monitor_key": metric_key(cfg)},
         "last_checkpoint": {"dirpath": checkpoints, "filename": Path(LAST).stem},
     }
 

@@ -22,7 +22,8 @@ from moirai_ft.errors import UserError, first_line
 from moirai_ft.evaluation.forecast import fingerprint
 from moirai_ft.evaluation.zero_shot import shared_zero_shot
 from moirai_ft.model.families import family_of
-from moirai_ft.model.load import apply_pattern, count_params, load_module
+from moirai_ft.model.load import count_params, load_module
+from moirai_ft.model.patterns import apply_pattern
 from moirai_ft.model.lora import adapter_state
 from moirai_ft.result import JobResult
 from moirai_ft.search.lr_find import run_lr_find

@@ -45,7 +45,7 @@ def test_every_value_of_a_sweep_is_checked_before_any_job(tmp_path: Path) -> Non
     [
         ("learning_rate=1e-3", "unknown config key learning_rate"),
         ("model.checkpont=x", "unknown config key model.checkpont; did you mean model.checkpoint?"),
-        ("pattern.name=all", "pattern.name must be one of: full, freeze_ffn, head_only, lora (got all)"),
+        ("pattern.name=all", "pattern.name must be one of: freeze_ffn, full, head_only, lora (got all)"),
         ("resume=maybe", "resume must be true or false (got maybe)"),
         ("calibrate=cqr", "calibrate must be one of: none, conformal (got cqr)"),
         ("blend=yes_please", "blend must be true or false (got yes_please)"),
@@ -97,3 +97,27 @@ def test_short_run_with_the_default_warmup_trains_and_warms_up(tmp_path: Path) -
     assert len(lr) == 50
     for step, value in lr.items():  # the lr the step trained with: step / warmup of the peak, then the peak
         assert value == pytest.approx(cfg.lr * min(1.0, step / warmup)), step
+
+
+def test_importing_the_config_registers_nothing_and_register_stores_every_schema() -> None:
+    """Registration with Hydra's ConfigStore is an explicit call at the entry points (moirai_ft/config/store.py),
+    not an effect of importing a config module."""
+    import subprocess
+    import sys
+
+    script = (
+        "import importlib, pkgutil\n"
+        "from hydra.core.config_store import ConfigStore\n"
+        "import moirai_ft.config as config\n"
+        "for m in pkgutil.iter_modules(config.__path__):\n"
+        "    importlib.import_module('moirai_ft.config.' + m.name)\n"
+        "repo = ConfigStore.instance().repo\n"
+        "print(sorted(k for k in repo if k.endswith('_schema.yaml')), 'schema' in repo)\n"
+        "config.store.register()\n"
+        "print(sorted(k for k in repo if k.endswith('_schema.yaml')), sorted(repo['schema']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=CONF.parent, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before, after = proc.stdout.strip().splitlines()
+    assert before == "[] False"
+    assert after.startswith("['predict_schema.yaml', 'root_schema.yaml'] [") and "'pattern.yaml'" in after

@@ -63,7 +63,9 @@ def test_the_data_fingerprint_follows_the_content_and_the_splits() -> None:
     data = prepare(BASE)
     assert data_fingerprint(prepare(BASE)) == data_fingerprint(data)
     edited = prepare(BASE)
-    edited.table.values[3, 1] += 1.0  # the same config over an edited file
+    # the same config over an edited file (a copy: under pandas 3's copy-on-write the values are a read-only view)
+    edited.table.values = edited.table.values.copy()
+    edited.table.values[3, 1] += 1.0
     assert data_fingerprint(edited) != data_fingerprint(data)
     moved = prepare(BASE)
     moved.test_start += 1

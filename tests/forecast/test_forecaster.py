@@ -319,8 +319,7 @@ def test_a_padded_context_is_laid_out_as_moirai_forecast_lays_out_past_is_pad(pa
 def _predict_cfg(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
-    import moirai_ft.config.predict  # noqa: F401  (registers the schema)
-    from conftest import CONF
+    from conftest import CONF  # conftest registered the schemas (moirai_ft/config/store.py)
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="predict", overrides=overrides)

@@ -26,7 +26,8 @@ from moirai_ft.model.family import sample_quantiles
 from moirai_ft.model.families import family_of
 from moirai_ft.model.families.decoder import CONVERTED
 from moirai_ft.model.fast_path import distribution_validation
-from moirai_ft.model.load import apply_pattern, load_module, random_module
+from moirai_ft.model.load import load_module, random_module
+from moirai_ft.model.patterns import apply_pattern
 from moirai_ft.train.finetuner import MoiraiFineTuner
 from moirai_ft.train.job import run_job
 

@@ -97,3 +97,42 @@ def test_monitor_settings_are_checked_before_training(override: str):
 
     with pytest.raises(UserError, match=override.split("=")[0]):
         validate(compose_cfg([override]))
+
+
+# a monitor added by config alone: a conf/monitors file of the user's own, on hydra.searchpath, that extends
+# the shipped registry with a forecast monitor of the test's RMSE (a metric of moirai_ft/scores.py)
+EXTRA_MONITORS = """\
+defaults:
+  - default
+  - _self_
+val_rmse:
+  _target_: moirai_ft.search.monitor.ForecastMonitor
+  metric: rmse
+  key: val/rmse
+  column: val_rmse
+"""
+
+
+def test_a_monitor_added_by_one_conf_file_selects_the_best_check(tmp_path: Path):
+    conf = tmp_path / "conf" / "monitors"
+    conf.mkdir(parents=True)
+    (conf / "extra.yaml").write_text(EXTRA_MONITORS)
+    cfg = compose_cfg([f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "monitors=extra", "monitor=val_rmse",
+                       "monitor_samples=4", "epochs=1", "steps_per_epoch=2", "val_check_interval=1",
+                       "eval.num_samples=4", "eval.max_windows=4", "eval.plot_windows=0"])
+    metrics = run(cfg, tmp_path / "job")
+    assert metrics["status"] == "completed", metrics.get("error")
+    with (tmp_path / "job" / "training_history.csv").open() as f:
+        rmse = [float(r["val_rmse"]) for r in csv.DictReader(f)]
+    assert len(rmse) == 3 and all(math.isfinite(v) and v > 0 for v in rmse)  # zero-shot + 2 checks
+    assert metrics["monitor"] == "val_rmse" and metrics["zero_shot_monitored"] == pytest.approx(rmse[0])
+    assert metrics["best_monitored"] == pytest.approx(min(rmse)) and objective(metrics) == metrics["best_monitored"]
+
+
+def test_a_misspelt_monitor_lists_the_registry_in_one_line():
+    from moirai_ft.config.schema import validate
+    from moirai_ft.errors import UserError
+
+    with pytest.raises(UserError) as e:
+        validate(compose_cfg(["monitor=val_crsp"]))
+    assert str(e.value) == "monitor must be one of val_nll, val_crps, val_mae (got 'val_crsp')"

@@ -27,7 +27,9 @@ from moirai_ft.evaluation.zero_shot import SHARED_DIR
 from moirai_ft.sweep.once import computations
 from moirai_ft.train.job import run
 from moirai_ft.sweep.runner import run_tracked
-from moirai_ft.sweep.state import FINGERPRINT, LINK, Action, JobLock, fingerprint, plan_job, read_link
+from moirai_ft.sweep.state import (
+    FINGERPRINT, LINK, Action, JobLock, earlier_fingerprint, fingerprint, plan_job, read_link,
+)
 
 # the job's test evaluation shrunk like the training: a few windows, a few samples, no picture
 EVAL_TINY = ["eval.num_samples=4", "eval.max_windows=8", "eval.plot_windows=0"]
@@ -241,6 +243,23 @@ def test_plan_skips_a_twin_another_process_is_running(tmp_path: Path):
     with JobLock(twin):
         assert plan_job(fp, mine, tmp_path / "multirun").action == Action.skip_running
     assert plan_job("another", mine, tmp_path / "multirun").action == Action.run_here
+
+
+@pytest.mark.parametrize("pattern", ["full", "lora"])
+def test_a_job_fingerprinted_before_patterns_declared_what_they_train_is_still_its_twin(pattern: str, tmp_path: Path):
+    fp, config = fingerprint(compose_cfg([f"pattern={pattern}"]))
+    # fingerprint.json as a job wrote it then: its pattern node held the name (and lora's settings) only
+    then = {**config, "pattern": {k: v for k, v in config["pattern"].items() if k not in ("train", "freeze", "adapter")}}
+    assert then["pattern"]["name"] == pattern and len(then["pattern"]) < len(config["pattern"])
+    old = hashlib.sha256(json.dumps(then, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert old != fp and earlier_fingerprint(config) == old
+    twin = tmp_path / "multirun" / "d" / "t" / "job"
+    twin.mkdir(parents=True)
+    (twin / FINGERPRINT).write_text(json.dumps({"fingerprint": old, "config": then}))
+    mine = tmp_path / "multirun" / "d" / "t2" / "job"
+    mine.mkdir(parents=True)
+    assert plan_job(fp, mine, tmp_path / "multirun", earlier_fingerprint(config)).action == Action.continue_twin
+    assert plan_job(fp, mine, tmp_path / "multirun").action == Action.run_here
 
 
 def test_a_sweep_preset_without_multirun_is_refused(tmp_path: Path):

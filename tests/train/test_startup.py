@@ -21,7 +21,8 @@ SCRIPT = textwrap.dedent("""
                       tempfile.mkdtemp())
     seen["status"] = metrics["status"]
     seen["after_job"] = sorted(m for m in ("transformers", "peft") if m in sys.modules)
-    from moirai_ft.model.load import apply_pattern, random_module
+    from moirai_ft.model.load import random_module
+    from moirai_ft.model.patterns import apply_pattern
     from moirai_ft.model.lora import has_lora
     cfg = compose_cfg(["pattern=lora"])
     seen["lora_works"] = has_lora(apply_pattern(random_module(cfg.model), cfg.pattern))

@@ -105,7 +105,7 @@ def test_mlflow_sweep_is_one_experiment_with_params_history_and_test_metrics(tmp
     assert len(runs) == 2
     assert sorted(float(r.data.params["lr"]) for r in runs) == [1e-3, 2e-3]
     client = mlflow.MlflowClient()
-    monitored = metric_key(compose_cfg().monitor)
+    monitored = metric_key(compose_cfg())
     for run in runs:
         job = sweep / run.info.run_name
         overrides = OmegaConf.load(job / ".hydra" / "overrides.yaml")  # Hydra's record of the job's overrides
@@ -164,7 +164,7 @@ def test_mlflow_tracking_server_holds_the_runs_params_metrics_and_artifacts(mlfl
     assert float(run.data.params["lr"]) == 2e-3
     assert run.data.metrics["test/mase"] == pytest.approx(result["test"]["mase"])
     assert run.data.metrics["best_val_loss"] == pytest.approx(result["best_val_loss"])
-    assert len(mlflow.MlflowClient().get_metric_history(run.info.run_id, metric_key(compose_cfg().monitor))) >= 2
+    assert len(mlflow.MlflowClient().get_metric_history(run.info.run_id, metric_key(compose_cfg()))) >= 2
     assert [a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)] == ["forecast.png"]
     local = tmp_path / "forecast.png"
     mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="forecast.png", dst_path=str(tmp_path))
