@@ -120,7 +120,7 @@ def _longest_first(config, items) -> None:
     the other worker has nothing left. First the cluster tests (most of their time is a wait on SLURM: it
     overlaps the other worker's work), then the slow ones (several real training jobs), then the groups (a
     module fixture's job or sweep, the biggest first), then the rest in collection order."""
-    if getattr(config.option, "dist", "no") == "no":
+    if not hasattr(config, "workerinput"):  # the order that counts is the workers' collection, which xdist reads
         return
     group = {item: (item.get_closest_marker("xdist_group") or pytest.mark.xdist_group("")).args[0] for item in items}
     sizes = collections.Counter(group.values())
