@@ -133,7 +133,6 @@ class CovariateWindows:
         )
 
     def batch(self, idx: Int[Tensor, "batch"]) -> Batch:
-        s = self.spec
         idx = idx.to(self.series.device)
         start = self.starts[idx % len(self.starts)] if self.mode == "S" else self.starts[idx]
         ctx_steps, hor_steps = start[:, None] + self._ctx, start[:, None] + self._hor  # (batch, steps)

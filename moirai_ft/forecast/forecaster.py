@@ -166,7 +166,7 @@ class Forecaster:
         if blend and self.zero_shot:
             raise UserError("blend=True blends the job's fine-tuned model with its zero-shot one; drop zero_shot=True")
         weight = recorded_weight(self.job.metrics, self.job.path) if blend else None  # before any model loads
-        cfg, job = self.job.config, self.job
+        job = self.job
         normalized = (inp.values - job.mean) / job.std  # float32, as the job normalised its table
         index = {c: i for i, c in enumerate(inp.columns)}
         rows = [torch.tensor([index[c] for c in names], dtype=torch.long) for names in (job.targets, job.known, job.past)]

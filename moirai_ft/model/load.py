@@ -8,7 +8,6 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-import torch
 from omegaconf import DictConfig
 from torch import nn
 from uni2ts.module.norm import RMSNorm

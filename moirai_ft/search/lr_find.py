@@ -12,7 +12,6 @@ metrics.json with status `lr_find`, and prints the `-m lr=...` values around the
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any

@@ -80,7 +80,7 @@ class ForecastMonitor(L.Callback):
         value = self.replayed_value if self.replayed_value is not None else self.value(pl_module.module)
         self.last_value = value
         trainer.callback_metrics[self.key] = torch.tensor(value)
-        step = trainer.global_step  # 0 at the zero-shot check; the last step at job.validate_last_steps's
+        step = trainer.global_step  # 0 at the zero-shot check; the last step at fit.validate_last_steps's
         for logger in trainer.loggers:
             logger.log_metrics({self.key: value}, step=step)
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 
 from moirai_ft.artifacts import atomic_write
 from moirai_ft.model.lora import load_plain, save_plain

@@ -3,8 +3,6 @@ renames; a holder killed mid-computation and a lock held past the wait."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time

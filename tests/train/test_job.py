@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import compose_cfg, run_train
+from conftest import compose_cfg
 from moirai_ft.result import TRAINED_FIELDS, JobResult
 from moirai_ft.train.job import run
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -216,7 +215,7 @@ def test_oom_retries_with_half_the_micro_batch_and_the_same_effective_batch(tmp_
     from moirai_ft.instrument.faults import InjectFaults
 
     cfg = ["steps_per_epoch=6", "val_check_interval=3"]
-    clean = run(compose_cfg(cfg), tmp_path / "clean")
+    run(compose_cfg(cfg), tmp_path / "clean")
     oom = {"faults": InjectFaults(oom_above=8)}  # TINY's batch of 16 "does not fit"; 8 does
     retried = run(compose_cfg(cfg), tmp_path / "oom", oom)
     assert retried["status"] == "completed"
@@ -237,7 +236,7 @@ def test_oom_after_some_steps_restarts_lora_from_its_first_adapters(tmp_path: Pa
     from moirai_ft.instrument.faults import InjectFaults
 
     cfg = ["pattern=lora", "pattern.dropout=0", "steps_per_epoch=6", "val_check_interval=3"]
-    clean = run(compose_cfg(cfg), tmp_path / "clean")
+    run(compose_cfg(cfg), tmp_path / "clean")
     retried = run(compose_cfg(cfg), tmp_path / "oom", {"faults": InjectFaults(oom_after_steps=3)})
     assert retried["status"] == "completed" and retried["oom_micro_batches"] == [16]
     a = pd.read_csv(tmp_path / "clean" / "training_history.csv")

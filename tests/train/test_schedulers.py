@@ -6,7 +6,6 @@ import math
 
 import lightning as L
 import pytest
-import torch
 
 from conftest import compose_cfg
 from moirai_ft.data.prepare import prepare
