@@ -86,6 +86,13 @@ def pytest_cmdline_main(config):
         config.option.loadscopereorder = False  # the order below, not xdist's (biggest group first)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    # a worker parses the command line itself (xdist's remote.setup_config), so it would never see the
+    # loadgroup chosen above and would leave the groups' node ids unmarked: hand it the controller's choice
+    node.workerinput["moirai_ft_dist"] = node.config.option.dist
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
 def pytest_collection_modifyitems(config, items):
     parent: dict[str, str] = {}  # union-find: tests that share any such fixture share one group
@@ -141,6 +148,8 @@ SERVICES_OWNER = "MOIRAI_FT_SERVICES_OWNER"
 
 def pytest_configure(config) -> None:
     config.pluginmanager.register(_LongestFirst(), "moirai_ft_longest_first")
+    if getattr(config, "workerinput", {}).get("moirai_ft_dist") == "loadgroup":  # see pytest_configure_node
+        config.option.loadgroup = True  # read by xdist's WorkerInteractor when it names the collected tests
     if not hasattr(config, "workerinput"):  # the controller (or the only process): the workers inherit its name
         os.environ.setdefault(SERVICES_OWNER, f"pytest-{os.getpid()}")
 

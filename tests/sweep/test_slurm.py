@@ -20,7 +20,9 @@ from conftest import ROOT, TINY, run_train
 from moirai_ft.instrument.faults import PAUSE_AT_STEP, PAUSE_ONCE
 from tests.train.test_reliability import comparable
 
-pytestmark = pytest.mark.cluster
+# every test here on one xdist worker, with the time-limit sweep started first: it spends two minutes waiting
+# for SLURM's time limit, and the module's other tests run meanwhile (its test is the last in the file)
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("time_limit_sweep")]
 
 QUICK = ["eval.num_samples=4", "eval.max_windows=8", "eval.plot_windows=0", "val_check_interval=3"]
 # the tests' jobs share the node: one CPU and a little memory each, so two run at once
@@ -142,27 +144,6 @@ def ref_sbatch_script(sweep: Path) -> str:
     return next((sweep / ".submitit").glob("*/*_submission.sh")).read_text()
 
 
-def test_a_job_at_its_time_limit_is_requeued_and_finishes_from_its_checkpoint(slurm_cluster, tmp_path: Path):
-    """The job sleeps at step 4 until SLURM warns it of its time limit (SIGUSR2, signal_delay_s before it);
-    submitit requeues it (max_num_timeout=1) and the next attempt continues from checkpoints/last.ckpt.
-    timeout_min=2, not 1: slurmctld checks time limits every 30 s and sends the warning as much as that early,
-    so with 1 minute it can come before the job has trained a step (seen here: 21 s after the start)."""
-    sweep = tmp_path / "sweep"
-    env = cluster_env(slurm_cluster, **{PAUSE_AT_STEP: str(PAUSE_AT), PAUSE_ONCE: str(tmp_path / "paused")})
-    code, out = finish(start_train(
-        ["-m", "hydra/launcher=slurm", *TINY, *QUICK, *SMALL_JOBS, "lr=1e-3", "hydra.launcher.timeout_min=2",
-         "hydra.launcher.max_num_timeout=1", "hydra.launcher.signal_delay_s=30", f"hydra.sweep.dir={sweep}"],
-        tmp_path, env))
-    assert code == 0, out[-3000:]
-    (job,) = job_dirs(sweep).values()
-    assert Path((tmp_path / "paused").read_text()) == job  # the first attempt slept at step 4
-    assert metrics(job)["status"] == "completed" and resumed_at(job) == PAUSE_AT - 1
-    (job_id,) = [p.name for p in (sweep / ".submitit").iterdir() if p.is_dir()]
-    shown = subprocess.run(["scontrol", "show", "job", job_id], env=cluster_env(slurm_cluster), capture_output=True,
-                           text=True, check=True).stdout
-    assert "Restarts=1" in shown and "JobState=COMPLETED" in shown, shown  # one requeue, by submitit
-
-
 @pytest.mark.parametrize("extra, names", [
     # the default preset on a node without GPUs (hardware=auto asks the same: tests/sweep/test_launchers.py)
     (["hardware=gpu"], ["hardware=gpu", "hardware=cpu", "hydra.launcher.gpus_per_node"]),
@@ -177,3 +158,38 @@ def test_sbatch_refusing_the_array_is_one_error_line_naming_the_setting(slurm_cl
     for name in names:
         assert name in lines[0], lines[0]
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def time_limit_sweep(slurm_cluster, tmp_path_factory):
+    """A one-job sweep that sleeps at step 4 until SLURM warns it of its time limit (SIGUSR2, signal_delay_s
+    before it); submitit requeues it (max_num_timeout=1) and the next attempt continues from
+    checkpoints/last.ckpt. timeout_min=2, not 1: slurmctld checks time limits every 30 s and sends the warning
+    as much as that early, so with 1 minute it can come before the job has trained a step (seen here: 21 s
+    after the start). Started when the module starts; checked by its last test."""
+    tmp = tmp_path_factory.mktemp("time_limit")
+    sweep = tmp / "sweep"
+    env = cluster_env(slurm_cluster, **{PAUSE_AT_STEP: str(PAUSE_AT), PAUSE_ONCE: str(tmp / "paused")})
+    proc = start_train(
+        ["-m", "hydra/launcher=slurm", *TINY, *QUICK, *SMALL_JOBS, "lr=1e-3", "hydra.launcher.timeout_min=2",
+         "hydra.launcher.max_num_timeout=1", "hydra.launcher.signal_delay_s=30", f"hydra.sweep.dir={sweep}"],
+        tmp, env)
+    yield proc, tmp, sweep
+    if proc.poll() is None:  # the module ended early (a failure, -k): leave nothing running on the cluster
+        proc.kill()
+        proc.communicate()
+        if (sweep / ".submitit").is_dir():
+            subprocess.run(["scancel", *array_ids(sweep)], env=cluster_env(slurm_cluster), check=False)
+
+
+def test_a_job_at_its_time_limit_is_requeued_and_finishes_from_its_checkpoint(slurm_cluster, time_limit_sweep):
+    proc, tmp, sweep = time_limit_sweep
+    code, out = finish(proc)
+    assert code == 0, out[-3000:]
+    (job,) = job_dirs(sweep).values()
+    assert Path((tmp / "paused").read_text()) == job  # the first attempt slept at step 4
+    assert metrics(job)["status"] == "completed" and resumed_at(job) == PAUSE_AT - 1
+    (job_id,) = [p.name for p in (sweep / ".submitit").iterdir() if p.is_dir()]
+    shown = subprocess.run(["scontrol", "show", "job", job_id], env=cluster_env(slurm_cluster), capture_output=True,
+                           text=True, check=True).stdout
+    assert "Restarts=1" in shown and "JobState=COMPLETED" in shown, shown  # one requeue, by submitit

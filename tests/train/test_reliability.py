@@ -215,7 +215,7 @@ def test_oom_retries_with_half_the_micro_batch_and_the_same_effective_batch(tmp_
     from moirai_ft.instrument.faults import InjectFaults
 
     cfg = ["steps_per_epoch=6", "val_check_interval=3"]
-    run(compose_cfg(cfg), tmp_path / "clean")
+    clean = run(compose_cfg(cfg), tmp_path / "clean")
     oom = {"faults": InjectFaults(oom_above=8)}  # TINY's batch of 16 "does not fit"; 8 does
     retried = run(compose_cfg(cfg), tmp_path / "oom", oom)
     assert retried["status"] == "completed"
