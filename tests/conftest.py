@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 from moirai_ft.config.store import register
-from tests import forkserver
+from tests import forkserver, xdist_groups
 
 register()  # the schemas conf/ composes against (moirai_ft/config/store.py)
 
@@ -76,7 +76,9 @@ def _offline(monkeypatch):
 # --- pytest-xdist: a module fixture shared by several tests (a trained job, a sweep) is built once --------
 # xdist's default `load` mode hands out tests in small chunks, so the tests of one module-scoped fixture often
 # landed on both workers and each built it (a whole sweep twice). `loadgroup` keeps each group on one worker,
-# starts the biggest groups first and hands out every other test one at a time.
+# in the order below, and hands out every other test one at a time. xdist's own loadgroup names a group by
+# appending it to the test's node id, which pytest 9 ignores (its node ids are no longer `_nodeid`), so the
+# groups reach the scheduler through a file instead (tests/xdist_groups.py).
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config):
@@ -88,9 +90,12 @@ def pytest_cmdline_main(config):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node) -> None:
-    # a worker parses the command line itself (xdist's remote.setup_config), so it would never see the
-    # loadgroup chosen above and would leave the groups' node ids unmarked: hand it the controller's choice
-    node.workerinput["moirai_ft_dist"] = node.config.option.dist
+    xdist_groups.configure_node(node)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    return xdist_groups.make_scheduler(config, log)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
@@ -114,6 +119,7 @@ def pytest_collection_modifyitems(config, items):
             shared[item] = keys[0]
     for item, key in shared.items():
         item.add_marker(pytest.mark.xdist_group(root(key)))
+    xdist_groups.publish(config, items)
 
 
 class _LongestFirst:
@@ -148,14 +154,13 @@ SERVICES_OWNER = "MOIRAI_FT_SERVICES_OWNER"
 
 def pytest_configure(config) -> None:
     config.pluginmanager.register(_LongestFirst(), "moirai_ft_longest_first")
-    if getattr(config, "workerinput", {}).get("moirai_ft_dist") == "loadgroup":  # see pytest_configure_node
-        config.option.loadgroup = True  # read by xdist's WorkerInteractor when it names the collected tests
     if not hasattr(config, "workerinput"):  # the controller (or the only process): the workers inherit its name
         os.environ.setdefault(SERVICES_OWNER, f"pytest-{os.getpid()}")
 
 
 def pytest_unconfigure(config) -> None:
     forkserver.stop()  # this process's train.py server, if it started one
+    xdist_groups.cleanup(config)
     if not hasattr(config, "workerinput") and os.environ.get(SERVICES_OWNER) == f"pytest-{os.getpid()}":
         from tests import services
 

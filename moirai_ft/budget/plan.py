@@ -145,19 +145,30 @@ def calibration_for(cfg: DictConfig, data: PreparedData, workdir: Path | None) -
     return _CALIBRATIONS[key]
 
 
+# the Optuna pruners whose range the plan can price, by class: a conf/prune file of any name that uses one
+# (another reduction factor, a percentile) is planned from its own arguments; any other class as no pruning
+HALVING = ("optuna.pruners.SuccessiveHalvingPruner", "optuna.pruners.HyperbandPruner")
+PERCENTILE = ("optuna.pruners.MedianPruner", "optuna.pruners.PercentilePruner")
+
+
 def expected_fraction(prune: DictConfig, checks: int) -> list[tuple[float, int]]:
     """(share of jobs, checks they reach) with the pruner at its best: successive halving keeps
     1/reduction_factor of the jobs at each rung (min_resource x reduction_factor^k checks); the median rule
-    stops half the jobs at the first check after its warm-up. No pruner: every job reaches every check."""
-    name = str(plain(prune.name))
-    if name in ("asha", "hyperband") and checks > 0:
-        eta, rung, share, out = int(prune.reduction_factor), int(prune.min_resource), 1.0, []
+    (a percentile rule: that percentile) stops the rest at the first check after its warm-up. No pruner, or
+    one the plan cannot price: every job reaches every check."""
+    spec = prune.get("pruner") or {}
+    target = str(spec.get("_target_", ""))
+    if target in HALVING and checks > 0:
+        first = spec.get("min_resource", 1)  # "auto" (Optuna learns it): priced as 1, the soonest rung
+        eta, rung, share, out = int(spec.get("reduction_factor", 3)), int(first) if str(first).isdigit() else 1, 1.0, []
         while rung < checks:
             out.append((share * (1 - 1 / eta), rung))
             share, rung = share / eta, rung * eta
         return out + [(share, checks)]
-    if name == "median" and checks > int(prune.n_warmup_steps) + 1:
-        return [(0.5, int(prune.n_warmup_steps) + 1), (0.5, checks)]
+    first = int(spec.get("n_warmup_steps", 0)) + 1
+    if target in PERCENTILE and checks > first:
+        kept = float(spec.get("percentile", 50.0)) / 100
+        return [(1 - kept, first), (kept, checks)]
     return [(1.0, checks)]
 
 

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import pytest
 
 from conftest import CONF, TINY, compose_cfg, run_train
 from moirai_ft.analysis.jobs import State, read_job
 from moirai_ft.analysis.report import analyze
 from moirai_ft.budget.cli import before_hydra
 from moirai_ft.budget.clock import BUDGET, PLAN
-from moirai_ft.budget.plan import JobPlan, SweepPlan, check_steps
+from moirai_ft.budget.plan import JobPlan, SweepPlan, check_steps, expected_fraction
 from moirai_ft.budget.plan_text import fitting
 from moirai_ft.result import TRAINED_FIELDS
 from moirai_ft.search import study as studies
@@ -78,6 +79,25 @@ def test_the_total_follows_the_launcher_s_batches_and_the_budget_takes_jobs_in_o
     two_at_once = SweepPlan("grid", jobs, [], 5.0, True, 2, None, "none", 0.0)  # a process each, batches of 2
     assert two_at_once.batch_ends() == [15.0, 25.0, 60.0] and two_at_once.total() == 60.0
     assert fitting(two_at_once, 30.0) == 2 and fitting(two_at_once, 60.0) == 3
+
+
+def test_the_plan_prices_a_pruner_by_its_class_whatever_its_file_is_called():
+    """The range's low end follows the conf/prune file's `pruner` entry: a file of another name with the same
+    Optuna class prices as the shipped one, from its own arguments; a class the plan cannot price, as none."""
+    from omegaconf import OmegaConf
+
+    asha = compose_cfg(["prune=asha"]).prune
+    shares, rungs = zip(*expected_fraction(asha, 9))
+    assert rungs == (1, 3, 9) and shares == pytest.approx((2 / 3, 2 / 9, 1 / 9))
+    renamed = OmegaConf.create({"name": "halving4", "pruner": {
+        "_target_": "optuna.pruners.SuccessiveHalvingPruner", "min_resource": 2, "reduction_factor": 4}})
+    assert expected_fraction(renamed, 9) == [(0.75, 2), (0.1875, 8), (0.0625, 9)]  # rungs 2, 8
+    percentile = OmegaConf.create({"name": "p25", "pruner": {
+        "_target_": "optuna.pruners.PercentilePruner", "percentile": 25.0, "n_warmup_steps": 1}})
+    assert expected_fraction(percentile, 9) == [(0.75, 2), (0.25, 9)]
+    assert expected_fraction(compose_cfg(["prune=median"]).prune, 9) == [(0.5, 1), (0.5, 9)]
+    unknown = OmegaConf.create({"name": "asha", "pruner": {"_target_": "my.pruners.Oracle"}})
+    assert expected_fraction(unknown, 9) == [(1.0, 9)] == expected_fraction(compose_cfg(["prune=none"]).prune, 9)
 
 
 @dataclass

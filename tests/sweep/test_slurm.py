@@ -190,6 +190,12 @@ def test_a_job_at_its_time_limit_is_requeued_and_finishes_from_its_checkpoint(sl
     assert Path((tmp / "paused").read_text()) == job  # the first attempt slept at step 4
     assert metrics(job)["status"] == "completed" and resumed_at(job) == PAUSE_AT - 1
     (job_id,) = [p.name for p in (sweep / ".submitit").iterdir() if p.is_dir()]
-    shown = subprocess.run(["scontrol", "show", "job", job_id], env=cluster_env(slurm_cluster), capture_output=True,
-                           text=True, check=True).stdout
-    assert "Restarts=1" in shown and "JobState=COMPLETED" in shown, shown  # one requeue, by submitit
+
+    def shown() -> str:
+        return subprocess.run(["scontrol", "show", "job", job_id], env=cluster_env(slurm_cluster),
+                              capture_output=True, text=True, check=True).stdout
+
+    # submitit has the result as soon as the job wrote it; SLURM says COMPLETED once the job's process has exited
+    wait_until(lambda: "JobState=RUNNING" not in shown() and "JobState=COMPLETING" not in shown(),
+               "SLURM to see the job end", timeout=60)
+    assert "Restarts=1" in shown() and "JobState=COMPLETED" in shown(), shown()  # one requeue, by submitit
