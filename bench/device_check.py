@@ -333,6 +333,11 @@ def _pick_compile_mode(c: Check, runs: list[dict[str, Any]], finished: bool) -> 
 
 
 def part_seed_base(c: Check) -> dict[str, Any]:
+    small = c.parts["seed_small"]
+    if c.dry and small.status == "ok":
+        # the dry run's base slot is seed_small's command exactly (the tiny model at smoke scale): its figures
+        # stand for both, and the part after this one still reads them from here
+        return {**small.figures, "dry_run_same_as": "seed_small"}
     return _side_by_side(c, "seed_base", "base")
 
 
