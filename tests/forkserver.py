@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,11 +118,12 @@ def _child(request: dict, fds: list[int]) -> None:
 
 def serve(fd: int) -> int:
     sys.path[0] = str(ROOT)
+    control = socket.socket(fileno=fd)
     _preload()
     sys.stdout.flush()
     sys.stderr.flush()
-    _check_forkable()
-    control = socket.socket(fileno=fd)
+    _check_forkable()  # on refusal the server exits, the client sees no "ready" and runs plain subprocesses
+    control.send(json.dumps({"ready": True}).encode())
     while True:
         message, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE, 3)
         if not message:  # the client closed its end (its session ended, or it died)
@@ -155,6 +157,22 @@ class ForkServer:
         )
         theirs.close()
         self.control = ours
+        self.ready: bool | None = None  # known at the first run (the server's imports take seconds)
+
+    def usable(self) -> bool:
+        """Whether the server came up. One that refused (its imports started a thread or printed, e.g. a
+        new library's warning on another stack) leaves the suite to plain subprocesses, said once as a warning."""
+        if self.ready is None:
+            try:
+                self.ready = bool(self._receive().get("ready"))
+            except RuntimeError:
+                self.ready = False
+                self.log.seek(0)
+                lines = [line for line in self.log.read().decode(errors="replace").splitlines() if line.strip()]
+                why = lines[-1] if lines else "it exited"  # the refusal's RuntimeError, as the server's last line
+                warnings.warn(f"the test fork server did not start ({why}); the tests' train.py runs are plain "
+                              "subprocesses", stacklevel=3)
+        return self.ready
 
     def serves(self, env: dict[str, str]) -> bool:
         """Whether a run with this environment can be a child of this server (see RUNTIME_PREFIXES)."""
@@ -245,7 +263,7 @@ def run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float | None) 
     global _server
     if _server is None and enabled():
         _server = ForkServer(env)
-    if _server is not None and _server.serves(env):
+    if _server is not None and _server.usable() and _server.serves(env):
         return _server.run(argv, cwd, env, timeout)
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
