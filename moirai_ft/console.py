@@ -21,6 +21,8 @@ import warnings
 #   callback sets up) and last.ckpt on a resume, both meant to be there
 _LIGHTNING_WARNINGS = (r"The `srun` command is available on your system but is not used",
                        r"Checkpoint directory .* exists and is not empty")
+# MLflow's SQL store on SQLAlchemy 2.1 (installed with optuna) warns about its own mapper options (logger=mlflow)
+_OTHER_WARNINGS = (r".*``noload`` loader strategy.*",)
 _LIGHTNING_INFO = ("💡 Tip:",)
 _RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
@@ -44,7 +46,7 @@ _DROP_HINTS = _DropHints()
 
 def quiet_third_party() -> None:
     """Silence the hints above; idempotent (tests and every job of a sweep call it)."""
-    for message in _LIGHTNING_WARNINGS:
+    for message in (*_LIGHTNING_WARNINGS, *_OTHER_WARNINGS):
         warnings.filterwarnings("ignore", message=message)
     for name in _RANK_ZERO_LOGGERS:
         logger = logging.getLogger(name)

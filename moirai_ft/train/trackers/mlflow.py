@@ -15,7 +15,6 @@ import json
 import os
 import urllib.error
 import urllib.request
-import warnings
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -32,9 +31,6 @@ try:  # the optional extra: imported when logger=mlflow is chosen
     from mlflow.tracking import MlflowClient
 except ImportError:
     raise UserError('logger=mlflow needs MLflow: pip install "moirai-ft[mlflow]"') from None
-
-# MLflow's SQL store on SQLAlchemy 2.1 (installed with optuna) warns about its own mapper options
-warnings.filterwarnings("ignore", message=r".*``noload`` loader strategy.*")
 
 STORE = "mlflow"  # in the run directory: mlflow.db and artifacts/
 RUN_FILE = "mlflow_run.json"  # in the job directory: the job's run, continued by a resumed fit
