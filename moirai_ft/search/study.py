@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from moirai_ft.artifacts import read_json, write_json_atomic
 from moirai_ft.config.root import RUN_KEYS
-from moirai_ft.errors import UserError
+from moirai_ft.errors import UserError, first_line
 
 JOURNAL = "optuna_journal.log"
 TRIALS = "optuna_trials.json"  # in the sweep directory: {"<hydra.job.num>": trial number}
@@ -47,6 +47,16 @@ def storage_for(storage: str | None, sweep_root: str | Path, launch_dir: str | P
             extra = ' (pip install "moirai-ft[postgres]")' if storage.startswith("postgres") else ""
             raise UserError(f"prune.storage={storage.split('://')[0]}://... needs a database driver{extra}: "
                             f"{e.__cause__ or e}") from None
+        except Exception as e:  # SQLAlchemy's OperationalError: no server there, a wrong password, no such database
+            import sqlalchemy.exc
+
+            if not isinstance(e, sqlalchemy.exc.OperationalError):
+                raise
+            shown = sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)
+            reason = first_line(e.orig or e).removeprefix("connection failed: ")
+            raise UserError(f"prune.storage={shown} cannot be opened ({reason}); start the database server or "
+                            "correct the URL (user, password, host, port, database), or leave prune.storage unset "
+                            "for a journal file under sweep_root") from None
     root = Path(sweep_root)
     path = Path(storage) if storage else (root if root.is_absolute() else Path(launch_dir) / root) / JOURNAL
     path = path if path.is_absolute() else Path(launch_dir) / path

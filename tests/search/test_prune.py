@@ -193,3 +193,19 @@ def test_a_pruner_added_by_one_conf_file_stops_a_bad_job(tmp_path: Path):
     rule = Pruning(JobTrial(study, study.ask(), owned_by_sweeper=False), None, cfg.prune.name)
     select(tmp_path, "val/crps", nll=[1.0, 0.5, 0.4, 0.3], crps=[0.5, 0.45, 0.42, 0.41], patience=10, more=[rule])
     assert rule.reason == "percentile" and rule.pruned_at == 1
+
+
+def test_a_study_database_that_cannot_be_opened_is_one_line_naming_prune_storage(tmp_path: Path):
+    """No server at prune.storage's address: one `error:` line, exit 2, the password hidden, before training."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgresql://someone:hunter2@127.0.0.1:{port}/studies"
+    proc = run_train([*TINY, "prune=asha", f"prune.storage={url}"], cwd=tmp_path, env=ONE_THREAD)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith(f"error: prune.storage=postgresql://someone:***@127.0.0.1:{port}/studies cannot be opened")
+    assert "hunter2" not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+    assert not list(tmp_path.rglob("training_history.csv"))  # nothing trained
