@@ -165,11 +165,9 @@ class ForkServer:
         if self.ready is None:
             try:
                 self.ready = bool(self._receive().get("ready"))
-            except RuntimeError:
+            except RuntimeError as e:  # _receive's message ends with the server's log: its refusal, last
                 self.ready = False
-                self.log.seek(0)
-                lines = [line for line in self.log.read().decode(errors="replace").splitlines() if line.strip()]
-                why = lines[-1] if lines else "it exited"  # the refusal's RuntimeError, as the server's last line
+                why = str(e).strip().splitlines()[-1]
                 warnings.warn(f"the test fork server did not start ({why}); the tests' train.py runs are plain "
                               "subprocesses", stacklevel=3)
         return self.ready

@@ -159,16 +159,17 @@ def expected_fraction(prune: DictConfig, checks: int) -> list[tuple[float, int]]
     spec = prune.get("pruner") or {}
     target = str(spec.get("_target_", ""))
     if target in HALVING and checks > 0:
-        first = spec.get("min_resource", 1)  # "auto" (Optuna learns it): priced as 1, the soonest rung
-        eta, rung, share, out = int(spec.get("reduction_factor", 3)), int(first) if str(first).isdigit() else 1, 1.0, []
+        rung = spec.get("min_resource", 1)
+        rung = int(rung) if str(rung).isdigit() else 1  # "auto" (Optuna learns it): priced as 1, the soonest rung
+        eta, share, out = int(spec.get("reduction_factor", 3)), 1.0, []
         while rung < checks:
             out.append((share * (1 - 1 / eta), rung))
             share, rung = share / eta, rung * eta
         return out + [(share, checks)]
-    first = int(spec.get("n_warmup_steps", 0)) + 1
-    if target in PERCENTILE and checks > first:
+    decided_at = int(spec.get("n_warmup_steps", 0)) + 1  # the first check after the warm-up
+    if target in PERCENTILE and checks > decided_at:
         kept = float(spec.get("percentile", 50.0)) / 100
-        return [(1 - kept, first), (kept, checks)]
+        return [(1 - kept, decided_at), (kept, checks)]
     return [(1.0, checks)]
 
 
